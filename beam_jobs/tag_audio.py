@@ -21,6 +21,8 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import WriteToParquetBatched
 from apache_beam.options.pipeline_options import (
+    DebugOptions,
+    DirectOptions,
     GoogleCloudOptions,
     PipelineOptions,
     StandardOptions,
@@ -32,6 +34,7 @@ from audio_models.model_assets import read_spec_document
 from audio_models.spec import ModelSpec
 from schemas.tables import PACKAGE_VERSION, FrameColumns, config_id, files_schema
 from transforms.backfill import NEW, CountPlan, PriorResults, SkipDone, format_plan, published_runs
+from transforms.decoder_pool import DEFAULT_TIMEOUT_S
 from transforms.file_report import CombineFileReports, MakeFileRows
 from transforms.frame_table import CoalesceTables, FrameTableBuilder
 from transforms.inference import SCORE_STATS, RunModelBatched
@@ -132,6 +135,14 @@ class TagAudioOptions(PipelineOptions):
             help="Files longer than this are cut into work units of about this many seconds, "
                  "so one long recording spreads over workers. 0 = never cut.")
         parser.add_argument(
+            "--decode_processes", type=int, default=-1,
+            help="Decoder processes per worker process, so units decode in parallel beside the model: "
+                 "-1 = the cores left to each SDK process; 0 = decode on the bundle's own thread.")
+        parser.add_argument(
+            "--decode_timeout_s", type=float, default=DEFAULT_TIMEOUT_S,
+            help="A unit whose decoder process sends nothing for this long gets a 'decoder_timeout' "
+                 "row and its decoder is replaced.")
+        parser.add_argument(
             "--extensions", default=",".join(AUDIO_EXTENSIONS),
             help="Comma-separated extensions taken when --input is a directory ('' = every file).")
         parser.add_argument(
@@ -185,6 +196,17 @@ def _features_problem(opts: TagAudioOptions, spec: ModelSpec) -> str | None:
     return f"--features {opts.features} needs --model yamnet or savedmodel (a 16 kHz waveform model)"
 
 
+def _sdk_processes_per_machine(opts: PipelineOptions) -> int:
+    """How many SDK processes share a worker machine (0: one per core), to size decoder pools."""
+    if opts.view_as(StandardOptions).runner in ("DataflowRunner", "dataflow"):
+        experiments = opts.view_as(DebugOptions).experiments or []
+        return 1 if "no_use_multiple_sdk_containers" in experiments else 0
+    direct = opts.view_as(DirectOptions)
+    if direct.direct_running_mode == "multi_processing":
+        return max(1, direct.direct_num_workers)
+    return 1
+
+
 @beam.ptransform_fn
 def TagAudio(pbegin, opts: TagAudioOptions, source: ModelSource, spec: ModelSpec,  # noqa: N802
              layout: RunLayout, record: dict):
@@ -196,7 +218,10 @@ def TagAudio(pbegin, opts: TagAudioOptions, source: ModelSource, spec: ModelSpec
     planned = entries | "PlanUnits" >> beam.ParDo(PlanUnits(framing)).with_outputs(REPORTS, main="units")
     decoded = (planned.units
                | "SpreadUnits" >> beam.Reshuffle()
-               | "Decode" >> beam.ParDo(DecodeUnits(framing)).with_outputs(REPORTS, main="chunks"))
+               | "Decode" >> beam.ParDo(DecodeUnits(
+                   framing, decode_processes=opts.decode_processes,
+                   processes_per_machine=_sdk_processes_per_machine(opts),
+                   decode_timeout_s=opts.decode_timeout_s)).with_outputs(REPORTS, main="chunks"))
     builder = FrameTableBuilder(spec, columns)
     run_model = RunModelBatched(source, builder, opts.batch_size, opts.device)
     inferred = decoded.chunks | "RunModel" >> beam.ParDo(run_model).with_outputs(SCORE_STATS, main="frames")

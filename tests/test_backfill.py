@@ -25,6 +25,7 @@ from tests.pipeline_helpers import (
     run_tag_audio_subprocess,
 )
 from transforms.framing import num_frames
+from transforms.run_output import new_run_id
 
 
 def _tag(inputs: Path, out: Path, *extra: str, model: Path = FIXTURE_MODEL) -> int:
@@ -75,6 +76,13 @@ def test_rerun_skips_done_files_and_retags_changed_ones(small_corpus, tmp_path, 
     assert _tag(small_corpus, out, "--force") == 0
     files = _published_files(out)
     assert len(files[files.run == files.run.max()]) == 4
+
+
+def test_run_ids_sort_by_start_time_even_within_a_second():
+    start = 1_795_000_000.0
+    ids = [new_run_id(start + offset) for offset in (0.0, 0.001, 0.25, 0.999, 1.0, 86_400.0)]
+    assert sorted(ids) == ids and len(set(ids)) == len(ids)
+    assert ids[0].startswith("20261118T") and ids[2][15:20] == ".250Z"
 
 
 def test_new_model_version_is_not_done(small_corpus, tmp_path):

@@ -36,7 +36,8 @@ class DecodeError(Exception):
 
     ``kind`` is short and machine-readable ('not_found', 'is_directory',
     'empty_file', 'not_audio', 'no_audio_stream', 'unreadable', 'non_finite',
-    'no_audio_data', 'decoder_error'); ``message`` is one sentence for people.
+    'no_audio_data', 'decoder_error', and from a decoder process 'decoder_crash' and
+    'decoder_timeout'); ``message`` is one sentence for people.
     Transient I/O failures (a dropped connection) are not DecodeErrors: they
     propagate so the runner retries the work.
     """
@@ -248,6 +249,17 @@ def pick_audio_stream(container: av.container.InputContainer, uri: str) -> av.Au
         raise DecodeError("no_audio_stream", f"no audio stream (container {fmt} has only {listed})")
     what = f"only {listed} streams" if kinds else "no streams"
     raise DecodeError("not_audio", f"not an audio file (FFmpeg reads it as {fmt} with {what})")
+
+
+def describe_failure(error: Exception) -> str:
+    """``'kind: message'`` for a unit that could not be decoded; any exception, one line.
+
+    A DecodeError says it itself; anything else is a decoder bug or an I/O
+    failure that must cost one file, never the job.
+    """
+    if isinstance(error, DecodeError):
+        return str(error)
+    return f"decoder_error: {type(error).__name__}: {str(error)[:300]}"
 
 
 def describe_error(error: Exception) -> str:

@@ -10,11 +10,10 @@ from __future__ import annotations
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.windowed_value import WindowedValue
 
 from audio_models.spec import EMBEDDING, LOGMEL, SCORES, ModelSpec
 from schemas.tables import TOP_CLASS, FrameColumns, config_id, frames_schema
+from transforms.bundle_outputs import in_global_window
 
 
 def _list_column(values: np.ndarray, value_type: pa.DataType) -> pa.ListArray:
@@ -108,7 +107,7 @@ class CoalesceTables(beam.DoFn):
 
     def finish_bundle(self):
         if self._tables:
-            yield WindowedValue(self._flush(), GlobalWindow().max_timestamp(), [GlobalWindow()])
+            yield in_global_window(self._flush())
 
     def _flush(self) -> pa.Table:
         table = pa.concat_tables(self._tables)

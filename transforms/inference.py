@@ -21,12 +21,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import apache_beam as beam
 import numpy as np
 from apache_beam import pvalue
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.windowed_value import WindowedValue
 
 from audio_models.loading import ModelSource, load_model
 from audio_models.spec import SCORES, BatchedModel
 from transforms import progress
+from transforms.bundle_outputs import finish_bundle_outputs
 from transforms.file_report import ScoreStats
 from transforms.frame_table import FrameTableBuilder
 from transforms.units import WindowChunk
@@ -123,11 +122,7 @@ class RunModelBatched(beam.DoFn):
             outputs.extend(self._submit(min(self._batch_size, self._queue.size)))
         while self._in_flight:
             outputs.extend(self._collect())
-        for out in outputs:
-            value = out.value if isinstance(out, pvalue.TaggedOutput) else out
-            windowed = WindowedValue(value, GlobalWindow().max_timestamp(), [GlobalWindow()])
-            yield pvalue.TaggedOutput(out.tag, windowed) if isinstance(out, pvalue.TaggedOutput) \
-                else windowed
+        yield from finish_bundle_outputs(outputs)
 
     def _submit(self, count: int) -> list:
         """Hands the next ``count`` windows to the model; returns the outputs of the batch before it."""

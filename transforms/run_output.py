@@ -34,9 +34,11 @@ FAILED = "failed"
 
 
 def new_run_id(now: float | None = None) -> str:
-    """Sortable by start time, unique across concurrent launches."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now if now is not None else time.time()))
-    return f"{stamp}-{secrets.token_hex(3)}"
+    """Sortable by start time (to the millisecond: runs can be under a second apart), unique across
+    concurrent launches."""
+    now = time.time() if now is None else now
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
+    return f"{stamp}.{int(now * 1000) % 1000:03d}Z-{secrets.token_hex(3)}"
 
 
 @dataclasses.dataclass(frozen=True)

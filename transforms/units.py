@@ -16,7 +16,10 @@ import numpy as np
 from apache_beam import pvalue
 
 from transforms import progress
-from transforms.decode import AudioStream, DecodeError, probe
+from transforms.bundle_outputs import finish_bundle_outputs
+from transforms.decode import DecodeError, probe
+from transforms.decode_protocol import END, FINAL_KINDS, INFO, SAMPLES, DecodeRequest, decode_messages
+from transforms.decoder_pool import DEFAULT_TIMEOUT_S, DecodeSession, resolve_processes, shared_pool
 from transforms.file_report import UnitReport
 from transforms.framing import WindowAssembler, WorkUnit, plan_units
 from transforms.inputs import FileEntry
@@ -74,52 +77,124 @@ class PlanUnits(beam.DoFn):
         yield from units
 
 
-class DecodeUnits(beam.DoFn):
-    """WorkUnit -> WindowChunks (main output) and one UnitReport per unit."""
+class _UnitDecoding:
+    """One unit's decode messages turned into WindowChunks and, at the end, its UnitReport."""
 
-    def __init__(self, framing: Framing, frames_per_chunk: int = 32):
+    def __init__(self, unit: WorkUnit, framing: Framing, frames_per_chunk: int):
+        self.unit = unit
+        self.start_sample = unit.first_frame * framing.hop
+        self.report = UnitReport(unit.unit_index, unit.num_units, end_sample=self.start_sample)
+        self.assembler = WindowAssembler(framing.window, framing.hop, unit.first_frame, unit.end_frame,
+                                         frames_per_chunk)
+        self.request = DecodeRequest(unit.uri, framing.sample_rate, start_sample=self.start_sample,
+                                     max_samples=self._samples_needed(unit, framing))
+
+    @staticmethod
+    def _samples_needed(unit: WorkUnit, framing: Framing) -> int | None:
+        """Samples that complete a bounded unit's last window (None: decode to the end of the file)."""
+        if unit.end_frame is None:
+            return None
+        return (unit.end_frame - unit.first_frame - 1) * framing.hop + framing.window
+
+    def handle(self, message: tuple):
+        """Yields the WindowChunks a message completes."""
+        kind, *body = message
+        report = self.report
+        if kind == INFO:
+            info = body[0]
+            report.codec, report.sample_rate, report.channels = info.codec, info.sample_rate, info.channels
+        elif kind == SAMPLES:
+            if not self.assembler.done:
+                for first, windows in self.assembler.push(body[0]):
+                    yield WindowChunk(self.unit.uri, first, windows)
+        elif kind == END:
+            reached_eof, samples_out, problem = body
+            report.end_sample = self.start_sample + samples_out
+            if reached_eof:
+                report.reached_eof, report.problem = True, problem
+                for first, windows in self.assembler.finish():
+                    yield WindowChunk(self.unit.uri, first, windows)
+        else:  # ERROR: the unit produced nothing usable after this
+            report.error, samples_out = body
+            if samples_out is not None:
+                report.end_sample = self.start_sample + samples_out
+            else:  # the decoder process died: count what reached the windows
+                report.end_sample = self.start_sample + self.assembler.samples_seen
+
+
+class DecodeUnits(beam.DoFn):
+    """WorkUnit -> WindowChunks (main output) and one UnitReport per unit.
+
+    With ``decode_processes`` > 0 (or < 0: one per core), units decode in a
+    pool of decoder processes (``transforms.decoder_pool``) while this thread
+    turns their samples into windows; several units are in flight at once and
+    their chunks come out in the order they are decoded.  With 0, each unit is
+    decoded here, on the bundle's thread.  Both run the same code
+    (``decode_protocol.decode_messages``).
+    """
+
+    def __init__(self, framing: Framing, frames_per_chunk: int = 32, decode_processes: int = 0,
+                 processes_per_machine: int = 1, decode_timeout_s: float = DEFAULT_TIMEOUT_S):
         self._framing = framing
         self._frames_per_chunk = frames_per_chunk
+        self._decode_processes = decode_processes
+        self._processes_per_machine = processes_per_machine
+        self._decode_timeout_s = decode_timeout_s
         self._audio_seconds = beam.metrics.Metrics.counter("tag_audio", "audio_seconds_decoded")
         self._failures = beam.metrics.Metrics.counter("tag_audio", "units_with_problems")
 
+    def setup(self):
+        # Resolved here, on the worker: its cores are what count, not the driver's.
+        processes = resolve_processes(self._decode_processes, self._processes_per_machine)
+        self._pool = shared_pool(processes, self._decode_timeout_s) if processes else None
+        # Enough units in flight that no decoder waits for the next one.
+        self._max_in_flight = 2 * processes
+        self._session: DecodeSession | None = None
+
+    def start_bundle(self):
+        self._session = DecodeSession(self._pool) if self._pool else None
+        self._units: dict[int, _UnitDecoding] = {}
+        self._next_tag = 0
+
     def process(self, unit: WorkUnit):
-        f = self._framing
-        report = UnitReport(unit.unit_index, unit.num_units)
-        start_sample = unit.first_frame * f.hop
-        report.end_sample = start_sample
-        stream = None
-        try:
-            stream = AudioStream(unit.uri, f.sample_rate, start_sample=start_sample)
-            info = stream.info
-            report.codec, report.sample_rate, report.channels = info.codec, info.sample_rate, info.channels
-            assembler = WindowAssembler(f.window, f.hop, unit.first_frame, unit.end_frame,
-                                        self._frames_per_chunk)
-            for samples in stream:
-                for first, windows in assembler.push(samples):
-                    yield WindowChunk(unit.uri, first, windows)
-                if assembler.done:
-                    break
-            else:
-                report.reached_eof = True
-                report.problem = stream.problem
-                for first, windows in assembler.finish():
-                    yield WindowChunk(unit.uri, first, windows)
-        except DecodeError as e:
-            report.error = str(e)
-        except Exception as e:  # a decoder bug must cost one file, never the job
-            report.error = f"decoder_error: {type(e).__name__}: {str(e)[:300]}"
-        finally:
-            if stream is not None:
-                report.end_sample = start_sample + stream.samples_out
-                self._audio_seconds.inc(int(stream.samples_out / f.sample_rate))
-                stream.close()
+        decoding = _UnitDecoding(unit, self._framing, self._frames_per_chunk)
+        if self._session is None:
+            for message in decode_messages(decoding.request):
+                yield from decoding.handle(message)
+            yield self._finished(decoding)
+            return
+        tag, self._next_tag = self._next_tag, self._next_tag + 1
+        self._units[tag] = decoding
+        self._session.submit(decoding.request, tag)
+        while self._session.in_flight > self._max_in_flight:
+            yield from self._next_outputs()
+
+    def finish_bundle(self):
+        outputs = []
+        while self._session is not None and self._session.in_flight:
+            outputs.extend(self._next_outputs())
+        yield from finish_bundle_outputs(outputs)
+        progress.flush()
+
+    def teardown(self):
+        if getattr(self, "_session", None) is not None:
+            self._session.close()  # a failed bundle: nobody will read what is still coming
+
+    def _next_outputs(self):
+        """The outputs of the next message from the decoder processes."""
+        tag, message = self._session.next_message()
+        decoding = self._units[tag]
+        yield from decoding.handle(message)
+        if message[0] in FINAL_KINDS:
+            del self._units[tag]
+            yield self._finished(decoding)
+
+    def _finished(self, decoding: _UnitDecoding) -> pvalue.TaggedOutput:
+        report, f = decoding.report, self._framing
+        decoded_s = (report.end_sample - decoding.start_sample) / f.sample_rate
+        self._audio_seconds.inc(int(decoded_s))
         failed = report.error is not None or report.problem is not None
         if failed:
             self._failures.inc()
-        progress.record(units_done=1, failures=int(failed),
-                        audio_seconds=(report.end_sample - start_sample) / f.sample_rate)
-        yield pvalue.TaggedOutput(REPORTS, (unit.uri, report))
-
-    def finish_bundle(self):
-        progress.flush()
+        progress.record(units_done=1, failures=int(failed), audio_seconds=decoded_s)
+        return pvalue.TaggedOutput(REPORTS, (decoding.unit.uri, report))
