@@ -1,7 +1,9 @@
 """Opening audio files: a URI as a seekable byte source, its container, its audio stream's facts.
 
-Everything goes through Beam's ``FileSystems`` so the same code reads a
-laptop folder and a bucket.  Compression is switched off explicitly: Beam's
+Remote URIs (``gs://`` and any other scheme) go through Beam's ``FileSystems``
+so the same code reads a laptop folder and a bucket; local paths are opened
+directly, so a decoder process working on local files never imports Beam (and
+stays a few tens of MB).  Compression is switched off explicitly: Beam's
 default (AUTO) would gunzip a file whose name ends in ``.gz``, and audio
 codecs do their own compression.  Errors that retrying will not fix become
 :class:`DecodeError` with a short machine-readable kind.
@@ -16,19 +18,10 @@ import os
 import struct
 
 import av
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.localfilesystem import LocalFileSystem
 
 _AVIO_BUFFER_BYTES = 1 << 18  # FFmpeg's reads through Python: few, large ones
 # Demuxers whose declared length is an exact sample count (PCM WAV: see read_audio_info).
 _EXACT_LENGTH_FORMATS = frozenset({"wav", "w64", "aiff", "caf", "au", "flac", "ogg", "mov", "mp4"})
-
-try:  # present with apache-beam[gcp]; a bucket object that does not exist raises these
-    from google.api_core.exceptions import Forbidden as _CloudForbidden
-    from google.api_core.exceptions import NotFound as _CloudNotFound
-except ImportError:  # pragma: no cover - Beam without the GCP extra
-    _CloudForbidden = _CloudNotFound = ()
 
 
 class DecodeError(Exception):
@@ -134,7 +127,24 @@ class SourceFile(io.RawIOBase):
 
 
 def _is_local(uri: str) -> bool:
-    return isinstance(FileSystems.get_filesystem(uri), LocalFileSystem)
+    return "://" not in uri  # Beam's rule: a path without a scheme is a local file
+
+
+def _open_remote(uri: str):
+    """``uri`` through Beam's filesystems, with the cloud client's not-found / forbidden as OSErrors."""
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    try:  # present with apache-beam[gcp]; a bucket object that does not exist raises these
+        from google.api_core.exceptions import Forbidden, NotFound
+    except ImportError:  # pragma: no cover - Beam without the GCP extra
+        Forbidden = NotFound = ()  # noqa: N806
+    try:
+        return FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED)
+    except NotFound as error:
+        raise FileNotFoundError(str(error)) from error
+    except Forbidden as error:
+        raise PermissionError(str(error)) from error
 
 
 def open_source(uri: str, hash_bytes: bool = False) -> SourceFile:
@@ -142,12 +152,12 @@ def open_source(uri: str, hash_bytes: bool = False) -> SourceFile:
     if uri.endswith("/") or (_is_local(uri) and os.path.isdir(uri)):
         raise DecodeError("is_directory", "the path is a directory, not a file")
     try:
-        raw = FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED)
+        raw = open(uri, "rb") if _is_local(uri) else _open_remote(uri)  # noqa: SIM115 (closed by SourceFile)
     except IsADirectoryError:
         raise DecodeError("is_directory", "the path is a directory, not a file") from None
-    except (FileNotFoundError, _CloudNotFound):
+    except FileNotFoundError:
         raise DecodeError("not_found", "the file does not exist") from None
-    except (PermissionError, _CloudForbidden) as error:
+    except PermissionError as error:
         raise DecodeError("unreadable", f"the file cannot be read: permission denied ({error})") from None
     try:
         size = raw.seek(0, io.SEEK_END)
