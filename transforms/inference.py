@@ -24,7 +24,7 @@ from apache_beam import pvalue
 
 from audio_models.loading import ModelSource, load_model
 from audio_models.spec import SCORES, BatchedModel
-from transforms import progress
+from transforms import malloc_tuning, progress
 from transforms.bundle_outputs import finish_bundle_outputs
 from transforms.file_report import ScoreStats
 from transforms.frame_table import FrameTableBuilder
@@ -95,6 +95,7 @@ class RunModelBatched(beam.DoFn):
         self._batches = beam.metrics.Metrics.counter("tag_audio", "batches")
 
     def setup(self):
+        malloc_tuning.pin_mmap_threshold()
         self._model = shared_model(self._source, self._device)
         if not self._batch_size:
             # Decided here, on the worker: the driver may have no GPU while workers do.

@@ -15,7 +15,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam import pvalue
 
-from transforms import progress
+from transforms import malloc_tuning, progress
 from transforms.bundle_outputs import finish_bundle_outputs
 from transforms.decode import DecodeError, probe
 from transforms.decode_protocol import END, FINAL_KINDS, INFO, SAMPLES, DecodeRequest, decode_messages
@@ -144,6 +144,7 @@ class DecodeUnits(beam.DoFn):
         self._failures = beam.metrics.Metrics.counter("tag_audio", "units_with_problems")
 
     def setup(self):
+        malloc_tuning.pin_mmap_threshold()
         # Resolved here, on the worker: its cores are what count, not the driver's.
         processes = resolve_processes(self._decode_processes, self._processes_per_machine)
         self._pool = shared_pool(processes, self._decode_timeout_s) if processes else None
