@@ -171,11 +171,13 @@ class DecodeUnits(beam.DoFn):
             yield from self._next_outputs()
 
     def finish_bundle(self):
-        outputs = []
-        while self._session is not None and self._session.in_flight:
-            outputs.extend(self._next_outputs())
-        yield from finish_bundle_outputs(outputs)
+        # Streamed, not collected: the units still in flight can be hours of audio.
+        yield from finish_bundle_outputs(self._remaining_outputs())
         progress.flush()
+
+    def _remaining_outputs(self):
+        while self._session is not None and self._session.in_flight:
+            yield from self._next_outputs()
 
     def teardown(self):
         if getattr(self, "_session", None) is not None:
