@@ -256,3 +256,30 @@ def test_max_failed_fraction_fails_the_run_but_keeps_good_output(corpus, tmp_pat
     record = json.loads(Path(glob.glob(f"{out}/runs/*.json")[0]).read_text())
     assert record["status"] == "failed" and "2 of 3 files failed" in record["reason"]
     assert read_table(out, "frames").num_rows == 6  # the good file is still there
+
+
+def test_decoding_in_thread_gives_the_same_output_as_decoder_processes(corpus, tagged):
+    """The default run above decodes in decoder processes; --decode_processes 0 decodes in-thread.
+
+    Same samples reach the model either way; only which windows share a batch differs, which moves
+    model outputs in the last bits at most.
+    """
+    out = corpus["root"] / "out_in_thread"
+    status = run_tag_audio(["--input", str(corpus["audio"]), "--input_manifest", str(corpus["manifest"]),
+                            "--output", str(out), "--model", "yamnet", "--model_path", str(FIXTURE_MODEL),
+                            "--unit_s", "10", "--batch_size", "16", "--decode_processes", "0"])
+    assert status == 0
+    for table, key in (("frames", ["uri", "frame_index"]), ("files", ["uri"])):
+        order = [(k, "ascending") for k in key]
+        pooled = read_table(tagged, table).drop_columns(["run"]).sort_by(order).to_pydict()
+        in_thread = read_table(out, table).drop_columns(["run"]).sort_by(order).to_pydict()
+        assert len(pooled["uri"]) == len(in_thread["uri"]) > 0
+        for column, values in pooled.items():
+            if column in ("scores", "embedding"):
+                np.testing.assert_allclose(np.array(values), np.array(in_thread[column]), atol=1e-5)
+            elif column.startswith("top_labels"):  # a near-tie may swap two labels: compare scores
+                for mine, theirs in zip(values, in_thread[column], strict=True):
+                    np.testing.assert_allclose([x["score"] for x in mine], [x["score"] for x in theirs],
+                                               atol=1e-5)
+            else:
+                assert values == in_thread[column], f"{table}.{column}"
