@@ -34,10 +34,11 @@ import numpy as np
 import tensorflow as tf
 
 from audio_models import yamnet_weights as yw
-from audio_models.loading import ModelSource, ModelUnavailableError, register_kind
+from audio_models.loading import ModelSource, ModelUnavailableError, read_errors_as_unavailable, register_kind
 from audio_models.spec import EMBEDDING, LOGMEL, SCORES, ModelSpec
 from audio_models.yamnet import HOP_SAMPLES, SAMPLE_RATE, WINDOW_SAMPLES, YamnetModel
 from schemas import training as ts
+from transforms import storage
 
 KIND = "head"
 SPEC_ASSET = "model_spec.json"
@@ -80,7 +81,7 @@ def frame_raw_features(layout: ts.FeatureLayout, embedding, logmel_patches) -> d
     if ts.EMBEDDING in layout.columns:
         columns[ts.EMBEDDING] = embedding
     if ts.LOGMEL_STATS in layout.columns:
-        # transforms.frame_table.logmel_statistics: per-band mean, then per-band (population) std.
+        # transforms.tagging.frame_table.logmel_statistics: per-band mean, then per-band (population) std.
         stats = tf.concat([tf.reduce_mean(logmel_patches, axis=1),
                            tf.math.reduce_std(logmel_patches, axis=1)], axis=1)
         tf.debugging.assert_equal(tf.shape(stats)[1], 2 * MEL_BANDS)
@@ -179,12 +180,11 @@ def _path(source: ModelSource | str) -> str:
 
 
 def read_spec_document(path: str) -> dict:
-    spec_path = yw.join(path, "assets", SPEC_ASSET)
-    if not tf.io.gfile.exists(spec_path):
+    spec_path = storage.join(path, "assets", SPEC_ASSET)
+    if not storage.exists(spec_path):
         raise ModelUnavailableError(f"{path} is not a train_head export (no assets/{SPEC_ASSET}): pass "
                                     f"--model_path HEAD_DIR/{EXPORT_DIR}")
-    with tf.io.gfile.GFile(spec_path, "r") as f:
-        document = json.load(f)
+    document = storage.read_json(spec_path)
     if document.get("kind") != KIND:
         raise ModelUnavailableError(f"{spec_path} describes a {document.get('kind')!r} model, not a head: "
                                     f"use --model {document.get('kind')}")
@@ -210,7 +210,7 @@ def load_head_spec(source: ModelSource | str) -> ModelSpec:
         hop_samples=int(document["hop_samples"]),
         class_names=tuple(document["labels"]),
         embedding_dim=int(document.get("embedding_dim", 0)),
-        fingerprint=yw.fingerprint(yw.savedmodel_weight_files(path)),
+        fingerprint=storage.fingerprint(yw.savedmodel_weight_files(path)),
     )
 
 
@@ -249,12 +249,8 @@ def load_head_model(source: ModelSource | str) -> HeadModel:
     """Loads the export at ``source`` (local or ``gs://``) as a ``BatchedModel``."""
     spec = load_head_spec(source)
     path = _path(source)
-    try:
-        loaded = tf.saved_model.load(path)
-    except (OSError, ValueError, tf.errors.OpError) as e:
-        message = e.message if isinstance(e, tf.errors.OpError) else str(e)
-        message = " ".join(message.split())[:200]
-        raise ModelUnavailableError(f"could not load the head export {path}: {message}") from None
+    with read_errors_as_unavailable(f"load the head export {path}"):
+        loaded = tf.saved_model.load(storage.local_copy(path))
     return HeadModel(spec, loaded)
 
 

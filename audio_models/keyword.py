@@ -22,20 +22,19 @@ plan a job without loading TensorFlow's graph.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from audio_models import model_assets
-from audio_models.loading import ModelSource, ModelUnavailableError, register_kind
+from audio_models.loading import ModelSource, read_errors_as_unavailable, register_kind
 from audio_models.spec import EMBEDDING, SCORES, ModelSpec
+from transforms import storage
 
 KIND = "keyword"
 SAMPLE_RATE = 16000
@@ -212,14 +211,9 @@ def export_keyword_model(classifier, labels: Sequence[str], export_dir: str,
 
 def weights_fingerprint(path: str) -> str:
     """SHA-256 over the SavedModel's variables files (names and bytes, in name order)."""
-    variables_dir = model_assets.join(path, "variables")
-    digest = hashlib.sha256()
-    for name in sorted(tf.io.gfile.listdir(variables_dir)):
-        digest.update(name.encode("utf-8"))
-        with tf.io.gfile.GFile(model_assets.join(variables_dir, name), "rb") as f:
-            while block := f.read(1 << 20):
-                digest.update(block)
-    return digest.hexdigest()
+    variables_dir = storage.join(path, "variables")
+    return storage.fingerprint([storage.join(variables_dir, n) for n in storage.list_names(variables_dir)],
+                               with_names=True)
 
 
 def read_spec_document(path: str) -> dict:
@@ -279,7 +273,8 @@ def load_keyword_model(path: str, hop_samples: int | None = None) -> KeywordMode
     """Loads the exported model at ``path`` (local or ``gs://``) as a ``BatchedModel``."""
     spec = load_keyword_spec(path, hop_samples)
     document = read_spec_document(path)
-    return KeywordModel(spec, tf.saved_model.load(path), document.get("signature", SIGNATURE),
+    loaded = tf.saved_model.load(storage.local_copy(path))
+    return KeywordModel(spec, loaded, document.get("signature", SIGNATURE),
                         document.get("input", WAVEFORM_INPUT))
 
 
@@ -340,26 +335,17 @@ def _hop_samples(source: ModelSource) -> int | None:
     return None if source.hop_s is None else int(round(source.hop_s * SAMPLE_RATE))
 
 
+_EXPORT_HINT = " (export one with python -m beam_jobs.train_keyword)"
+
+
 def _spec_for(source: ModelSource) -> ModelSpec:
-    with _unreadable_as_unavailable(source.path):
+    with read_errors_as_unavailable(f"read a keyword model from {source.path}", _EXPORT_HINT):
         return load_keyword_spec(source.local_path(), _hop_samples(source))
 
 
 def _model_for(source: ModelSource) -> KeywordModel:
-    with _unreadable_as_unavailable(source.path):
+    with read_errors_as_unavailable(f"read a keyword model from {source.path}", _EXPORT_HINT):
         return load_keyword_model(source.local_path(), _hop_samples(source))
-
-
-@contextlib.contextmanager
-def _unreadable_as_unavailable(path: str) -> Iterator[None]:
-    """Turns a missing or unreadable export into the one-line error tag_audio shows the user."""
-    try:
-        yield
-    except (OSError, ValueError, KeyError, tf.errors.OpError) as e:
-        message = e.message if isinstance(e, tf.errors.OpError) else str(e)
-        raise ModelUnavailableError(
-            f"could not read a keyword model from {path}: {' '.join(message.split())[:200]} "
-            "(export one with python -m beam_jobs.train_keyword)") from None
 
 
 register_kind(KIND, _spec_for, _model_for,

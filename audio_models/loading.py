@@ -20,7 +20,9 @@ import os
 import socket
 from collections.abc import Callable, Iterator
 
+from audio_models import model_assets
 from audio_models.spec import BatchedModel, ModelSpec
+from transforms import storage
 
 YAMNET = "yamnet"
 YAMNET_HUB_HANDLE = "https://tfhub.dev/google/yamnet/1"
@@ -31,7 +33,7 @@ NETWORK_TIMEOUT_S = 30.0
 _KIND_MODULES = {
     "keyword": "audio_models.keyword",
     "head": "audio_models.head",
-    "savedmodel": "audio_models.generic",
+    "savedmodel": "audio_models.savedmodel",
 }
 
 
@@ -85,6 +87,21 @@ def register_kind(kind: str, spec_loader: SpecLoader, model_loader: ModelLoader,
     _REGISTRY[kind] = _Kind(spec_loader, model_loader, default_path, path_hint)
 
 
+@contextlib.contextmanager
+def read_errors_as_unavailable(what: str, hint: str = "") -> Iterator[None]:
+    """Turns a missing, unreadable or malformed model (OS, JSON, TensorFlow errors) into the one-line
+    ``ModelUnavailableError`` the user sees: ``could not {what}: {cause}{hint}``."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except ModelUnavailableError:
+        raise
+    except (OSError, ValueError, KeyError, tf.errors.OpError) as e:
+        message = e.message if isinstance(e, tf.errors.OpError) else str(e)
+        raise ModelUnavailableError(f"could not {what}: {one_line(message)}{hint}") from None
+
+
 def known_kinds() -> list[str]:
     return sorted(set(_REGISTRY) | set(_KIND_MODULES))
 
@@ -107,14 +124,29 @@ def _kind(kind: str) -> _Kind:
 
 # --- driver side --------------------------------------------------------------------------------
 
-def resolve_source(kind: str, path: str | None = None, *, class_map: str | None = None,
+def infer_kind(path: str | None) -> str:
+    """The kind an exported model declares in ``assets/model_spec.json`` (keyword, head ...), else
+    yamnet."""
+    if path and not _is_hub_handle(path):
+        try:
+            document = model_assets.read_spec_document(path) or {}
+        except Exception:  # noqa: BLE001 - an unreadable path is reported when the model is resolved
+            document = {}
+        if document.get("kind") in known_kinds():
+            return document["kind"]
+    return YAMNET
+
+
+def resolve_source(kind: str | None, path: str | None = None, *, class_map: str | None = None,
                    hop_s: float | None = None, options: tuple[tuple[str, str], ...] = (),
                    network_timeout_s: float = NETWORK_TIMEOUT_S) -> ModelSource:
     """Locates the model: a TF Hub handle (fetched into the hub cache), a local or ``gs://`` path.
 
-    Cheap (no graph is built).  Raises ``ModelUnavailableError`` with one line
-    saying what failed and how to point at a local copy.
+    ``kind`` None: the kind the model declares (``infer_kind``).  Cheap (no
+    graph is built).  Raises ``ModelUnavailableError`` with one line saying
+    what failed and how to point at a local copy.
     """
+    kind = kind or infer_kind(path)
     entry = _kind(kind)
     path = path or entry.default_path
     if not path:
@@ -150,13 +182,11 @@ def _is_hub_handle(path: str) -> bool:
 
 
 def _exists(path: str) -> bool:
-    import tensorflow as tf
-
     try:
-        return tf.io.gfile.exists(path)
-    except tf.errors.OpError as e:  # e.g. gs:// without network or credentials
+        return storage.exists(path)
+    except Exception as e:  # noqa: BLE001 - e.g. gs:// without network or credentials
         raise ModelUnavailableError(
-            f"could not reach {path} ({_one_line(e.message)}): check the network and credentials, "
+            f"could not reach {path} ({one_line(str(e))}): check the network and credentials, "
             "or pass --model_path with a local copy") from None
 
 
@@ -183,11 +213,11 @@ def _resolve_hub_handle(kind: str, handle: str, timeout_s: float) -> str:
         cache = os.environ.get("TFHUB_CACHE_DIR")
         where = f" into TFHUB_CACHE_DIR={cache}" if cache else ""
         raise ModelUnavailableError(
-            f"could not download {handle}{where} (no network? {_one_line(str(e))}): "
+            f"could not download {handle}{where} (no network? {one_line(str(e))}): "
             f"download it once and pass --model_path {hint}") from None
 
 
-def _one_line(text: str, limit: int = 200) -> str:
+def one_line(text: str, limit: int = 200) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
@@ -201,7 +231,8 @@ def _yamnet_files(source: ModelSource) -> tuple[str, str, bool]:
     path = source.local_path()
     is_h5 = path.lower().endswith((".h5", ".hdf5"))
     if is_h5:
-        class_map = source.class_map or yw.join(os.path.dirname(path) or ".", yw.CLASS_MAP_NAME)
+        class_map = source.class_map or storage.join(storage.parent(path) if "/" in path else ".",
+                                                     yw.CLASS_MAP_NAME)
         if not _exists(class_map):
             raise ModelUnavailableError(
                 f"{path} has no class names: put {yw.CLASS_MAP_NAME} (from the YAMNet release) next to it "
@@ -211,7 +242,7 @@ def _yamnet_files(source: ModelSource) -> tuple[str, str, bool]:
             raise ModelUnavailableError(
                 f"{path} is not a YAMNet SavedModel (no variables/variables.index): pass --model_path "
                 f"{_REGISTRY[YAMNET].path_hint}")
-        class_map = source.class_map or yw.join(path, "assets", yw.CLASS_MAP_NAME)
+        class_map = source.class_map or storage.join(path, "assets", yw.CLASS_MAP_NAME)
         if not _exists(class_map):
             raise ModelUnavailableError(f"{path} has no class map ({class_map} is missing)")
     return path, class_map, is_h5
@@ -225,28 +256,15 @@ def _check_yamnet_hop(source: ModelSource) -> None:
             f"YAMNet's hop is fixed at {HOP_SAMPLES / SAMPLE_RATE} s (got --hop_s {source.hop_s})")
 
 
-@contextlib.contextmanager
-def _unreadable_as_unavailable(path: str) -> Iterator[None]:
-    import tensorflow as tf
-
-    try:
-        yield
-    except (OSError, ValueError, tf.errors.OpError) as e:
-        if isinstance(e, ModelUnavailableError):
-            raise
-        message = e.message if isinstance(e, tf.errors.OpError) else str(e)
-        raise ModelUnavailableError(f"could not read YAMNet from {path}: {_one_line(message)}") from None
-
-
 def _yamnet_spec(source: ModelSource) -> ModelSpec:
     from audio_models import yamnet_weights as yw
     from audio_models.yamnet import yamnet_spec
 
     _check_yamnet_hop(source)
     path, class_map, is_h5 = _yamnet_files(source)
-    with _unreadable_as_unavailable(path):
+    with read_errors_as_unavailable(f"read YAMNet from {path}"):
         weight_files = [path] if is_h5 else yw.savedmodel_weight_files(path)
-        return yamnet_spec(yw.read_class_names(class_map), yw.fingerprint(weight_files))
+        return yamnet_spec(yw.read_class_names(class_map), storage.fingerprint(weight_files))
 
 
 def _yamnet_model(source: ModelSource) -> BatchedModel:
@@ -254,7 +272,7 @@ def _yamnet_model(source: ModelSource) -> BatchedModel:
 
     _check_yamnet_hop(source)
     path, class_map, is_h5 = _yamnet_files(source)
-    with _unreadable_as_unavailable(path):
+    with read_errors_as_unavailable(f"read YAMNet from {path}"):
         if is_h5:
             return YamnetModel.from_h5(path, class_map)
         return YamnetModel.from_savedmodel(path, class_map)

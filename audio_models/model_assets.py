@@ -11,31 +11,24 @@ Paths may be local or ``gs://``.
 from __future__ import annotations
 
 import csv
-import json
 
-import tensorflow as tf
+from transforms import storage
 
 SPEC_ASSET = "model_spec.json"
 LABELS_ASSET = "labels.txt"
 CLASS_MAP_SUFFIX = ".csv"  # a YAMNet-style class map (index, mid, display_name), as TF Hub models ship
 
 
-def join(path: str, *parts: str) -> str:
-    """Joins with '/', which local paths and ``gs://`` URIs both accept."""
-    return "/".join([path.rstrip("/"), *parts])
-
-
 def asset_path(model_dir: str, name: str) -> str:
-    return join(model_dir, "assets", name)
+    return storage.join(model_dir, "assets", name)
 
 
 def read_spec_document(model_dir: str) -> dict | None:
     """``assets/model_spec.json`` as a dict, or None when the model has none."""
     path = asset_path(model_dir, SPEC_ASSET)
-    if not tf.io.gfile.exists(path):
+    if not storage.exists(path):
         return None
-    with tf.io.gfile.GFile(path, "r") as f:
-        document = json.load(f)
+    document = storage.read_json(path)
     if not isinstance(document, dict):
         raise ValueError(f"{path} is not a JSON object")
     return document
@@ -43,8 +36,7 @@ def read_spec_document(model_dir: str) -> dict | None:
 
 def read_labels_file(path: str) -> tuple[str, ...]:
     """Class names from a labels file: one per line (``.txt``) or a class map CSV's ``display_name``."""
-    with tf.io.gfile.GFile(path, "r") as f:
-        text = f.read()
+    text = storage.read_text(path)
     if path.lower().endswith(CLASS_MAP_SUFFIX):
         rows = list(csv.DictReader(text.splitlines()))
         if not rows or "display_name" not in rows[0]:
@@ -56,12 +48,12 @@ def read_labels_file(path: str) -> tuple[str, ...]:
 def find_labels(model_dir: str) -> tuple[str, ...] | None:
     """Class names shipped in ``assets/``: ``labels.txt``, else the only ``*.csv`` class map; else None."""
     labels_path = asset_path(model_dir, LABELS_ASSET)
-    if tf.io.gfile.exists(labels_path):
+    if storage.exists(labels_path):
         return read_labels_file(labels_path)
-    assets = join(model_dir, "assets")
-    if not tf.io.gfile.isdir(assets):
+    assets = storage.join(model_dir, "assets")
+    if not storage.is_dir(assets):
         return None
-    class_maps = sorted(n for n in tf.io.gfile.listdir(assets) if n.lower().endswith(CLASS_MAP_SUFFIX))
+    class_maps = [n for n in storage.list_names(assets) if n.lower().endswith(CLASS_MAP_SUFFIX)]
     if len(class_maps) == 1:
-        return read_labels_file(join(assets, class_maps[0]))
+        return read_labels_file(storage.join(assets, class_maps[0]))
     return None

@@ -2,9 +2,9 @@
 
 The official model takes one waveform, pads and frames it inside the graph,
 and runs MobileNet v1 on 96x64 log-mel patches.  Here framing happens before
-the model (``transforms.framing``), so windows from many files share one
+the model (``transforms.decoding.windows``), so windows from many files share one
 batch; since each frame depends only on its own 15600 samples, the outputs are
-those of the official graph (``tests/test_yamnet.py`` measures the difference).
+those of the official graph (``tests/models/test_yamnet.py`` measures the difference).
 
 The network is plain ``tf.nn`` ops in one ``tf.function`` with a
 ``[None, 15600]`` signature: traced once, whatever the batch size.  Choices
@@ -30,6 +30,7 @@ from audio_models import logmel
 from audio_models import yamnet_weights as yw
 from audio_models.device import selected_device
 from audio_models.spec import EMBEDDING, LOGMEL, SCORES, ModelSpec
+from transforms import storage
 
 NAME = "yamnet"
 SAMPLE_RATE = logmel.SAMPLE_RATE
@@ -100,15 +101,15 @@ class YamnetModel:
                         device: str | None = None) -> YamnetModel:
         """From a TF Hub-format SavedModel directory (local or ``gs://``), without running its graph."""
         weights = yw.read_savedmodel_weights(model_dir)
-        class_map = class_map or yw.join(model_dir, "assets", yw.CLASS_MAP_NAME)
+        class_map = class_map or storage.join(model_dir, "assets", yw.CLASS_MAP_NAME)
         spec = yamnet_spec(yw.read_class_names(class_map),
-                           yw.fingerprint(yw.savedmodel_weight_files(model_dir)))
+                           storage.fingerprint(yw.savedmodel_weight_files(model_dir)))
         return cls(weights, spec, device)
 
     @classmethod
     def from_h5(cls, path: str, class_map: str, device: str | None = None) -> YamnetModel:
         """From Keras HDF5 weights (the released ``yamnet.h5``) and a class map CSV."""
-        spec = yamnet_spec(yw.read_class_names(class_map), yw.fingerprint([path]))
+        spec = yamnet_spec(yw.read_class_names(class_map), storage.fingerprint([path]))
         return cls(yw.read_h5_weights(path), spec, device)
 
     def _graph(self, windows: tf.Tensor) -> dict[str, tf.Tensor]:

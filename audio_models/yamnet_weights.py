@@ -7,18 +7,19 @@ weight name -> array, the names of the official ``yamnet.py``):
   checkpoint, ``variables/variables``, without executing the graph;
 - the released Keras weights ``yamnet.h5`` (``Model.save_weights`` in HDF5).
 
-Everything goes through ``tf.io.gfile``, so ``gs://`` paths work too.
+Files are read through ``transforms.storage``, so ``gs://`` paths work too.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import io
 
 import numpy as np
 import tensorflow as tf
+
+from transforms import storage
 
 CLASS_MAP_NAME = "yamnet_class_map.csv"
 NUM_CLASSES = 521
@@ -108,12 +109,14 @@ def _checkpoint_layer_names() -> list[str]:
 
 
 def savedmodel_checkpoint_prefix(model_dir: str) -> str:
-    return join(model_dir, "variables", "variables")
+    return storage.join(model_dir, "variables", "variables")
 
 
 def read_savedmodel_weights(model_dir: str) -> YamnetWeights:
     """YAMNet's weights from a TF Hub-format SavedModel directory (local or ``gs://``)."""
-    reader = tf.train.load_checkpoint(savedmodel_checkpoint_prefix(model_dir))
+    # TensorFlow reads a local copy: its own gs:// client ignores the storage endpoint settings.
+    variables = storage.local_copy(storage.join(model_dir, "variables"))
+    reader = tf.train.load_checkpoint(storage.join(variables, "variables"))
     available = reader.get_variable_to_shape_map()
     weights: YamnetWeights = {}
     for k, layer in enumerate(_checkpoint_layer_names()):
@@ -126,8 +129,8 @@ def read_savedmodel_weights(model_dir: str) -> YamnetWeights:
 
 def savedmodel_weight_files(model_dir: str) -> list[str]:
     """The checkpoint files of a SavedModel (index and data shards), in name order."""
-    variables_dir = join(model_dir, "variables")
-    return [join(variables_dir, name) for name in sorted(tf.io.gfile.listdir(variables_dir))
+    variables_dir = storage.join(model_dir, "variables")
+    return [storage.join(variables_dir, name) for name in storage.list_names(variables_dir)
             if name.startswith("variables.")]
 
 
@@ -142,8 +145,7 @@ def read_h5_weights(path: str) -> YamnetWeights:
     """
     import h5py  # only the .h5 path needs it
 
-    with tf.io.gfile.GFile(path, "rb") as f:
-        data = io.BytesIO(f.read())  # h5py cannot read gs:// itself; the file is ~15 MB
+    data = io.BytesIO(storage.read_bytes(path))  # h5py cannot read gs:// itself; the file is ~15 MB
     weights: YamnetWeights = {}
     with h5py.File(data, "r") as h5:
         root = h5.get("model_weights", h5)  # a whole-model save also works
@@ -177,23 +179,7 @@ def _h5_names(attrs, name: str) -> list[str]:
 
 def read_class_names(class_map_path: str) -> tuple[str, ...]:
     """``display_name`` column of a YAMNet class map CSV (columns index, mid, display_name)."""
-    with tf.io.gfile.GFile(class_map_path, "r") as f:
-        rows = list(csv.DictReader(f))
+    rows = list(csv.DictReader(storage.read_text(class_map_path).splitlines()))
     if not rows or "display_name" not in rows[0]:
         raise ValueError(f"{class_map_path}: not a YAMNet class map (no display_name column)")
     return tuple(row["display_name"] for row in rows)
-
-
-def fingerprint(paths: list[str]) -> str:
-    """SHA-256 hex digest of the bytes of ``paths``, in the given order."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with tf.io.gfile.GFile(path, "rb") as f:
-            while block := f.read(1 << 20):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def join(path: str, *parts: str) -> str:
-    """Joins with '/', which local paths and ``gs://`` URIs both accept."""
-    return "/".join([path.rstrip("/"), *parts])

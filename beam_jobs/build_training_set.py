@@ -17,210 +17,17 @@ See ``schemas/training.py`` for the layout.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import logging
 import sys
-import time
 
-import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.parquetio import ReadAllFromParquetBatched
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-
-from schemas import training as ts
-from schemas.tables import PACKAGE_VERSION
-from transforms import training_report as tr
-from transforms import training_set as tset
-from transforms.run_output import write_json
-from transforms.training_frames import FramesNotUsableError, FrameSource, check_columns, find_frames
-from transforms.training_set import LabelsFileError, LabelTable, SplitRule
-
-RAW_SAMPLE_SIZE = 64  # raw held-out rows kept for checking an export against training
-
-
-def add_job_arguments(parser: argparse.ArgumentParser) -> None:
-    """The job's own options.  A plain parser, not a PipelineOptions subclass: Beam's Google Cloud
-    options already own ``--labels`` (Dataflow job labels), and every PipelineOptions subclass in a
-    process shares one namespace with tag_audio's ``--output`` and ``--features``."""
-    parser.add_argument("--frames", default=None,
-                        help="tag_audio output directory (local or gs://) whose frames/ to read.")
-    parser.add_argument("--labels", default=None,
-                        help="CSV (local or gs://) with columns path (or uri), label and optionally fold; "
-                             "a path labels every frames URI it equals or ends with.")
-    parser.add_argument("--output", default=None, help="Training-set directory DS_DIR (local or gs://).")
-    parser.add_argument("--features", default="embedding", choices=tuple(ts.FEATURE_SETS),
-                        help="Frame columns to learn from: embedding (YAMNet's 1024-d), logmel "
-                             "(logmel_stats, written by tag_audio --features logmel) or both.")
-    parser.add_argument("--pooling", default=ts.POOLING_NONE, choices=tuple(ts.POOLINGS),
-                        help="none: one example per frame; mean / max / mean_max: one example per clip "
-                             "with the statistic(s) of its frames.")
-    parser.add_argument("--train_folds", default="", help="Comma-separated folds for training "
-                        "(default with fold options: every fold not named for eval or test).")
-    parser.add_argument("--eval_folds", default="", help="Comma-separated folds for eval (default: "
-                        "--eval_percent of the training clips, chosen by URI hash).")
-    parser.add_argument("--test_folds", default="", help="Comma-separated folds for test. Without any "
-                        "fold option, splits are chosen by URI hash.")
-    parser.add_argument("--eval_percent", type=float, default=10.0,
-                        help="Share of clips for eval when not given by fold.")
-    parser.add_argument("--test_percent", type=float, default=10.0,
-                        help="Share of clips for test when splitting by URI hash.")
-    parser.add_argument("--split_salt", default="", help="Changes which clips the URI hash picks.")
-    parser.add_argument("--runs", default="",
-                        help="Comma-separated run ids of OUT_DIR to use (default: every succeeded run).")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="Replace a training set already in DS_DIR.")
-
-
-def _folds(text: str) -> tuple[str, ...]:
-    return tuple(f.strip() for f in text.split(",") if f.strip())
-
-
-def split_rule_from(opts: argparse.Namespace) -> SplitRule:
-    return SplitRule(_folds(opts.train_folds), _folds(opts.eval_folds), _folds(opts.test_folds),
-                     opts.eval_percent, opts.test_percent, opts.split_salt)
-
-
-def layout_for(source: FrameSource, features: str, pooling: str) -> ts.FeatureLayout:
-    columns = ts.feature_columns(features)
-    check_columns(source, columns)
-    return ts.FeatureLayout(columns, tuple(source.column_dim(c) for c in columns), pooling)
-
-
-def _raw_metadata(layout: ts.FeatureLayout):
-    from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
-
-    return dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(layout.raw_feature_spec()))
-
-
-@beam.ptransform_fn
-def BuildTrainingSet(pbegin, source: FrameSource, labels: LabelTable, rule: SplitRule,  # noqa: N802
-                     layout: ts.FeatureLayout, ds_dir: str):
-    """The whole job: read frames -> label and split -> (pool) -> tf.Transform -> TFRecords + report."""
-    import tensorflow_transform as tft
-    import tensorflow_transform.beam as tft_beam
-
-    frame_tables = (pbegin
-                    | "ListFrameFiles" >> beam.Create(source.frame_files)
-                    | "ReadFrames" >> ReadAllFromParquetBatched(
-                        columns=[ts.URI, ts.FRAME_INDEX, *layout.columns], with_filename=True))
-    latest_run = None
-    if len(source.runs) > 1:  # a URI tagged by several runs: its latest run's frames only
-        latest_run = beam.pvalue.AsDict(
-            frame_tables
-            | "UriRuns" >> beam.FlatMap(lambda ft: {(u, tset.run_of(ft[0])) for u in ft[1].column(ts.URI)
-                                                    .to_pylist()})
-            | "LatestRun" >> beam.CombinePerKey(max))
-    labelled = frame_tables | "AttachLabels" >> beam.ParDo(
-        tset.AttachLabels(labels, rule, layout), latest_run=latest_run).with_outputs(
-        tset.UNLABELLED, tset.EXCLUDED, tset.CLIPS, main="rows")
-    rows = labelled.rows
-    if layout.pooled:
-        rows = rows | "PoolClips" >> tset.PoolClips(layout)
-    parts = rows | "BySplit" >> beam.Partition(lambda kv, _: ts.SPLITS.index(kv[0]), len(ts.SPLITS))
-    instances = {split: parts[i] | f"{split.capitalize()}Rows" >> beam.Values()
-                 for i, split in enumerate(ts.SPLITS)}
-
-    raw_metadata = _raw_metadata(layout)
-    with tft_beam.Context(temp_dir=ts.ds_path(ds_dir, ts.TRANSFORM_TEMP_DIR), force_tf_compat_v1=False):
-        (train, transformed_metadata), transform_fn = (
-            (instances[ts.TRAIN], raw_metadata)
-            | "AnalyzeAndTransformTrain" >> tft_beam.AnalyzeAndTransformDataset(
-                tset.preprocessing_fn_for(layout)))
-        transformed = {ts.TRAIN: train}
-        for split in (ts.EVAL, ts.TEST):
-            transformed[split], _ = (((instances[split], raw_metadata), transform_fn)
-                                     | f"Transform{split.capitalize()}" >> tft_beam.TransformDataset())
-        coder = tft.coders.ExampleProtoCoder(transformed_metadata.schema)
-        for split, data in transformed.items():
-            _ = (data
-                 | f"Encode{split.capitalize()}" >> beam.Map(coder.encode)
-                 | f"Write{split.capitalize()}" >> beam.io.WriteToTFRecord(
-                     f"{ts.split_dir(ds_dir, split)}/{ts.SHARD_PREFIX}", file_name_suffix=ts.SHARD_SUFFIX))
-        _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(
-            ts.ds_path(ds_dir, ts.TRANSFORM_DIR))
-
-    raw_coder = tft.coders.ExampleProtoCoder(raw_metadata.schema)
-    _ = ([instances[s] for s in ts.SPLITS]
-         | "AllRows" >> beam.Flatten()
-         | "SampleRaw" >> beam.combiners.Sample.FixedSizeGlobally(RAW_SAMPLE_SIZE)
-         | "SampledRows" >> beam.FlatMap(lambda rows: rows)
-         | "EncodeRaw" >> beam.Map(raw_coder.encode)
-         | "WriteRawSample" >> beam.io.WriteToTFRecord(
-             f"{ts.ds_path(ds_dir, ts.RAW_SAMPLE_DIR)}/{ts.SHARD_PREFIX}", file_name_suffix=ts.SHARD_SUFFIX,
-             num_shards=1))
-
-    counted = (labelled[tset.CLIPS]
-               | "GroupClipPieces" >> beam.GroupByKey()
-               | "MergeClipPieces" >> beam.MapTuple(lambda uri, pieces: (uri, tr.merge_clip_pieces(pieces)))
-               | "CountClips" >> beam.CombineGlobally(tr.CountClips()))
-    unlabelled = labelled[tset.UNLABELLED] | "DistinctUnlabelled" >> beam.Distinct() \
-        | "ListUnlabelled" >> beam.combiners.ToList()
-    excluded = labelled[tset.EXCLUDED] | "DistinctExcluded" >> beam.Distinct() \
-        | "ListExcluded" >> beam.combiners.ToList()
-    failed_files = (pbegin
-                    | "ListFilesFiles" >> beam.Create(source.file_files)
-                    | "ReadFiles" >> ReadAllFromParquetBatched(
-                        columns=[ts.URI, "status", "error", "num_frames"], with_filename=True)
-                    | "LabelledWithoutFrames" >> beam.FlatMap(tr.files_without_frames, labels)
-                    | "ListFailed" >> beam.combiners.ToList())
-    context = tr.ReportContext(labels, source.out_dir, source.run_ids, rule.describe(), layout.to_document())
-    return (pbegin
-            | "ReportTrigger" >> beam.Create([None])
-            | "WriteReport" >> beam.ParDo(tr.WriteReport(ds_dir, context),
-                                          counted=beam.pvalue.AsSingleton(counted),
-                                          unlabelled=beam.pvalue.AsSingleton(unlabelled),
-                                          excluded=beam.pvalue.AsSingleton(excluded),
-                                          failed_files=beam.pvalue.AsSingleton(failed_files)))
-
-
-def dataset_document(source: FrameSource, labels: LabelTable, rule: SplitRule, layout: ts.FeatureLayout,
-                     label_names: list[str], report: dict, started: float) -> dict:
-    """dataset.json: everything train_head and the export need to know about DS_DIR."""
-    return {
-        "version": PACKAGE_VERSION,
-        "created_at": time.time(),
-        "build_seconds": round(time.time() - started, 1),
-        "layout": layout.to_document(),
-        "labels": label_names,  # the transform's label vocabulary: index = label_id
-        "base_model": source.base_model(),
-        "frames_dir": source.out_dir,
-        "runs": list(source.run_ids),
-        "labels_file": labels.source,
-        "split_rule": {**dataclasses.asdict(rule), "description": rule.describe()},
-        "splits": {split: {key: report["splits"][split][key] for key in ("clips", "frames")}
-                   for split in ts.SPLITS},
-    }
-
-
-def _prepare_output(ds_dir: str, overwrite: bool) -> None:
-    """Refuses to mix with an earlier training set (old shards would join the new), or removes it."""
-    parts = [ts.ds_path(ds_dir, ts.DATASET_FILE), ts.ds_path(ds_dir, ts.TRANSFORM_DIR),
-             *(ts.split_dir(ds_dir, split) for split in ts.SPLITS)]
-    existing = [path for path in parts if _exists(path)]
-    if existing and not overwrite:
-        raise FileExistsError(f"{ds_dir} already holds a training set ({existing[0]}): choose a new "
-                              "--output or pass --overwrite")
-    names = [ts.DATASET_FILE, ts.REPORT_FILE, ts.TRANSFORM_DIR, ts.RAW_SAMPLE_DIR, ts.TRANSFORM_TEMP_DIR,
-             tr.UNLABELLED_FILES, tr.UNMATCHED_LABELS, tr.EXCLUDED_FILES, *ts.SPLITS]
-    for name in names:
-        _delete(ts.ds_path(ds_dir, name))
-
-
-def _exists(path: str) -> bool:
-    """A file, or a directory: on object stores, any object below the prefix."""
-    return FileSystems.exists(path) or bool(FileSystems.match([f"{path}/**"])[0].metadata_list)
-
-
-def _delete(path: str) -> None:
-    """Deletes a file or a whole directory, local or on an object store."""
-    if "://" in path:
-        if FileSystems.exists(path):
-            FileSystems.delete([path])
-        if FileSystems.match([f"{path}/**"])[0].metadata_list:
-            FileSystems.delete([f"{path}/"])  # Beam's object stores delete a prefix given with '/'
-    elif FileSystems.exists(path):
-        FileSystems.delete([path])
+from transforms.training.build import (
+    TrainingSetError,
+    add_job_arguments,
+    build_training_set,
+    local_options,
+    request_from,
+)
+from transforms.training.report import format_report
 
 
 def _fail(message: str) -> int:
@@ -247,50 +54,18 @@ def run(argv: list[str] | None = None) -> int:
     opts, pipeline_args = parser.parse_known_args(argv)
     if not (opts.frames and opts.labels and opts.output):
         return _fail("--frames OUT_DIR, --labels LABELS.csv and --output DS_DIR are required")
-    options = PipelineOptions(pipeline_args)
-    standard = options.view_as(StandardOptions)
-    if not standard.runner:
-        standard.runner = "FnApiRunner"  # DirectRunner first tries Prism, which downloads a binary
-    started = time.time()
-    ds_dir = opts.output.rstrip("/")
     try:
-        rule = split_rule_from(opts)
-        labels = tset.read_labels(opts.labels)
-        rule.check_folds(labels)
-        source = find_frames(opts.frames, _folds(opts.runs))
-        layout = layout_for(source, opts.features, opts.pooling)
-        _prepare_output(ds_dir, opts.overwrite)
-    except (LabelsFileError, FramesNotUsableError, FileExistsError, ValueError) as e:
+        built = build_training_set(request_from(opts), local_options(pipeline_args))
+    except TrainingSetError as e:
         return _fail(str(e))
-
-    pipeline = beam.Pipeline(options=options)
-    _ = pipeline | "BuildTrainingSet" >> BuildTrainingSet(source, labels, rule, layout, ds_dir)
-    pipeline.run().wait_until_finish()
-
-    with FileSystems.open(ts.ds_path(ds_dir, ts.REPORT_FILE)) as f:
-        report = json.loads(f.read().decode())
-    print(tr.format_report(report))
-    if report["splits"][ts.TRAIN]["frames"] == 0:
+    print(format_report(built.report))
+    if built.document is None:
         print("build_training_set: the training split is empty: no labelled frames to learn from",
               file=sys.stderr)
         return 1
-    import tensorflow_transform as tft
-
-    label_names = [v.decode() if isinstance(v, bytes) else v for v in
-                   tft.TFTransformOutput(ts.ds_path(ds_dir, ts.TRANSFORM_DIR)).vocabulary_by_name(
-                       ts.LABEL_VOCABULARY)]
-    document = dataset_document(source, labels, rule, layout, label_names, report, started)
-    write_json(ts.ds_path(ds_dir, ts.DATASET_FILE), document)
-    _delete_quietly(ts.ds_path(ds_dir, ts.TRANSFORM_TEMP_DIR))
-    print(f"training set written to {ds_dir} ({len(label_names)} classes, {document['build_seconds']} s)")
+    print(f"training set written to {opts.output} ({len(built.document['labels'])} classes, "
+          f"{built.document['build_seconds']} s)")
     return 0
-
-
-def _delete_quietly(path: str) -> None:
-    try:
-        _delete(path)
-    except Exception as e:  # the temp dir is harmless; say so and go on
-        logging.warning("could not delete %s: %s", path, e)
 
 
 def main() -> None:

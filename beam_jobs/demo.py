@@ -17,11 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.dataset as ds
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from audio_models.keyword import keyword_events
-from beam_jobs import inspect as inspect_job
-from beam_jobs import plot, tag_audio
 from schemas.tables import class_names_from
+from transforms.output.inspection import format_text, summarize_output
+from transforms.output.summary import format_summary
+from transforms.output.timeline_plot import plot_timeline
+from transforms.tagging import run as tagging
+from transforms.tagging.done_set import format_plan
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_AUDIO = REPO / "examples" / "audio"
@@ -73,18 +77,25 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.output)
     shutil.rmtree(out, ignore_errors=True)  # the demo always starts fresh
-    status = tag_audio.run(["--input", str(EXAMPLE_AUDIO), "--output", str(out), "--model", "keyword",
-                            "--model_path", str(EXAMPLE_MODEL), "--hop_s", "0.25", "--progress_s", "0"])
-    if status != 0:
-        return status
+    try:
+        config, record = tagging.prepare([str(EXAMPLE_AUDIO)], str(out), model="keyword",
+                                         model_path=str(EXAMPLE_MODEL), hop_s=0.25)
+    except tagging.UsageError as e:
+        print(f"demo: {e}", file=sys.stderr)
+        return 2
+    final = tagging.execute(config, record, PipelineOptions(runner="FnApiRunner"))
+    print(format_plan(final.plan, retry_failed=False))
+    print(format_summary(final))
+    if final.status != "succeeded":
+        return 1
     print("\nKeywords heard (from the frames Parquet):")
     print_keywords(out, args.min_score)
 
     print("\nWhat is in the output (python -m beam_jobs.inspect):")
-    inspect_job.run([str(out)])
+    print(format_text(summarize_output(str(out))))
     first = sorted(p for p in EXAMPLE_AUDIO.iterdir() if p.suffix != ".json")[0]
     figure = out / "timeline.png"
-    plot.plot_timeline(str(out), str(first), str(figure), top=6)
+    plot_timeline(str(out), str(first), str(figure), top=6)
     print(f"\nTimeline of {first.name}: {figure}")
     return 0
 

@@ -10,16 +10,9 @@ failed, with the reason); frames go to OUT_DIR/frames.  See the README.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import dataclasses
 import logging
 import sys
-import time
 
-import apache_beam as beam
-import pyarrow as pa
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.parquetio import WriteToParquetBatched
 from apache_beam.options.pipeline_options import (
     DebugOptions,
     DirectOptions,
@@ -29,32 +22,15 @@ from apache_beam.options.pipeline_options import (
     TestOptions,
 )
 
-from audio_models.loading import ModelSource, ModelUnavailableError, load_spec, resolve_source
-from audio_models.model_assets import read_spec_document
-from audio_models.spec import ModelSpec
-from schemas.tables import PACKAGE_VERSION, FrameColumns, config_id, files_schema
-from transforms.backfill import NEW, CountPlan, PriorResults, SkipDone, format_plan, published_runs
-from transforms.decoder_pool import DEFAULT_TIMEOUT_S
-from transforms.file_report import CombineFileReports, MakeFileRows
-from transforms.frame_table import CoalesceTables, FrameTableBuilder
-from transforms.inference import SCORE_STATS, RunModelBatched
-from transforms.inputs import AUDIO_EXTENSIONS, ListInputFiles, input_specs
-from transforms.progress import ProgressMonitor
-from transforms.run_output import (
-    FILES,
-    FRAMES,
-    RUNNING,
-    STAGING,
-    PublishRun,
-    RunLayout,
-    new_run_id,
-    read_json,
-    write_json,
-)
-from transforms.run_summary import SummarizeFiles, format_summary
-from transforms.units import REPORTS, DecodeUnits, Framing, PlanUnits
-
-MODEL_KINDS = ("yamnet", "keyword", "savedmodel", "head")
+from audio_models.loading import known_kinds
+from schemas.tables import FrameColumns
+from transforms.decoding.pool import DEFAULT_TIMEOUT_S
+from transforms.output.layout import RunRecord
+from transforms.output.summary import format_summary
+from transforms.tagging import run as tagging
+from transforms.tagging.done_set import format_plan
+from transforms.tagging.listing import AUDIO_EXTENSIONS
+from transforms.tagging.pipeline import TagAudioConfig
 
 
 def _truthy(value: str) -> bool:
@@ -82,7 +58,7 @@ class TagAudioOptions(PipelineOptions):
             "--output", default=None,
             help="Output directory (local or gs://): frames/, files/ and runs/ are written below it.")
         parser.add_argument(
-            "--model", default=None, choices=MODEL_KINDS,
+            "--model", default=None, choices=known_kinds(),
             help="Model kind: yamnet (AudioSet, 521 classes), keyword (a model from train_keyword), "
                  "savedmodel (any waveform SavedModel), head (an export of train_head). Default: the kind "
                  "the model at --model_path names in its assets/model_spec.json, else yamnet.")
@@ -184,89 +160,16 @@ def _model_options(opts: TagAudioOptions) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((name, str(value)) for name, value in given.items() if value is not None))
 
 
-def _features_problem(opts: TagAudioOptions, spec: ModelSpec) -> str | None:
-    """Why --features cannot be written with this model (checked before anything runs)."""
-    if opts.features == "none" or spec.name == "yamnet":
-        return None
-    if spec.name == "savedmodel":
-        from audio_models.generic import logmel_unsupported_reason
-
-        reason = logmel_unsupported_reason(spec)
-        return f"--features {opts.features}: {reason}" if reason else None
-    return f"--features {opts.features} needs --model yamnet or savedmodel (a 16 kHz waveform model)"
-
-
-def _sdk_processes_per_machine(opts: PipelineOptions) -> int:
+def sdk_processes_per_machine(options: PipelineOptions) -> int:
     """How many SDK processes share a worker machine (0: one per core), to size decoder pools."""
-    if opts.view_as(StandardOptions).runner in ("DataflowRunner", "dataflow"):
-        experiments = opts.view_as(DebugOptions).experiments or []
+    runner = (options.view_as(StandardOptions).runner or "").lower()
+    if runner in ("dataflowrunner", "dataflow"):
+        experiments = options.view_as(DebugOptions).experiments or []
         return 1 if "no_use_multiple_sdk_containers" in experiments else 0
-    direct = opts.view_as(DirectOptions)
+    direct = options.view_as(DirectOptions)
     if direct.direct_running_mode == "multi_processing":
         return max(1, direct.direct_num_workers)
     return 1
-
-
-@beam.ptransform_fn
-def TagAudio(pbegin, opts: TagAudioOptions, source: ModelSource, spec: ModelSpec,  # noqa: N802
-             layout: RunLayout, record: dict):
-    """The whole job: list -> plan -> decode -> batched model -> Parquet, plus one row per file."""
-    unit_frames = int(round(opts.unit_s / spec.hop_s)) if opts.unit_s > 0 else 0
-    framing = Framing(spec.sample_rate, spec.window_samples, spec.hop_samples, unit_frames)
-    columns = _frame_columns(opts)
-    entries, plan = pbegin | "Plan" >> PlanWork(opts, spec, _extensions(opts))
-    planned = entries | "PlanUnits" >> beam.ParDo(PlanUnits(framing)).with_outputs(REPORTS, main="units")
-    decoded = (planned.units
-               | "SpreadUnits" >> beam.Reshuffle()
-               | "Decode" >> beam.ParDo(DecodeUnits(
-                   framing, decode_processes=opts.decode_processes,
-                   processes_per_machine=_sdk_processes_per_machine(opts),
-                   decode_timeout_s=opts.decode_timeout_s)).with_outputs(REPORTS, main="chunks"))
-    builder = FrameTableBuilder(spec, columns)
-    run_model = RunModelBatched(source, builder, opts.batch_size, opts.device)
-    inferred = decoded.chunks | "RunModel" >> beam.ParDo(run_model).with_outputs(SCORE_STATS, main="frames")
-
-    frames_written = (inferred.frames
-                      | "CoalesceFrames" >> beam.ParDo(CoalesceTables(sort_by=("uri", "frame_index")))
-                      | "WriteFrames" >> WriteToParquetBatched(
-                          layout.staging_prefix(FRAMES), builder.schema, codec="zstd",
-                          file_name_suffix=".parquet"))
-
-    schema = files_schema(spec)
-    identity, cid = spec.identity, config_id(spec)
-    file_rows = ((planned[REPORTS], decoded[REPORTS], inferred[SCORE_STATS])
-                 | "AllFileReports" >> beam.Flatten()
-                 | "CombinePerFile" >> beam.CombinePerKey(CombineFileReports())
-                 | "FileRows" >> beam.ParDo(MakeFileRows(spec.sample_rate, spec.class_names, identity, cid)))
-    files_written = (file_rows
-                     | "BatchFileRows" >> beam.BatchElements(min_batch_size=256, max_batch_size=8192)
-                     | "FileTables" >> beam.Map(lambda rows: pa.Table.from_pylist(rows, schema=schema))
-                     | "CoalesceFiles" >> beam.ParDo(CoalesceTables())
-                     | "WriteFiles" >> WriteToParquetBatched(
-                         layout.staging_prefix(FILES), schema, codec="zstd", file_name_suffix=".parquet"))
-
-    staged = ((frames_written, files_written)
-              | "AllWritten" >> beam.Flatten()
-              | "ListWritten" >> beam.combiners.ToList())
-    return (file_rows
-            | "Summarize" >> beam.CombineGlobally(SummarizeFiles())
-            | "Publish" >> beam.ParDo(PublishRun(layout, record, opts.max_failed_fraction),
-                                      staged=beam.pvalue.AsSingleton(staged),
-                                      plan=beam.pvalue.AsSingleton(plan)))
-
-
-@beam.ptransform_fn
-def PlanWork(pbegin, opts: TagAudioOptions, spec: ModelSpec, extensions: tuple[str, ...]):  # noqa: N802
-    """Lists the inputs and drops those earlier runs already did; returns (entries, plan counts)."""
-    entries = pbegin | "ListInputs" >> ListInputFiles(input_specs(opts.input, extensions),
-                                                      opts.input_manifest)
-    prior_runs = [] if opts.force else published_runs(opts.output.rstrip("/"))
-    if prior_runs:
-        prior = pbegin | "PriorResults" >> PriorResults(opts.output.rstrip("/"), prior_runs, config_id(spec))
-        entries, categories = entries | "SkipDone" >> SkipDone(prior, opts.retry_failed)
-    else:
-        categories = entries | "AllNew" >> beam.Map(lambda _: NEW)
-    return entries, categories | "CountPlan" >> CountPlan()
 
 
 def _print_help() -> None:
@@ -284,85 +187,29 @@ def _fail(message: str) -> int:
     return 2
 
 
-class UsageError(Exception):
-    """A problem with what the user asked for; reported in one line, without a stack trace."""
-
-
-@dataclasses.dataclass
-class Job:
-    """A resolved tag_audio invocation: options, the model, and where this run writes."""
-
-    options: PipelineOptions
-    opts: TagAudioOptions
-    source: ModelSource
-    spec: ModelSpec
-    layout: RunLayout
-    record: dict
-
-
-def prepare_job(options: PipelineOptions) -> Job:
-    """Checks the options and resolves the model (cheap: no graph is built). Raises UsageError."""
+def prepare_job(options: PipelineOptions) -> tuple[TagAudioConfig, RunRecord]:
+    """Checks the options, resolves the model and lists earlier runs. Raises tagging.UsageError."""
     opts = options.view_as(TagAudioOptions)
-    if not opts.input and not opts.input_manifest:
-        raise UsageError("nothing to tag: give --input DIR_OR_GLOB (repeatable) or --input_manifest FILE")
-    if not opts.output:
-        raise UsageError("--output OUT_DIR is required")
     standard = options.view_as(StandardOptions)
     if not standard.runner:
         # DirectRunner first tries Prism, which downloads a binary; FnApiRunner runs offline.
         standard.runner = "FnApiRunner"
-    try:
-        source = resolve_source(_model_kind(opts), opts.model_path, hop_s=opts.hop_s,
-                                options=_model_options(opts))
-        spec = load_spec(source)
-    except ModelUnavailableError as e:
-        raise UsageError(str(e)) from None
-    if problem := _features_problem(opts, spec):
-        raise UsageError(problem)
-
-    out_dir = opts.output.rstrip("/")
-    layout = RunLayout(out_dir, opts.run_id or new_run_id())
-    record = {
-        "run_id": layout.run_id,
-        "status": RUNNING,
-        "started_at": time.time(),
-        "out_dir": out_dir,
-        "version": PACKAGE_VERSION,
-        "parameters": {k: v for k, v in opts.get_all_options().items() if k in _own_option_names()},
-        "model": {
-            "kind": spec.name, "identity": spec.identity, "fingerprint": spec.fingerprint,
-            "config_id": config_id(spec), "sample_rate": spec.sample_rate,
-            "window_samples": spec.window_samples, "hop_samples": spec.hop_samples,
-            "num_classes": spec.num_classes, "embedding_dim": spec.embedding_dim,
-            "source": source.path,
-        },
-    }
-    return Job(options, opts, source, spec, layout, record)
+    own = _own_option_names()
+    return tagging.prepare(
+        opts.input, opts.output, manifest=opts.input_manifest, model=opts.model, model_path=opts.model_path,
+        hop_s=opts.hop_s, model_options=_model_options(opts), extensions=_extensions(opts),
+        force=opts.force, run_id=opts.run_id,
+        parameters={k: v for k, v in opts.get_all_options().items() if k in own},
+        columns=_frame_columns(opts), unit_s=opts.unit_s, batch_size=opts.batch_size, device=opts.device,
+        decode_processes=opts.decode_processes, processes_per_machine=sdk_processes_per_machine(options),
+        decode_timeout_s=opts.decode_timeout_s, retry_failed=opts.retry_failed,
+        max_failed_fraction=opts.max_failed_fraction)
 
 
-def _model_kind(opts: TagAudioOptions) -> str:
-    """--model, else the kind an exported model declares (keyword, head ...), else yamnet."""
-    if opts.model:
-        return opts.model
-    if opts.model_path and not opts.model_path.startswith(("http://", "https://")):
-        try:
-            document = read_spec_document(opts.model_path) or {}
-        except Exception:  # noqa: BLE001 - an unreadable path is reported when the model is resolved
-            document = {}
-        if document.get("kind") in MODEL_KINDS:
-            return document["kind"]
-    return "yamnet"
-
-
-def _pipeline_for(job: Job) -> beam.Pipeline:
-    pipeline = beam.Pipeline(options=job.options)
-    _ = pipeline | "TagAudio" >> TagAudio(job.opts, job.source, job.spec, job.layout, job.record)
-    return pipeline
-
-
-def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
+def build_pipeline(options: PipelineOptions):
     """The whole tag_audio pipeline for these options, built but not run."""
-    return _pipeline_for(prepare_job(options))
+    config, record = prepare_job(options)
+    return tagging.build(config, record, options)
 
 
 def _only_builds_a_job(options: PipelineOptions) -> bool:
@@ -378,41 +225,22 @@ def run(argv: list[str] | None = None) -> int:
         _print_help()
         return 0
     options = PipelineOptions(argv)
+    opts = options.view_as(TagAudioOptions)
     try:
-        job = prepare_job(options)
-    except UsageError as e:
+        config, record = prepare_job(options)
+    except tagging.UsageError as e:
         return _fail(str(e))
-    if job.opts.plan_only:
-        return _plan_only(job)
+    if opts.plan_only:
+        print(format_plan(tagging.plan_only(config, options), opts.retry_failed))
+        return 0
     if _only_builds_a_job(options):
-        _pipeline_for(job).run()
+        tagging.build(config, record, options).run()
         print(f"tag_audio: job built for {options.view_as(StandardOptions).runner}; nothing was run")
         return 0
-
-    write_json(job.layout.record_path(), job.record)
-    pipeline = _pipeline_for(job)
-    progress_s = job.opts.progress_s
-    with ProgressMonitor(interval_s=progress_s) if progress_s > 0 else contextlib.nullcontext():
-        pipeline.run().wait_until_finish()
-
-    final = read_json(job.layout.record_path())
-    print(format_plan(final["plan"], job.opts.retry_failed))
+    final = tagging.execute(config, record, options, progress_s=opts.progress_s)
+    print(format_plan(final.plan, opts.retry_failed))
     print(format_summary(final))
-    return 0 if final["status"] != "failed" else 1
-
-
-def _plan_only(job: Job) -> int:
-    """Runs only the listing and the done-set join, and prints the counts; decodes nothing."""
-    options, opts, spec = job.options, job.opts, job.spec
-    plan_path = FileSystems.join(opts.output.rstrip("/"), STAGING, f"plan-{new_run_id()}.json")
-    pipeline = beam.Pipeline(options=options)
-    _entries, counts = pipeline | "Plan" >> PlanWork(opts, spec, _extensions(opts))
-    _ = counts | "WritePlan" >> beam.Map(lambda c: write_json(plan_path, c))
-    pipeline.run().wait_until_finish()
-    counts = read_json(plan_path)
-    FileSystems.delete([plan_path])
-    print(format_plan(counts, opts.retry_failed))
-    return 0
+    return 0 if final.status != "failed" else 1
 
 
 def _extensions(opts: TagAudioOptions) -> tuple[str, ...]:

@@ -178,8 +178,8 @@ def prepare(corpus: Corpus, max_windows: int) -> Prepared:
     """Decodes each distinct clip once: corpus length, expected frames, windows for (d), warm page cache."""
     import numpy as np
 
-    from transforms.decode import decode_all
-    from transforms.framing import frames_of
+    from transforms.decoding.stream import decode_all
+    from transforms.decoding.windows import frames_of
 
     per_original: dict[str, tuple[int, int]] = {}
     windows, kept = [], 0
@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from audio_models.loading import resolve_source
     from bench.runinference_baseline import load_saved_model
-    from transforms.inference import shared_model
+    from transforms.tagging.inference import shared_model
 
     corpus = clip_corpus(work / "corpus", args.clips)
     print(f"corpus: {len(corpus.files)} clips, {corpus.source}", flush=True)

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
 
     from audio_models.yamnet import YamnetModel
-    from transforms.framing import frames_of
+    from transforms.decoding.windows import frames_of
 
     rng = np.random.default_rng(0)
     clips = [rng.uniform(-1, 1, CLIP_SAMPLES).astype(np.float32) for _ in range(args.clips)]

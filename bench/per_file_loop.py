@@ -44,7 +44,7 @@ def tag_files(hub_model, files: list[str], output: str) -> LoopResult:
     """Decode each file, call the model once per file, collect rows, write them: the user's loop."""
     import pandas as pd
 
-    from transforms.decode import decode_all
+    from transforms.decoding.stream import decode_all
 
     start = time.perf_counter()
     rows = []

@@ -72,7 +72,7 @@ def per_waveform_inference(model, batch, inference_args, model_id=None) -> list[
 def decode_file(uri: str):
     import tensorflow as tf
 
-    from transforms.decode import decode_all
+    from transforms.decoding.stream import decode_all
 
     return uri, tf.constant(decode_all(uri, SAMPLE_RATE))
 

@@ -259,8 +259,8 @@ def check(model_dir: str, audio_dir: Path = AUDIO_DIR, min_score: float = 0.5, h
     """Runs the model over every recording; prints found / missed keywords and extra detections."""
     sys.path.insert(0, str(HERE.parent))  # run from a checkout: the package is the parent folder
     from audio_models.keyword import keyword_events, load_keyword_model
-    from transforms.decode import decode_all
-    from transforms.framing import frames_of
+    from transforms.decoding.stream import decode_all
+    from transforms.decoding.windows import frames_of
 
     model = load_keyword_model(model_dir, int(round(hop_s * 16000)))
     spec = model.spec

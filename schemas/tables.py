@@ -11,17 +11,35 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from importlib import metadata
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from audio_models.spec import ModelSpec
+from schemas.model_spec import ModelSpec
 
-PACKAGE_VERSION = "0.1.0"
+try:
+    PACKAGE_VERSION = metadata.version("audio-tagger")
+except metadata.PackageNotFoundError:  # running from a source tree that was never installed
+    PACKAGE_VERSION = "0+unknown"
 METADATA_PREFIX = "audio_tagger."
 
 STATUS_OK = "ok"
 STATUS_PARTIAL = "partial"
 STATUS_FAILED = "failed"
+
+# A files row's ``error`` is 'kind: reason' (kind short and machine-readable, reason for people).
+
+
+def error_kind(error: str) -> str:
+    """'not_audio: no audio stream' -> 'not_audio' (the whole text when it has no ':')."""
+    return error.split(":", 1)[0].strip() if error else ""
+
+
+def error_kinds(errors: pa.Array) -> pa.Array:
+    """``error_kind`` of every value of a string column, computed by Arrow."""
+    return pc.utf8_trim_whitespace(pc.list_element(pc.split_pattern(errors, ":", max_splits=1), 0))
+
 
 # How many clip-level labels a files row keeps (by mean and by max over frames).
 FILE_TOP_LABELS = 5

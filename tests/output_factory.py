@@ -25,7 +25,8 @@ from schemas.tables import (
     config_id,
     files_schema,
 )
-from transforms.frame_table import FrameTableBuilder
+from transforms.output.layout import RunLayout
+from transforms.tagging.frame_table import FrameTableBuilder
 
 CLASS_NAMES = ("Speech", "Dog bark", "Siren", "Sine wave", "White noise", "Music",
                "Inside, small room", "Silence", "Rain", "Engine", "Bird", "Applause")
@@ -35,10 +36,6 @@ SPEC = ModelSpec(name="head", sample_rate=16000, window_samples=15600, hop_sampl
 
 ALL_SCORES = FrameColumns()
 
-# Where each layout puts a run's tables and record.
-LEAD = "tables_first"  # frames/run=<id>/part-*.parquet, runs/<id>.json
-RUN_FIRST = "run_first"  # run=<id>/frames/part-*.parquet, run=<id>/_run.json
-FLAT = "flat"  # frames/part-*.parquet, no record
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,23 +103,15 @@ def _split(table: pa.Table, parts: int) -> list[pa.Table]:
     return [table.slice(i * size, size) for i in range(parts)] or [table]
 
 
-def write_run(out_dir: Path, files: list[FakeFile], run_id: str | None = "20250101T000000Z-aaaaaa",
-              layout: str = LEAD, spec: ModelSpec = SPEC, columns: FrameColumns = ALL_SCORES,
+def write_run(out_dir: Path, files: list[FakeFile], run_id: str = "20250101T000000Z-aaaaaa",
+              spec: ModelSpec = SPEC, columns: FrameColumns = ALL_SCORES,
               frames_parts: int = 2, row_group_size: int = 16,
               status: str = "succeeded") -> dict[str, list[Path]]:
-    """Writes one run's frames and files Parquet (and its run record); returns the paths by table."""
-    out_dir = Path(out_dir)
-    if layout == LEAD:
-        partition = [f"run={run_id}"] if run_id else []
-        dirs = {t: out_dir.joinpath(t, *partition) for t in ("frames", "files")}
-        record_path = out_dir / "runs" / f"{run_id}.json" if run_id else None
-    elif layout == RUN_FIRST:
-        base = out_dir / f"run={run_id}"
-        dirs = {t: base / t for t in ("frames", "files")}
-        record_path = base / "_run.json"
-    else:
-        dirs = {t: out_dir / t for t in ("frames", "files")}
-        record_path = None
+    """Writes one run's frames and files Parquet and its run record, in the product's layout (a
+    ``RunLayout``); returns the Parquet paths by table."""
+    layout = RunLayout(str(out_dir), run_id)
+    dirs = {t: Path(layout.table_dir(t)) for t in ("frames", "files")}
+    record_path = Path(layout.record_path())
     written: dict[str, list[Path]] = {"frames": [], "files": []}
     frames = frames_table(files, spec, columns)
     for i, part in enumerate(_split(frames, frames_parts)):
@@ -135,10 +124,10 @@ def write_run(out_dir: Path, files: list[FakeFile], run_id: str | None = "202501
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(files_table, path)
     written["files"].append(path)
-    if record_path is not None:
-        record_path.parent.mkdir(parents=True, exist_ok=True)
-        record_path.write_text(json.dumps({"run_id": run_id, "status": status, "started_at": 1.7e9,
-                                           "wall_s": 12.5, "model": {"identity": spec.identity}}))
+    record_path.parent.mkdir(parents=True, exist_ok=True)
+    record_path.write_text(json.dumps({"run_id": run_id, "status": status, "started_at": 1.7e9,
+                                       "out_dir": str(out_dir), "version": "test", "wall_s": 12.5,
+                                       "model": {"identity": spec.identity}}))
     return written
 
 

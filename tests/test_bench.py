@@ -12,8 +12,8 @@ import pytest
 from bench.corpus import Corpus, clip_corpus, write_recording
 from bench.memory import MB, kill_tree, run_measured, tree_rss
 from tests.pipeline_helpers import FIXTURE_MODEL, require_shared
-from transforms.decode import decode_all, probe
-from transforms.framing import num_frames
+from transforms.decoding.stream import decode_all, probe
+from transforms.decoding.windows import num_frames
 
 
 def test_long_recording_is_written_block_by_block_with_the_asked_length(tmp_path):

@@ -360,7 +360,7 @@ def build_tag_audio_pipeline(argv: list[str]) -> beam.Pipeline:
         return tag_audio.build_pipeline(options)
     # Until beam_jobs.tag_audio exposes build_pipeline(options): the wiring of its run().
     from audio_models.loading import load_spec, resolve_source
-    from transforms.run_output import RunLayout, new_run_id
+    from transforms.output.layout import RunLayout, new_run_id
 
     opts = options.view_as(tag_audio.TagAudioOptions)
     source = resolve_source(opts.model, opts.model_path, hop_s=opts.hop_s)
@@ -425,7 +425,7 @@ def test_dataflow_dry_run_graph_carries_gpu_image_and_package(
         == "workflow.tar.gz"
     ]
     (sdist,) = sdist_paths
-    assert {"setup.py", "beam_jobs/tag_audio.py", "transforms/inference.py"} <= _sdist_members(sdist)
+    assert {"setup.py", "beam_jobs/tag_audio.py", "transforms/tagging/inference.py"} <= _sdist_members(sdist)
     google_options = result.job.options.get_all_options()
     assert google_options["machine_type"] == "n1-standard-4" and google_options["max_num_workers"] == 7
     assert google_options["dataflow_service_options"] == [f"worker_accelerator={ACCELERATOR}"]

@@ -1,0 +1,315 @@
+"""The keyword model: dataset handling, training, export/reload, the BatchedModel, and tag_audio with it."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from audio_models import keyword  # noqa: E402
+from audio_models.loading import ModelUnavailableError, load_model, load_spec, resolve_source  # noqa: E402
+from beam_jobs import train_keyword  # noqa: E402
+from schemas.tables import class_names_from  # noqa: E402
+from tests.audio_factory import sine, write_audio  # noqa: E402
+from tests.pipeline_helpers import read_table, run_tag_audio  # noqa: E402
+from transforms.training import keyword_clips as kd  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+SPEECH_COMMANDS = REPO.parent / "shared" / "data" / "speech_commands"
+SHIPPED_MODEL = REPO / "examples" / "models" / "keyword"
+KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
+
+
+def require_speech_commands() -> Path:
+    if not SPEECH_COMMANDS.is_dir():
+        pytest.skip(f"{SPEECH_COMMANDS} is not here: these tests need ../shared/data/speech_commands")
+    return SPEECH_COMMANDS
+
+
+@pytest.fixture(scope="module")
+def tiny_training(tmp_path_factory):
+    """The trainer, end to end, on 4 clips per label and split, 2 epochs, augmentations on."""
+    data = require_speech_commands()
+    out = tmp_path_factory.mktemp("keyword") / "model"
+    started = time.monotonic()
+    config = train_keyword.parse_args(["--data", str(data), "--output", str(out),
+                                       "--max_clips_per_label", "4", "--epochs", "2", "--batch_size", "16",
+                                       "--augment"])
+    result = train_keyword.train(config)
+    return out, result, time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def test_clips():
+    """Real one-second clips of held-out speakers (two per label) and their label ids."""
+    clips = kd.split_clips(kd.list_clips(require_speech_commands()))[kd.TEST]
+    labels = kd.labels_of(clips)
+    return kd.load_clips(kd.limit_per_label(clips, 2), labels)
+
+
+# --- dataset handling ---------------------------------------------------------------------------
+
+def test_speaker_ids_come_from_speech_commands_file_names():
+    assert kd.speaker_of("0cb74144_nohash_3.flac") == "0cb74144"
+    assert kd.speaker_of("backward_5170B77F_nohash_4.flac") == "5170b77f"
+    assert kd.speaker_of("1024.flac") is None
+    assert kd.speaker_of("deadbeef.flac") is None  # eight hex digits alone are not a speaker id
+
+
+def test_every_speaker_lands_in_exactly_one_split():
+    clips = [kd.LabelledClip(f"/d/{label}/{speaker:08x}_nohash_{n}.flac", label, f"{speaker:08x}")
+             for speaker in range(300) for label in ("yes", "no") for n in range(2)]
+    clips += [kd.LabelledClip(f"/d/_silence_/{n}.flac", "_silence_", None) for n in range(200)]
+    splits = kd.split_clips(clips)
+    assert sum(len(s) for s in splits.values()) == len(clips)
+    seen: dict[str, str] = {}
+    for name, split in splits.items():
+        for clip in split:
+            assert seen.setdefault(clip.split_key, name) == name
+    speakers = {name: {c.speaker for c in split if c.speaker} for name, split in splits.items()}
+    assert 15 <= len(speakers[kd.TEST]) <= 45 and 15 <= len(speakers[kd.VALIDATION]) <= 45
+    silence_splits = {name for name, split in splits.items() if any(c.speaker is None for c in split)}
+    assert silence_splits == set(kd.SPLITS)  # clips without a speaker are spread by file name
+    assert kd.split_clips(clips) == splits  # deterministic
+
+
+def test_the_real_dataset_shares_no_speaker_between_splits():
+    splits = kd.split_clips(kd.list_clips(require_speech_commands()))
+    speakers = {name: {c.speaker for c in split if c.speaker} for name, split in splits.items()}
+    assert all(speakers[name] for name in kd.SPLITS)
+    assert not speakers[kd.TRAIN] & speakers[kd.TEST]
+    assert not speakers[kd.TRAIN] & speakers[kd.VALIDATION]
+    assert not speakers[kd.VALIDATION] & speakers[kd.TEST]
+
+
+def test_a_clip_shorter_than_one_second_is_padded_not_dropped(tmp_path):
+    """A 0.4-s 44.1 kHz stereo FLAC and a 1.5-s MP3: both become exactly one second at 16 kHz."""
+    for label in ("yes", "no"):
+        (tmp_path / label).mkdir()
+    write_audio(tmp_path / "yes" / "0000abcd_nohash_0.flac", sine(440, 0.4, 44100, channels=2), 44100)
+    write_audio(tmp_path / "no" / "0000abcd_nohash_0.mp3", sine(300, 1.5, 22050), 22050)
+    clips = kd.list_clips(tmp_path)
+    assert [(c.label, c.speaker) for c in clips] == [("no", "0000abcd"), ("yes", "0000abcd")]
+    waveforms, label_ids = kd.load_clips(clips, ["no", "yes"])
+    assert waveforms.shape == (2, kd.CLIP_SAMPLES) and list(label_ids) == [0, 1]
+    short, long = waveforms[1], waveforms[0]
+    assert np.abs(short[:6000]).max() > 0.4  # the tone is there ...
+    assert np.all(short[6500:] == 0.0)  # ... followed by zero padding up to one second
+    assert np.abs(long[-1000:]).max() > 0.4  # the long clip is cut, not padded
+
+
+def test_reversal_turns_keywords_into_unknown_and_leaves_the_rest():
+    labels = ["_silence_", "_unknown_", "yes"]
+    waveforms = np.stack([np.linspace(-0.5, 0.5, kd.CLIP_SAMPLES, dtype=np.float32)] * 3)
+    dataset = kd.make_dataset(waveforms, np.array([0, 1, 2], np.int32), batch_size=3,
+                              augment=kd.AugmentOptions(reverse_to_unknown=1.0), labels=labels)
+    out_waveforms, out_labels = (t.numpy() for t in next(iter(dataset)))
+    assert list(out_labels) == [0, 1, 1]
+    np.testing.assert_array_equal(out_waveforms[:2], waveforms[:2])
+    np.testing.assert_array_equal(out_waveforms[2], waveforms[2][::-1])
+
+
+def test_time_shift_and_gain_keep_one_second_and_stay_in_bounds():
+    waveform = np.zeros(kd.CLIP_SAMPLES, np.float32)
+    waveform[7000:9000] = 0.25
+    options = kd.AugmentOptions(time_shift_s=0.1, gain_db=6.0)
+    dataset = kd.make_dataset(np.stack([waveform] * 64), np.zeros(64, np.int32), batch_size=64,
+                              augment=options, seed=3)
+    out = next(iter(dataset))[0].numpy()
+    assert out.shape == (64, kd.CLIP_SAMPLES)
+    onsets = np.array([np.argmax(row > 0) for row in out])
+    assert np.all(np.abs(onsets - 7000) <= 1600) and len(set(onsets)) > 10
+    peaks = out.max(axis=1)
+    assert np.all(peaks >= 0.25 * 10 ** (-6 / 20) - 1e-6) and np.all(peaks <= 0.25 * 10 ** (6 / 20) + 1e-6)
+    assert peaks.std() > 0.01
+
+
+# --- training and export ------------------------------------------------------------------------
+
+def test_training_runs_end_to_end_on_a_tiny_subset_in_under_a_minute(tiny_training):
+    out, result, seconds = tiny_training
+    assert seconds < 60
+    metrics = json.loads((out / train_keyword.METRICS_FILE).read_text())
+    labels = metrics["labels"]
+    assert len(labels) == 12 and set(KEYWORDS) <= set(labels)
+    confusion = np.array(metrics["confusion_matrix"])
+    assert confusion.shape == (12, 12)
+    assert confusion.sum() == metrics["splits"]["test"]["clips"] == 48
+    assert sum(row["count"] for row in metrics["test_per_label"].values()) == 48
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert metrics["test_accuracy"] == pytest.approx(np.trace(confusion) / confusion.sum())
+    assert (out / train_keyword.CONFUSION_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    spec_doc = json.loads((out / "assets" / "model_spec.json").read_text())
+    assert spec_doc["kind"] == "keyword" and spec_doc["labels"] == labels
+    framing = (spec_doc["sample_rate"], spec_doc["window_samples"], spec_doc["hop_samples"])
+    assert framing == (16000, 16000, 8000)
+    assert (out / "assets" / "labels.txt").read_text().split() == labels
+    assert result.spec.class_names == tuple(labels)
+
+
+def test_export_reload_gives_the_same_predictions(tiny_training, test_clips, tmp_path):
+    out, result, _ = tiny_training
+    waveforms, _ = test_clips
+    classifier = result.classifier
+    logits = classifier(keyword.spectrogram(waveforms), training=False).numpy()
+    embedder = keras.Model(classifier.inputs, classifier.get_layer("embedding").output)
+    embedding = embedder(keyword.spectrogram(waveforms), training=False).numpy()
+
+    reloaded = keyword.load_keyword_model(str(out))
+    outputs = reloaded.predict(waveforms)
+    np.testing.assert_allclose(outputs["scores"], tf.nn.softmax(logits).numpy(), atol=1e-5)
+    np.testing.assert_allclose(outputs["embedding"], embedding, rtol=1e-4, atol=1e-4)
+
+    # float16 storage: half the weight bytes, the same decisions.
+    keyword.export_keyword_model(classifier, result.spec.class_names, str(tmp_path / "f16"),
+                                 weights_dtype="float16")
+    half = keyword.load_keyword_model(str(tmp_path / "f16"))
+    half_scores = half.predict(waveforms)["scores"]
+    np.testing.assert_allclose(half_scores, outputs["scores"], atol=2e-3)
+    assert _variables_bytes(tmp_path / "f16") < 0.55 * _variables_bytes(out)
+    assert half.spec.fingerprint != reloaded.spec.fingerprint
+
+
+def test_the_serving_signature_returns_scores_ids_names_and_embedding(tiny_training, test_clips):
+    out, result, _ = tiny_training
+    waveforms, _ = test_clips
+    serve = tf.saved_model.load(str(out)).signatures["serving_default"]
+    assert serve.structured_input_signature[1]["waveform"].shape.as_list() == [None, 16000]
+    outputs = {k: v.numpy() for k, v in serve(waveform=tf.constant(waveforms[:5])).items()}
+    assert outputs["scores"].shape == (5, 12) and outputs["embedding"].shape == (5, 128)
+    np.testing.assert_array_equal(outputs["class_ids"], outputs["scores"].argmax(axis=1))
+    names = [n.decode() for n in outputs["class_names"]]
+    assert names == [result.spec.class_names[i] for i in outputs["class_ids"]]
+
+
+def test_the_exported_model_loads_through_the_registry_with_scores_summing_to_one(tiny_training, test_clips):
+    out, result, _ = tiny_training
+    waveforms, _ = test_clips
+    source = resolve_source("keyword", str(out), hop_s=0.25)
+    spec = load_spec(source)
+    framing = (spec.name, spec.sample_rate, spec.window_samples, spec.hop_samples)
+    assert framing == ("keyword", 16000, 16000, 4000)
+    assert spec.class_names == result.spec.class_names and spec.embedding_dim == 128
+    assert spec.fingerprint == keyword.weights_fingerprint(str(out)) and len(spec.fingerprint) == 64
+    assert load_spec(resolve_source("keyword", str(out))).hop_samples == 8000  # the stored default
+
+    model = load_model(source)
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, (3, 16000)).astype(np.float32)
+    for batch in (waveforms, noise, np.zeros((1, 16000), np.float32)):
+        outputs = model.predict(batch)
+        assert outputs["scores"].shape == (len(batch), 12)
+        np.testing.assert_allclose(outputs["scores"].sum(axis=1), 1.0, atol=1e-5)
+        assert outputs["embedding"].shape == (len(batch), 128)
+    assert model.predict(np.zeros((0, 16000), np.float32))["scores"].shape == (0, 12)
+    with pytest.raises(ValueError):
+        model.predict(np.zeros((2, 15600), np.float32))
+
+
+def test_export_to_and_load_from_a_bucket(tiny_training, test_clips, gcs):
+    """Export and loading go through tf.io.gfile: a gs:// model directory works like a local one."""
+    out, result, _ = tiny_training
+    waveforms, _ = test_clips
+    remote = f"{gcs.bucket('keyword-models')}/kw"
+    spec = keyword.export_keyword_model(result.classifier, result.spec.class_names, remote)
+    assert f"{remote}/assets/model_spec.json" in gcs.list_uris(remote)
+    source = resolve_source("keyword", remote)
+    assert load_spec(source) == spec == keyword.load_keyword_spec(str(out))  # same weights, same fingerprint
+    np.testing.assert_allclose(load_model(source).predict(waveforms)["scores"],
+                               keyword.load_keyword_model(str(out)).predict(waveforms)["scores"], atol=1e-6)
+
+
+def test_a_folder_that_is_no_keyword_export_is_a_one_line_error(tmp_path):
+    with pytest.raises(ModelUnavailableError, match="train_keyword") as raised:
+        load_spec(resolve_source("keyword", str(tmp_path)))
+    assert "\n" not in str(raised.value)
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "assets" / "model_spec.json").write_text(json.dumps({"kind": "head"}))
+    with pytest.raises(ModelUnavailableError, match="'head' model"):
+        load_spec(resolve_source("keyword", str(tmp_path)))
+
+
+def test_keyword_events_merge_consecutive_frames_of_one_keyword():
+    names = ("_silence_", "_unknown_", "yes", "no")
+    scores = np.array([[0.9, 0.05, 0.03, 0.02],  # silence
+                       [0.1, 0.1, 0.7, 0.1],  # yes
+                       [0.0, 0.1, 0.85, 0.05],  # yes, stronger
+                       [0.2, 0.2, 0.4, 0.2],  # yes, but below min_score
+                       [0.0, 0.0, 0.1, 0.9]])  # no
+    starts = np.arange(5) * 0.5
+    events = keyword.keyword_events(starts, starts + 1.0, scores, names, min_score=0.5)
+    assert [(e.label, e.start_s, e.end_s, e.peak_s) for e in events] == [
+        ("yes", 0.5, 2.0, 1.5), ("no", 2.0, 3.0, 2.5)]
+    assert events[0].score == pytest.approx(0.85)
+
+
+# --- tag_audio with the shipped model -----------------------------------------------------------
+
+def test_tag_audio_finds_each_word_of_a_long_file_at_the_right_time(tmp_path):
+    """Held-out speakers' clips joined with background noise: every word found within 0.5 s."""
+    data = require_speech_commands()
+    if not (SHIPPED_MODEL / "saved_model.pb").exists():
+        pytest.skip(f"no shipped keyword model at {SHIPPED_MODEL}")
+    model = keyword.load_keyword_model(str(SHIPPED_MODEL))
+    test_split = kd.split_clips(kd.list_clips(data))[kd.TEST]
+    noise = [kd.load_clip(c.path) for c in test_split if c.label == kd.SILENCE_LABEL][:7]
+    words = _confident_clips(model, test_split, ("yes", "left", "stop", "no", "up", "go"))
+
+    pieces, expected = [noise[0]], []
+    for i, (label, waveform) in enumerate(words):
+        start = sum(p.size for p in pieces)
+        energy = waveform.astype(np.float64) ** 2
+        centre = (start + np.sum(np.arange(waveform.size) * energy) / energy.sum()) / 16000
+        expected.append((label, centre))
+        pieces += [waveform, noise[i + 1]]
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    write_audio(inputs / "long.flac", np.concatenate(pieces)[None, :], 16000)
+    write_audio(inputs / "short.flac", words[0][1][None, 3200:12800], 16000)  # 0.6 s
+
+    out = tmp_path / "out"
+    assert run_tag_audio(["--input", str(inputs), "--output", str(out), "--model", "keyword",
+                          "--model_path", str(SHIPPED_MODEL), "--hop_s", "0.5"]) == 0
+    table = read_table(out, "frames")
+    names = class_names_from(table.schema)
+    frames = table.to_pandas()
+    short = frames[frames.uri.str.endswith("short.flac")]
+    assert len(short) == 1 and short.end_s.iloc[0] == pytest.approx(1.0)  # padded to one window, kept
+    long = frames[frames.uri.str.endswith("long.flac")].sort_values("frame_index")
+    assert len(long) == 2 * len(pieces) - 1
+    events = keyword.keyword_events(long.start_s.to_numpy(), long.end_s.to_numpy(),
+                                    np.stack(long.scores.to_numpy()), names)
+    for label, centre in expected:
+        assert any(e.label == label and abs(e.peak_s - centre) <= 0.5 for e in events), (
+            f"{label} at {centre:.2f} s not found in {events}")
+
+
+def _confident_clips(model, clips, labels) -> list[tuple[str, np.ndarray]]:
+    """For each label, the first held-out clip the model alone gets right with a score >= 0.8.
+
+    The test is about where tag_audio finds words, not about accuracy: picking
+    clips the model recognises on their own keeps it deterministic.
+    """
+    chosen = []
+    for label in labels:
+        for clip in (c for c in clips if c.label == label):
+            waveform = kd.load_clip(clip.path)
+            scores = model.predict(waveform[None])["scores"][0]
+            if model.spec.class_names[int(scores.argmax())] == label and scores.max() >= 0.8:
+                chosen.append((label, waveform))
+                break
+        else:
+            pytest.fail(f"the shipped model recognises no held-out '{label}' clip with score >= 0.8")
+    return chosen
+
+
+def _variables_bytes(model_dir: Path) -> int:
+    return sum(p.stat().st_size for p in (model_dir / "variables").iterdir())

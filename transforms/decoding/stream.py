@@ -1,0 +1,641 @@
+"""Decoding any audio (or video) file to mono float32 at a model's sample rate, streaming.
+
+FFmpeg (through PyAV) demuxes and decodes; channels are averaged and integer
+samples scaled to [-1, 1]; soxr converts the rate.  Nothing here holds more
+than a few decoded frames and one output chunk, whatever the file's length.
+
+A work unit that starts inside a file (``start_sample > 0``) produces the same
+samples a decode of the whole file would produce from that index on:
+
+* the resampler is restarted on a point where the input and output sample
+  grids coincide (a multiple of ``in_rate / gcd`` input samples), far enough
+  before the unit for its filter to settle, and its output up to the unit's
+  start is dropped;
+* the decoder starts earlier still (lossy codecs need preceding packets to
+  rebuild their state), its output before the resampler's start is dropped;
+* the container is asked to seek only for formats whose timestamps after a
+  seek are exact (WAV, AIFF, FLAC, Ogg, MP4...), and where the seek lands is
+  checked.  For raw MP3 and ADTS AAC (FFmpeg estimates where a seek lands
+  from the bitrate) the packets before the start are read but not decoded,
+  which is cheap and exact.  Matroska/WebM timestamps count milliseconds,
+  too coarse to place a sample: those files, and any whose seek misses, are
+  decoded from the beginning.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+from collections.abc import Iterator
+
+import av
+import numpy as np
+import soxr
+
+from transforms.decoding.source import (
+    AudioInfo,
+    DecodeError,
+    describe_error,
+    format_names,
+    open_container,
+    open_source,
+    pick_audio_stream,
+    read_audio_info,
+)
+
+__all__ = ["AudioInfo", "AudioStream", "DecodeError", "probe", "decode_all"]
+
+RESAMPLE_QUALITY = "VHQ"  # as fast as 'HQ' here, and a restarted stream matches the whole-file one exactly
+RESAMPLER_PREROLL_S = 0.25  # soxr VHQ settles in < 0.05 s of output; margin for low input rates
+DECODER_PREROLL_S = 0.5  # MP3 bit reservoir, Vorbis/AAC overlap, Opus's recommended 80 ms, with margin
+
+# Demuxers whose packet timestamps are exact after a seek (sample tables, granule positions,
+# frame numbers, byte offsets of PCM).  Format names as FFmpeg reports them, split on ','.
+_SEEK_TRUSTED_FORMATS = frozenset(
+    {"wav", "w64", "aiff", "caf", "au", "flac", "ogg", "mov", "mp4", "m4a", "matroska", "webm"})
+_EXACT_SHORTFALL_S = 0.05  # Opus pre-skip (6.5 ms) and encoder padding stay well under this
+_ESTIMATE_SHORTFALL = 0.2  # a length estimated from a bitrate can be this far off
+_MAX_CONSECUTIVE_BAD_PACKETS = 200
+_LOOKAHEAD_FRAMES = 2  # frames that vouch for a timestamp before it moves anything
+_UNKNOWN_LENGTH_MAX_GAP_S = 60.0  # larger timestamp jumps in a file of unknown length are not gaps
+_INTEGER_SCALE = {"u8": 1 / 128, "s16": 1 / 32768, "s32": 1 / 2**31, "s64": 1 / 2**63}
+# soxr's output does not depend on how its input is cut, and one call per ~16k samples costs far
+# less than one per packet (a Vorbis packet holds 128-1024 samples).
+_RESAMPLE_BLOCK_SAMPLES = 16_384
+# Sample formats read straight from a frame's planes (the dtypes PyAV's to_ndarray knows).
+_PLANE_DTYPES = {"dbl": np.dtype("f8"), "flt": np.dtype("f4"), "s16": np.dtype("i2"), "s32": np.dtype("i4"),
+                 "u8": np.dtype("u1")}
+
+
+def probe(uri: str) -> AudioInfo:
+    """Reads a file's headers (never its whole audio); raises DecodeError."""
+    source = open_source(uri)
+    try:
+        with open_container(source) as container:
+            return read_audio_info(container, pick_audio_stream(container, uri), source)
+    finally:
+        source.close()
+
+
+def frame_to_mono(frame: av.AudioFrame) -> np.ndarray:
+    """One decoded frame as mono float32: channels averaged, integers scaled to [-1, 1]."""
+    fmt = frame.format
+    kind = fmt.name.rstrip("p")
+    channels = frame.layout.nb_channels
+    dtype = _PLANE_DTYPES.get(kind)
+    if dtype is None:  # anything else: PyAV's own conversion (which names the format it cannot read)
+        values = frame.to_ndarray()
+        if not fmt.is_planar:
+            values = values.reshape(-1, channels).T
+    elif fmt.is_planar:  # the planes as they are: to_ndarray would stack them into a new array first
+        values = [np.frombuffer(plane, dtype=dtype, count=frame.samples) for plane in frame.planes]
+    else:  # packed formats interleave the channels in one plane
+        values = np.frombuffer(frame.planes[0], dtype=dtype, count=frame.samples * channels)
+        values = values.reshape(-1, channels).T
+    mono = values[0].astype(np.float32)  # summing in place is several times faster than mean()
+    for channel in values[1:]:
+        mono += channel
+    if kind == "u8":
+        mono -= 128.0 * channels
+    scale = _INTEGER_SCALE.get(kind, 1.0) / channels
+    if scale != 1.0:
+        mono *= scale
+    return mono
+
+
+class _SeekFailedError(Exception):
+    """A seek that cannot be trusted for this file (raised before any sample is yielded)."""
+
+    def __init__(self, rate: int | None = None):
+        super().__init__()
+        self.rate = rate  # the decoder's real rate, when it differs from the declared one
+
+
+class _Frame:
+    """A decoded frame with what the timeline asks of it, worked out once.
+
+    ``pts_samples`` is the frame's timestamp in samples of its own rate (None
+    without a timestamp); ``tolerance`` the timestamp rounding to ignore: two
+    ticks of the time base, and at least 2 ms.
+    """
+
+    __slots__ = ("frame", "rate", "samples", "pts_samples", "tolerance")
+
+    def __init__(self, frame: av.AudioFrame, rate: int, samples: int, pts_samples: int | None,
+                 tolerance: int):
+        self.frame = frame
+        self.rate = rate
+        self.samples = samples
+        self.pts_samples = pts_samples
+        self.tolerance = tolerance
+
+
+class _Timeline:
+    """Where each decoded frame sits, in source-rate samples from the file's first sample.
+
+    Frames normally follow each other and the running count places them.
+    Timestamps only matter where they disagree with the count, and only when
+    the next frame confirms them: FFmpeg gives an odd Vorbis frame (at a
+    block-size switch) a timestamp hundreds of samples off, and the frame
+    after it is back in line.  A confirmed jump ahead means audio is missing
+    (a damaged packet, bytes the demuxer resynchronised over): the gap is
+    returned so it can be filled with silence.  A confirmed jump backwards,
+    or one implausibly far ahead, re-anchors the timestamps to the count.
+    """
+
+    def __init__(self, rate: int, pts_origin: int, limit_samples: int | None):
+        self.rate = rate
+        self.pts_offset = pts_origin  # a frame with pts p (in samples) starts at p - pts_offset
+        self.next_index = 0
+        self.limit_samples = limit_samples  # gaps are filled only up to the declared length
+        self._tolerances: dict[tuple[int, int, int], int] = {}  # (tb numerator, tb denominator, rate)
+
+    def describe(self, frame: av.AudioFrame) -> _Frame:
+        """The frame with its timestamp in samples and its tolerance (per time base, not per frame)."""
+        rate = frame.sample_rate
+        time_base = frame.time_base
+        num, den = (0, 1) if time_base is None else (time_base.numerator, time_base.denominator)
+        key = (num, den, rate)
+        tolerance = self._tolerances.get(key)
+        if tolerance is None:
+            tick = num / den * rate
+            tolerance = self._tolerances[key] = max(math.ceil(2 * tick), math.ceil(0.002 * rate))
+        pts = frame.pts
+        # (pts * num) / den is the correctly rounded quotient, the float of the Fraction pts * time_base
+        pts_samples = None if pts is None or not num else round(pts * num / den * rate)
+        return _Frame(frame, rate, frame.samples, pts_samples, tolerance)
+
+    def frame_start(self, frame: _Frame) -> int | None:
+        """The frame's index according to its timestamp alone."""
+        return None if frame.pts_samples is None else frame.pts_samples - self.pts_offset
+
+    def landing(self, frame: _Frame, following: list[_Frame]) -> int | None:
+        """Index of the first frame after a seek: where its timestamp and the next frames' agree."""
+        claims, offset = [], 0
+        for candidate in [frame, *following]:
+            start = self.frame_start(candidate)
+            if start is not None:
+                claims.append(start - offset)
+            offset += candidate.samples
+        tolerance = frame.tolerance
+        for claim in claims:
+            if sum(abs(claim - other) <= tolerance for other in claims) >= 2:
+                return claim
+        return claims[0] if len(claims) == 1 else None
+
+    def place(self, frame: _Frame, following: _Frame | None) -> tuple[int, int]:
+        """``(start index, samples of silence to insert before it)`` for the next frame."""
+        if frame.rate != self.rate:  # the rate changed mid-stream: count in the new rate
+            self.next_index = round(self.next_index * frame.rate / self.rate)
+            self.rate = frame.rate
+            self._anchor(frame)
+        pts_samples = frame.pts_samples
+        if pts_samples is None:
+            gap = 0
+        else:
+            start = pts_samples - self.pts_offset
+            gap = start - self.next_index
+            if abs(gap) > frame.tolerance and self._confirmed(start, frame, following):
+                if gap < 0 or not self._fillable(start, gap):
+                    self._anchor(frame)
+                    gap = 0
+            else:
+                gap = 0
+        begin = self.next_index + gap
+        self.next_index = begin + frame.samples
+        return begin, gap
+
+    def _confirmed(self, start: int, frame: _Frame, following: _Frame | None) -> bool:
+        if following is None or following.rate != frame.rate or following.pts_samples is None:
+            return False
+        next_start = following.pts_samples - self.pts_offset
+        return abs(next_start - start - frame.samples) <= frame.tolerance
+
+    def _fillable(self, start: int, gap: int) -> bool:
+        if self.limit_samples is None:
+            return gap <= _UNKNOWN_LENGTH_MAX_GAP_S * self.rate
+        return start <= self.limit_samples
+
+    def _anchor(self, frame: _Frame) -> None:
+        if frame.pts_samples is not None:
+            self.pts_offset = frame.pts_samples - self.next_index
+
+
+@dataclasses.dataclass
+class _Damage:
+    """Packets that failed to decode and silence put in their place."""
+
+    bad_packets: int = 0
+    consecutive_bad: int = 0
+    first_at_s: float | None = None
+    first_reason: str = ""
+    silence_samples: int = 0
+    silence_rate: int = 1
+    stopped: str | None = None  # why decoding stopped before the end of the file
+
+    def record_bad_packet(self, at_s: float, reason: str) -> None:
+        self.bad_packets += 1
+        if self.first_at_s is None:
+            self.first_at_s, self.first_reason = at_s, reason
+
+    def summary(self) -> str | None:
+        if self.stopped:
+            return f"decoder_error: stopped because {self.stopped}"
+        parts = []
+        if self.bad_packets:
+            first = f"first at {self.first_at_s:.2f} s: {self.first_reason}"
+            parts.append(f"{_count(self.bad_packets, 'damaged packet')} skipped ({first})")
+        if self.silence_samples:
+            parts.append(f"{self.silence_samples / self.silence_rate:.2f} s of missing audio "
+                         "filled with silence")
+        return "decoder_error: " + "; ".join(parts) if parts else None
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+class AudioStream:
+    """Mono float32 samples at ``target_rate``, from target-rate index ``start_sample`` to EOF.
+
+    Iterating yields 1-D float32 chunks of ``chunk_samples`` (the last may be
+    shorter).  ``info`` is ready after construction, which raises DecodeError
+    when the file cannot be opened.  Iteration raises DecodeError for NaN/Inf
+    samples and for a file that yields no audio at all; a stream that ends
+    early or loses packets is not an error: what could be decoded is yielded
+    and ``problem`` says what happened.
+
+    Damaged packets are skipped and decoding carries on with the next one;
+    where timestamps show that audio is missing (a skipped packet, a stretch
+    the demuxer resynchronised over), the gap is filled with silence so every
+    later sample stays at its true time.  That yields the most audio and keeps
+    frame timestamps right.  Only a long run of undecodable packets stops the
+    stream.
+    """
+
+    def __init__(self, uri: str, target_rate: int, start_sample: int = 0, chunk_samples: int = 160_000,
+                 sha256: bool = False):
+        if target_rate <= 0 or start_sample < 0 or chunk_samples <= 0:
+            raise ValueError("target_rate and chunk_samples must be positive, start_sample >= 0")
+        self.uri = uri
+        self.target_rate = target_rate
+        self.start_sample = start_sample
+        self.chunk_samples = chunk_samples
+        self.samples_out = 0
+        self.problem: str | None = None
+        self.sha256: str | None = None
+        self.seek_method = "none"  # how the unit start was reached: 'container', 'skip_packets', 'sequential'
+
+        self._hash = sha256 and start_sample == 0
+        self._damage = _Damage()
+        self._chunk_generator: Iterator[np.ndarray] | None = None
+        self._container: av.container.InputContainer | None = None
+        self._source = open_source(uri, hash_bytes=self._hash)
+        try:
+            self._container = open_container(self._source)
+            self.info = read_audio_info(self._container, pick_audio_stream(self._container, uri),
+                                        self._source)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- public surface -------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if self._chunk_generator is not None:
+            raise RuntimeError("an AudioStream can be iterated only once")
+        self._chunk_generator = self._chunks()
+        return self._chunk_generator
+
+    def close(self) -> None:
+        """Stops decoding and releases the file; safe to call at any point, and more than once."""
+        if self._chunk_generator is not None:
+            self._chunk_generator.close()  # a consumer that stopped early leaves it suspended
+        self._release()
+
+    def _release(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+        if not self._source.closed:
+            self._source.close()
+
+    def __enter__(self) -> AudioStream:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes FFmpeg has read so far (what a unit costs in I/O)."""
+        return self._source.bytes_read
+
+    # -- pipeline: decode -> trim to resampler start -> resample -> trim to unit start -> chunk --
+
+    def _chunks(self) -> Iterator[np.ndarray]:
+        try:
+            yield from self._fixed_size_chunks()
+        finally:
+            self._release()
+
+    def _fixed_size_chunks(self) -> Iterator[np.ndarray]:
+        pending: list[np.ndarray] = []
+        pending_samples = 0
+        for block in self._output_blocks():
+            pending.append(block)
+            pending_samples += block.size
+            if pending_samples < self.chunk_samples:
+                continue
+            joined = np.concatenate(pending)
+            whole = joined.size - joined.size % self.chunk_samples
+            for begin in range(0, whole, self.chunk_samples):
+                self.samples_out += self.chunk_samples
+                yield joined[begin:begin + self.chunk_samples]
+            pending = [joined[whole:]] if whole < joined.size else []
+            pending_samples = joined.size - whole
+        if pending_samples:
+            self.samples_out += pending_samples
+            yield np.concatenate(pending)
+        if self._source.read_error is not None:  # the file ended because reading failed
+            raise self._source.read_error
+        self._finish()
+
+    def _output_blocks(self) -> Iterator[np.ndarray]:
+        """Target-rate blocks from ``start_sample`` on."""
+        rate = self.info.sample_rate
+        stream = self._container.streams[self.info.stream_index]
+        if stream.time_base is not None and stream.time_base * rate <= 1:
+            trusted = bool(format_names(self._container) & _SEEK_TRUSTED_FORMATS)
+            modes = ("container" if trusted else "skip_packets", "sequential")
+        else:  # timestamps coarser than a sample (Matroska's 1 ms) cannot place a seek exactly
+            modes = ("sequential",)
+        for attempt, mode in enumerate(modes):
+            if attempt:
+                self._reopen()
+                self._damage = _Damage()
+            try:
+                yield from self._output_blocks_with(rate, mode, may_fail=attempt < len(modes) - 1)
+                return
+            except _SeekFailedError as failure:  # raised before anything was yielded
+                rate = failure.rate or rate
+
+    def _output_blocks_with(self, rate: int, mode: str, may_fail: bool) -> Iterator[np.ndarray]:
+        resampler_start = self._resampler_start(rate)
+        drop = self.start_sample - resampler_start * self.target_rate // rate
+        samples = self._source_samples(resampler_start, rate, mode, may_fail)
+        for block in self._resampled(samples):
+            if drop > 0:
+                cut = min(drop, block.size)
+                block, drop = block[cut:], drop - cut
+            if block.size:
+                yield block
+
+    def _resampler_start(self, rate: int) -> int:
+        """Source index where resampling starts: a point both sample grids share, before the unit."""
+        if self.start_sample == 0:
+            return 0
+        if rate == self.target_rate:
+            return self.start_sample
+        common = math.gcd(rate, self.target_rate)
+        out_step, in_step = self.target_rate // common, rate // common
+        preroll = int(RESAMPLER_PREROLL_S * self.target_rate)
+        return (max(0, self.start_sample - preroll) // out_step) * in_step
+
+    def _resampled(self, blocks: Iterator[tuple[int, np.ndarray]]) -> Iterator[np.ndarray]:
+        """Source blocks at ``target_rate``, converted ~16k input samples at a time."""
+        resampler: soxr.ResampleStream | None = None
+        current_rate = None
+        pending: list[np.ndarray] = []  # source samples at current_rate not yet converted
+        pending_samples = 0
+        try:
+            for rate, samples in blocks:
+                if rate != current_rate:
+                    if pending:
+                        yield self._converted(resampler, pending)
+                        pending, pending_samples = [], 0
+                    if resampler is not None:  # the rate changed mid-stream: flush, start anew
+                        yield resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+                    resampler = None if rate == self.target_rate else soxr.ResampleStream(
+                        rate, self.target_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY)
+                    current_rate = rate
+                pending.append(samples)
+                pending_samples += samples.size
+                if pending_samples >= _RESAMPLE_BLOCK_SAMPLES:
+                    yield self._converted(resampler, pending)
+                    pending, pending_samples = [], 0
+        except _SeekFailedError:
+            raise  # the next attempt starts over: what is pending belongs to this one
+        except Exception:
+            if pending:  # the samples before a failure come out as they would one packet at a time
+                yield self._converted(resampler, pending)
+            raise
+        if pending:
+            yield self._converted(resampler, pending)
+        if resampler is not None:
+            yield resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+
+    @staticmethod
+    def _converted(resampler: soxr.ResampleStream | None, pending: list[np.ndarray]) -> np.ndarray:
+        samples = np.concatenate(pending)  # a copy: frames' buffers are not kept alive past this
+        return samples if resampler is None else resampler.resample_chunk(samples)
+
+    # -- decoding ----------------------------------------------------------------------------------
+
+    def _reopen(self) -> None:
+        self._container.close()
+        self._container = open_container(self._source)
+
+    def _source_samples(self, start_index: int, rate: int, mode: str, may_fail: bool
+                        ) -> Iterator[tuple[int, np.ndarray]]:
+        """``(rate, mono float32)`` blocks of the decoded signal from source index ``start_index`` on.
+
+        ``mode`` says how to get near ``start_index``: 'container' (seek, then
+        check where the seek landed), 'skip_packets' (read packets without
+        decoding them) or 'sequential' (decode everything, drop what precedes).
+        """
+        container = self._container
+        stream = container.streams[self.info.stream_index]
+        limit = None if self.info.duration_s is None else int((self.info.duration_s + 1.0) * rate)
+        timeline = _Timeline(rate, self._pts_origin(stream, rate), limit)
+        decode_from = start_index - int(DECODER_PREROLL_S * rate)
+        if decode_from <= 0:
+            mode = "sequential"
+        self.seek_method = mode if start_index > 0 else "none"
+        if mode == "container":
+            self._container_seek(container, stream, decode_from + timeline.pts_offset, rate)
+        skip_until = decode_from if mode == "skip_packets" else None
+        frames = self._frames(container, stream, timeline, start_index, skip_until)
+        awaiting_landing = mode != "sequential"
+        for frame, following in _with_lookahead(frames, _LOOKAHEAD_FRAMES):
+            if may_fail and start_index > 0 and frame.rate != rate:
+                raise _SeekFailedError(frame.rate)  # planned on the header's rate; the decoder differs
+            if awaiting_landing:
+                landed = timeline.landing(frame, following)
+                if landed is None or landed > start_index:
+                    if may_fail:
+                        raise _SeekFailedError()
+                    landed = start_index  # unreachable: the last attempt decodes sequentially
+                timeline.next_index = landed
+                awaiting_landing = False
+            yield from self._placed(frame, following[0] if following else None, timeline, start_index)
+
+    def _frames(self, container: av.container.InputContainer, stream: av.AudioStream, timeline: _Timeline,
+                start_index: int, skip_until: int | None) -> Iterator[_Frame]:
+        """Decoded frames; packets ending before ``skip_until`` are read but not decoded."""
+        describe = timeline.describe
+        for packet in self._packets(container, stream, timeline):
+            if skip_until is not None and self._packet_ends_before(packet, skip_until, timeline):
+                continue
+            quiet = timeline.next_index < start_index  # errors in the pre-roll are normal after a seek
+            for frame in self._decode(stream, packet, timeline, quiet):
+                yield describe(frame)
+            if self._damage.stopped:
+                return
+        for frame in self._decode(stream, None, timeline, quiet=False):
+            yield describe(frame)
+
+    def _placed(self, placed: _Frame, following: _Frame | None, timeline: _Timeline,
+                start_index: int) -> Iterator[tuple[int, np.ndarray]]:
+        """A frame's samples, after any silence that fills a hole before it, trimmed to ``start_index``."""
+        rate = placed.rate
+        begin, gap = timeline.place(placed, following)
+        if gap:
+            if begin > start_index:
+                self._damage.silence_samples += min(gap, begin - start_index)
+                self._damage.silence_rate = rate
+            for at in range(begin - gap, begin, rate):  # one second at a time: a hole can be long
+                yield from self._trimmed(at, np.zeros(min(rate, begin - at), np.float32), rate, start_index)
+        frame = placed.frame
+        samples = frame_to_mono(frame)
+        if frame.format.name.rstrip("p") in ("flt", "dbl") and not np.isfinite(samples).all():
+            at = (begin + int(np.argmin(np.isfinite(samples)))) / rate
+            raise DecodeError("non_finite", f"the audio holds NaN or infinite samples from {at:.2f} s")
+        yield from self._trimmed(begin, samples, rate, start_index)
+
+    @staticmethod
+    def _trimmed(begin: int, samples: np.ndarray, rate: int, start_index: int
+                 ) -> Iterator[tuple[int, np.ndarray]]:
+        end = begin + samples.size
+        if end <= start_index:
+            return
+        if begin < start_index:
+            samples = samples[start_index - begin:]
+        yield rate, samples
+
+    @staticmethod
+    def _pts_origin(stream: av.AudioStream, rate: int) -> int:
+        """pts, in source samples, of the file's first sample."""
+        if stream.start_time is None:
+            return 0
+        return round(float(stream.start_time * stream.time_base) * rate)
+
+    @staticmethod
+    def _container_seek(container: av.container.InputContainer, stream: av.AudioStream, pts_samples: int,
+                        rate: int) -> None:
+        target = int(pts_samples / rate / stream.time_base)
+        try:
+            container.seek(target, backward=True, any_frame=False, stream=stream)
+        except av.error.FFmpegError:
+            raise _SeekFailedError() from None
+
+    @staticmethod
+    def _packet_ends_before(packet: av.Packet, index: int, timeline: _Timeline) -> bool:
+        if packet.pts is None or not packet.duration or packet.time_base is None:
+            return False
+        end = float((packet.pts + packet.duration) * packet.time_base) * timeline.rate - timeline.pts_offset
+        return end < index
+
+    def _packets(self, container: av.container.InputContainer, stream: av.AudioStream,
+                 timeline: _Timeline) -> Iterator[av.Packet]:
+        packets = container.demux(stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.error.FFmpegError as error:
+                at_s, reason = timeline.next_index / timeline.rate, describe_error(error)
+                self._damage.stopped = f"the file could not be read past {at_s:.2f} s ({reason})"
+                return
+            if packet.size:  # demux() ends with an empty flush packet; decoding flushes separately
+                yield packet
+
+    def _decode(self, stream: av.AudioStream, packet: av.Packet | None, timeline: _Timeline,
+                quiet: bool) -> list[av.AudioFrame]:
+        damage = self._damage
+        try:
+            frames = stream.codec_context.decode(packet)
+        except av.error.FFmpegError as error:
+            if packet is None:
+                return []
+            damage.consecutive_bad += 1
+            at_s, reason = self._packet_time(packet, timeline), describe_error(error)
+            if not quiet:
+                damage.record_bad_packet(at_s, reason)
+            if damage.consecutive_bad > _MAX_CONSECUTIVE_BAD_PACKETS:
+                damage.stopped = f"{damage.consecutive_bad} packets in a row could not be decoded ({reason})"
+            return []
+        damage.consecutive_bad = 0
+        return frames
+
+    @staticmethod
+    def _packet_time(packet: av.Packet, timeline: _Timeline) -> float:
+        """Seconds from the file's start to a packet (the running count when it has no timestamp)."""
+        if packet.pts is None or packet.time_base is None:
+            return timeline.next_index / timeline.rate
+        return max(0.0, float(packet.pts * packet.time_base) - timeline.pts_offset / timeline.rate)
+
+    # -- the end of the stream -------------------------------------------------------------------
+
+    def _finish(self) -> None:
+        damage = self._damage
+        decoded_s = (self.start_sample + self.samples_out) / self.target_rate
+        declared = self.info.duration_s
+        if self.samples_out == 0 and self.start_sample == 0:
+            if damage.bad_packets or damage.stopped:
+                reason = damage.stopped or f"{damage.bad_packets} packets failed ({damage.first_reason})"
+                raise DecodeError("decoder_error", f"no audio could be decoded: {reason}")
+            if declared:
+                raise DecodeError("no_audio_data",
+                                  f"the header declares {declared:.2f} s of audio but the file holds none")
+        problems = []
+        if declared is not None and declared > decoded_s:
+            shortfall = declared - decoded_s
+            if (self.info.duration_exact and shortfall > _EXACT_SHORTFALL_S) or (
+                    shortfall > max(1.0, _ESTIMATE_SHORTFALL * declared)):
+                if self.samples_out == 0 and self.start_sample > 0:
+                    start_s = self.start_sample / self.target_rate
+                    problems.append(f"truncated: the audio ends before {start_s:.2f} s, "
+                                    f"of a declared {declared:.2f} s")
+                else:
+                    problems.append(f"truncated: decoded {decoded_s:.2f} s of a declared {declared:.2f} s")
+        summary = damage.summary()
+        if problems and not damage.silence_samples and damage.bad_packets <= 1 and not damage.stopped:
+            summary = None  # the partial last packet of a cut file: "truncated" says it all
+        if summary is not None:
+            problems.append(summary)
+        self.problem = "; ".join(problems) or None
+        if self._hash:
+            self.sha256 = self._source.finish_sha256()
+
+
+def _with_lookahead(items: Iterator, count: int) -> Iterator[tuple]:
+    """Each item with the (up to) ``count`` items that follow it."""
+    window: collections.deque = collections.deque()
+    for item in items:
+        window.append(item)
+        if len(window) > count:
+            current = window.popleft()
+            yield current, list(window)
+    while window:
+        current = window.popleft()
+        yield current, list(window)
+
+
+def decode_all(uri: str, target_rate: int, start_sample: int = 0) -> np.ndarray:
+    """A whole file (from ``start_sample``) as one array: for tests and short clips only."""
+    with AudioStream(uri, target_rate, start_sample=start_sample) as stream:
+        chunks = list(stream)
+    return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)

@@ -1,0 +1,67 @@
+"""How a run becomes visible: its staged Parquet moved into place, then its final record.
+
+The record is written last, so a reader that sees a published record sees the
+whole run, and a run killed at any point before leaves only staging files and
+a 'running' record behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+
+import apache_beam as beam
+
+from transforms import storage
+from transforms.output.layout import FAILED, FILES, FRAMES, SUCCEEDED, RunLayout, RunRecord
+
+
+def publish(layout: RunLayout, staged: list[str]) -> dict[str, list[str]]:
+    """Moves staged Parquet files to their run partitions. Idempotent (a retried step is harmless)."""
+    published: dict[str, list[str]] = {FRAMES: [], FILES: []}
+    sources, destinations = [], []
+    staging = layout.staging_dir()
+    for path in sorted(set(staged)):
+        table = FRAMES if f"/{FRAMES}/" in path[len(staging):] else FILES
+        destination = storage.join(layout.table_dir(table), path.rsplit("/", 1)[-1])
+        published[table].append(destination)
+        if storage.exists(path):
+            sources.append(path)
+            destinations.append(destination)
+    for table in (FRAMES, FILES):
+        storage.makedirs(layout.table_dir(table))
+    storage.rename(sources, destinations)
+    # Leftovers (the sink's temp dir) would be harmless under '_staging'; best effort.
+    with contextlib.suppress(Exception):
+        storage.delete_tree(staging)
+    return published
+
+
+def final_record(record: RunRecord, summary: dict, plan: dict, published: dict[str, list[str]],
+                 max_failed_fraction: float, now: float | None = None) -> RunRecord:
+    """The record a finished run publishes: its counts, and failed when too many files failed."""
+    finished = time.time() if now is None else now
+    final = dataclasses.replace(
+        record, counts=summary, plan=plan, finished_at=finished, wall_s=finished - record.started_at,
+        outputs={table: len(paths) for table, paths in published.items()}, status=SUCCEEDED)
+    total = summary.get("files", 0)
+    if total and summary.get("failed", 0) / total > max_failed_fraction:
+        final.status = FAILED
+        final.reason = (f"{summary['failed']} of {total} files failed, more than "
+                        f"--max_failed_fraction={max_failed_fraction}")
+    return final
+
+
+class PublishRun(beam.DoFn):
+    """Runs once, after both tables are written: publish files, then write the final run record."""
+
+    def __init__(self, record: RunRecord, max_failed_fraction: float):
+        self._record = record
+        self._max_failed_fraction = max_failed_fraction
+
+    def process(self, summary: dict, staged: list[str], plan: dict):
+        published = publish(self._record.layout, staged)
+        final = final_record(self._record, summary, plan, published, self._max_failed_fraction)
+        final.write()
+        yield final.to_json()

@@ -1,0 +1,314 @@
+"""Every byte the product reads or writes goes through here: audio, manifests, model files, Parquet,
+run records, training sets and heads.
+
+Local paths are served by the OS (so a decoder process reading local files
+never imports Beam); any path with a scheme (``gs://`` ...) goes through
+Beam's ``FileSystems``, which honours ``STORAGE_EMULATOR_HOST`` and the
+credentials the pipeline uses.  TensorFlow's own gs:// client does neither,
+so model directories on a bucket are copied to a local cache
+(:func:`local_copy`) and TensorFlow only ever opens local files.
+No other module chooses a filesystem.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from typing import BinaryIO
+
+_BLOCK = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredFile:
+    """A file as listed: its path, size and modification time (seconds since the epoch)."""
+
+    path: str
+    size_bytes: int
+    last_modified: float | None = None
+
+
+def is_remote(path: str) -> bool:
+    """Beam's rule: a path without a scheme (or with ``file://``) is a local file."""
+    return "://" in path and not path.startswith("file://")
+
+
+def local_path(path: str) -> str:
+    return path[len("file://"):] if path.startswith("file://") else path
+
+
+def join(base: str, *parts: str) -> str:
+    """Joins with '/', which local paths and object-store URIs both accept."""
+    return "/".join([base.rstrip("/") or base, *(p.strip("/") for p in parts if p)])
+
+
+def parent(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[0]
+
+
+def _filesystems():
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems
+
+
+def _cloud_errors() -> tuple[type[Exception], type[Exception]] | tuple[tuple, tuple]:
+    try:  # present with apache-beam[gcp]
+        from google.api_core.exceptions import Forbidden, NotFound
+    except ImportError:  # pragma: no cover - Beam without the GCP extra
+        return (), ()
+    return NotFound, Forbidden
+
+
+# --- reading ---------------------------------------------------------------------------------------
+
+def open_read(path: str) -> BinaryIO:
+    """A binary, seekable reader; a missing object raises FileNotFoundError, a forbidden one
+    PermissionError, whatever the filesystem."""
+    if not is_remote(path):
+        return open(local_path(path), "rb")  # noqa: SIM115 - the caller closes it
+    from apache_beam.io.filesystem import CompressionTypes
+
+    not_found, forbidden = _cloud_errors()
+    try:
+        # Compression off: Beam's AUTO would gunzip a '.gz' name, and codecs compress themselves.
+        return _filesystems().open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    except not_found as error:
+        raise FileNotFoundError(f"{path}: {error}") from error
+    except forbidden as error:
+        raise PermissionError(f"{path}: {error}") from error
+
+
+def read_bytes(path: str) -> bytes:
+    with open_read(path) as f:
+        return f.read()
+
+
+def read_text(path: str) -> str:
+    return read_bytes(path).decode("utf-8")
+
+
+def read_json(path: str):
+    return json.loads(read_text(path))
+
+
+def exists(path: str) -> bool:
+    """A file or a directory; on object stores, an object or a prefix with objects below it."""
+    if not is_remote(path):
+        return os.path.exists(local_path(path))
+    fs = _filesystems()
+    return fs.exists(path) or bool(fs.match([path.rstrip("/") + "/**"], limits=[1])[0].metadata_list)
+
+
+def is_dir(path: str) -> bool:
+    """A local directory, or a remote prefix with objects below it that is not itself an object.
+
+    Errors (no credentials, a missing bucket) propagate: a caller that cannot
+    tell must not guess.
+    """
+    if not is_remote(path):
+        return os.path.isdir(local_path(path))
+    fs = _filesystems()
+    if not path.endswith("/") and fs.match([path], limits=[1])[0].metadata_list:
+        return False
+    return bool(fs.match([path.rstrip("/") + "/**"], limits=[1])[0].metadata_list)
+
+
+def match(pattern: str, limit: int | None = None) -> list[StoredFile]:
+    """Files matching a glob (``**`` crosses directories), sorted by path; an object store's directory
+    markers (names ending in '/') are not files."""
+    fs = _filesystems()
+    result = fs.match([pattern], limits=[limit] if limit else None)[0]
+    return sorted((StoredFile(m.path, int(m.size_in_bytes or 0), m.last_updated_in_seconds)
+                   for m in result.metadata_list if not m.path.endswith("/")), key=lambda f: f.path)
+
+
+def list_files(root: str) -> list[StoredFile]:
+    """Every file below ``root`` (recursively), or ``root`` itself if it is a file; sorted by path."""
+    if is_remote(root):
+        return match(root.rstrip("/") + "/**")
+    local = local_path(root)
+    if os.path.isfile(local):
+        st = os.stat(local)
+        return [StoredFile(local, st.st_size, st.st_mtime)]
+    if not os.path.isdir(local):
+        raise FileNotFoundError(f"no such directory: {root}")
+    found = []
+    for directory, _subdirs, names in os.walk(local):
+        for name in names:
+            path = os.path.join(directory, name)
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:  # removed while listing (a run publishing its staging files)
+                continue
+            found.append(StoredFile(path, st.st_size, st.st_mtime))
+    return sorted(found, key=lambda f: f.path)
+
+
+def list_names(directory: str) -> list[str]:
+    """Names of the files directly inside ``directory`` (no recursion), sorted."""
+    if not is_remote(directory):
+        local = local_path(directory)
+        return sorted(n for n in os.listdir(local) if os.path.isfile(os.path.join(local, n)))
+    prefix = directory.rstrip("/") + "/"
+    return sorted({f.path[len(prefix):] for f in match(prefix + "*")} - {""})
+
+
+def fingerprint(paths: Iterable[str], with_names: bool = False, extra: bytes = b"") -> str:
+    """SHA-256 hex digest of the bytes of ``paths`` in the given order (each preceded by its file
+    name when ``with_names``), then of ``extra``.
+
+    The one way the product names a model version: the same weights give the
+    same fingerprint wherever they are stored.
+    """
+    digest = hashlib.sha256()
+    for path in paths:
+        if with_names:
+            digest.update(path.rstrip("/").rsplit("/", 1)[-1].encode("utf-8"))
+        with open_read(path) as f:
+            while block := f.read(_BLOCK):
+                digest.update(block)
+    digest.update(extra)
+    return digest.hexdigest()
+
+
+# --- writing ---------------------------------------------------------------------------------------
+
+def makedirs(path: str) -> None:
+    """Local filesystems need directories before a write or rename; object stores have none."""
+    if not is_remote(path):
+        os.makedirs(local_path(path), exist_ok=True)
+
+
+def open_write(path: str, mime_type: str = "application/octet-stream") -> BinaryIO:
+    """A binary writer; parent directories are created. The object appears when it is closed."""
+    makedirs(parent(path))
+    if not is_remote(path):
+        return open(local_path(path), "wb")  # noqa: SIM115 - the caller closes it
+    return _filesystems().create(path, mime_type=mime_type)
+
+
+def write_bytes(path: str, data: bytes, mime_type: str = "application/octet-stream") -> None:
+    with open_write(path, mime_type) as f:
+        f.write(data)
+
+
+def write_text(path: str, text: str, mime_type: str = "text/plain") -> None:
+    write_bytes(path, text.encode("utf-8"), mime_type)
+
+
+def write_json(path: str, value) -> None:
+    write_bytes(path, json.dumps(value, indent=2, sort_keys=True).encode(), "application/json")
+
+
+def rename(sources: Sequence[str], destinations: Sequence[str]) -> None:
+    if not sources:
+        return
+    for destination in destinations:
+        makedirs(parent(destination))
+    if all(not is_remote(p) for p in [*sources, *destinations]):
+        for source, destination in zip(sources, destinations):
+            os.replace(local_path(source), local_path(destination))
+        return
+    _filesystems().rename(list(sources), list(destinations))
+
+
+def delete(paths: Sequence[str]) -> None:
+    """Deletes files; missing ones are ignored."""
+    for path in paths:
+        if not is_remote(path):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(local_path(path))
+            continue
+        if exists(path):
+            _filesystems().delete([path])
+
+
+def delete_tree(path: str) -> None:
+    """Deletes a file or everything below a directory or prefix; nothing there is fine."""
+    if not is_remote(path):
+        local = local_path(path)
+        if os.path.isdir(local):
+            shutil.rmtree(local, ignore_errors=True)
+        else:
+            delete([local])
+        return
+    fs = _filesystems()
+    if fs.exists(path):
+        fs.delete([path])
+    if fs.match([path.rstrip("/") + "/**"], limits=[1])[0].metadata_list:
+        fs.delete([path.rstrip("/") + "/"])  # Beam's object stores delete a prefix given with '/'
+
+
+def upload_tree(local_dir: str, destination: str) -> None:
+    """Copies a local directory to ``destination`` (any filesystem), file by file."""
+    for directory, _subdirs, names in os.walk(local_dir):
+        for name in names:
+            source = os.path.join(directory, name)
+            relative = os.path.relpath(source, local_dir).replace(os.sep, "/")
+            with open(source, "rb") as src, open_write(join(destination, relative)) as dst:
+                shutil.copyfileobj(src, dst, _BLOCK)
+
+
+# --- local copies of remote model directories -------------------------------------------------------
+
+def cache_dir() -> str:
+    """Where remote model directories are copied; shared by all processes of a machine."""
+    return os.environ.get("AUDIO_TAGGER_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "audio-tagger", "models")
+
+
+def local_copy(path: str) -> str:
+    """``path`` as a local path: itself when local; a remote file or directory copied once into the
+    cache, keyed by its listing (names, sizes and times: a re-uploaded model is copied again).
+
+    The copy is made in a temporary directory and renamed into place, so
+    processes of one machine that race share one complete copy and none ever
+    loads a half-written one.
+    """
+    if not is_remote(path):
+        return local_path(path)
+    listing = list_files(path)
+    if not listing:
+        raise FileNotFoundError(f"nothing at {path}")
+    root = path.rstrip("/")
+    key = hashlib.sha256("\n".join(
+        f"{f.path}|{f.size_bytes}|{f.last_modified}" for f in listing).encode()).hexdigest()[:24]
+    name = root.rsplit("/", 1)[-1]
+    target = os.path.join(cache_dir(), key, name)
+    if os.path.exists(target):
+        return target
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".partial-", dir=os.path.dirname(target))
+    try:
+        single = len(listing) == 1 and listing[0].path == root
+        for stored in listing:
+            relative = name if single else os.path.join(name, stored.path[len(root) + 1:])
+            out = os.path.join(staging, relative)
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+            with open_read(stored.path) as src, open(out, "wb") as dst:
+                shutil.copyfileobj(src, dst, _BLOCK)
+        with contextlib.suppress(OSError):  # another process won the race: use its copy
+            os.rename(os.path.join(staging, name), target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+@contextlib.contextmanager
+def local_output_dir(destination: str) -> Iterator[str]:
+    """A local directory to write into; on success its files are uploaded to ``destination``
+    when that is remote (TensorFlow writers then never reach an object store themselves)."""
+    if not is_remote(destination):
+        makedirs(destination)
+        yield local_path(destination)
+        return
+    with tempfile.TemporaryDirectory(prefix="audio-tagger-out-") as scratch:
+        yield scratch
+        upload_tree(scratch, destination)

@@ -1,0 +1,113 @@
+"""Skip what earlier runs already did: the done-set join, inside the pipeline.
+
+A file is *done* when a published run has an ``ok`` row for the same URI,
+size, modification time and ``config_id`` (model fingerprint + framing).  The
+earlier files rows are read by workers and joined by URI with the listing
+(a CoGroupByKey), so the driver never holds millions of URIs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import apache_beam as beam
+from apache_beam import pvalue
+
+from schemas.tables import STATUS_OK
+from transforms import storage
+from transforms.output.layout import FILES, RUN_PREFIX, run_id_of
+from transforms.tagging.listing import FileEntry
+
+NEW = "new"
+CHANGED = "changed"
+DONE = "done"
+FAILED_BEFORE = "failed_before"
+CATEGORIES = (NEW, CHANGED, DONE, FAILED_BEFORE)
+
+PLAN = "plan"  # tag of the (category) side output
+
+
+@dataclasses.dataclass(frozen=True)
+class PriorResult:
+    run_id: str
+    status: str
+    size_bytes: int | None
+    last_modified: float | None
+
+
+def _same_time(a: float | None, b: float | None) -> bool:
+    # Listed times pass through float seconds; allow for rounding, not for a real change.
+    return a is None and b is None or (a is not None and b is not None and math.isclose(a, b, abs_tol=1e-3))
+
+
+def classify(entry: FileEntry, prior: PriorResult | None) -> str:
+    if prior is None:
+        return NEW
+    if entry.size_bytes != prior.size_bytes or not _same_time(entry.last_modified, prior.last_modified):
+        return CHANGED
+    return DONE if prior.status == STATUS_OK else FAILED_BEFORE
+
+
+class SelectWork(beam.DoFn):
+    """(uri, {'entries': [...], 'prior': [...]}) -> entries to tag; every decision counted under PLAN."""
+
+    def __init__(self, retry_failed: bool):
+        self._retry_failed = retry_failed
+
+    def process(self, element):
+        _uri, grouped = element
+        entries = list(grouped["entries"])
+        if entries:  # else known from an earlier run but not among this run's inputs
+            yield from self._decide(entries[0], list(grouped["prior"]))
+
+    def _decide(self, entry: FileEntry, priors: list[PriorResult]):
+        prior = max(priors, key=lambda p: p.run_id) if priors else None
+        category = classify(entry, prior)
+        beam.metrics.Metrics.counter("plan", category).inc()
+        yield pvalue.TaggedOutput(PLAN, category)
+        if category in (NEW, CHANGED) or (category == FAILED_BEFORE and self._retry_failed):
+            yield entry
+
+
+def _prior_from_row(filename_and_row: tuple[str, dict], out_dir: str, config: str):
+    filename, row = filename_and_row
+    if row["config_id"] == config:
+        run_id = run_id_of(out_dir, filename)
+        yield row["uri"], PriorResult(run_id, row["status"], row["size_bytes"], row["last_modified"])
+
+
+@beam.ptransform_fn
+def PriorResults(pbegin, out_dir: str, run_ids: list[str], config: str):  # noqa: N802
+    """(uri, PriorResult) for every files row of the given runs with this config, read on workers."""
+    patterns = [storage.join(out_dir, FILES, f"{RUN_PREFIX}{run_id}", "*.parquet") for run_id in run_ids]
+    return (pbegin
+            | "PriorRunPatterns" >> beam.Create(patterns)
+            | "ReadPriorFiles" >> beam.io.ReadAllFromParquet(
+                columns=["uri", "status", "size_bytes", "last_modified", "config_id"], with_filename=True)
+            | "PriorResult" >> beam.FlatMap(_prior_from_row, out_dir, config))
+
+
+@beam.ptransform_fn
+def SkipDone(entries, prior, retry_failed: bool):  # noqa: N802
+    """Returns (entries to tag, plan categories)."""
+    selected = ({"entries": entries | "KeyEntries" >> beam.Map(lambda e: (e.uri, e)), "prior": prior}
+                | "JoinWithPrior" >> beam.CoGroupByKey()
+                | "SelectWork" >> beam.ParDo(SelectWork(retry_failed)).with_outputs(PLAN, main="work"))
+    return selected.work, selected[PLAN]
+
+
+@beam.ptransform_fn
+def CountPlan(categories):  # noqa: N802
+    """Categories -> one dict {category: count} (every category present)."""
+    return (categories
+            | "CountCategories" >> beam.combiners.Count.PerElement()
+            | "AllCounts" >> beam.combiners.ToList()
+            | "AsDict" >> beam.Map(lambda pairs: {**dict.fromkeys(CATEGORIES, 0), **dict(pairs)}))
+
+
+def format_plan(counts: dict[str, int], retry_failed: bool) -> str:
+    todo = counts[NEW] + counts[CHANGED] + (counts[FAILED_BEFORE] if retry_failed else 0)
+    return (f"plan: {sum(counts.values())} input files: {counts[NEW]} new, {counts[CHANGED]} changed, "
+            f"{counts[DONE]} done, {counts[FAILED_BEFORE]} failed before "
+            f"({'retried' if retry_failed else 'skipped; --retry_failed retries them'}) -> {todo} to tag")

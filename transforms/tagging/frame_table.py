@@ -1,0 +1,117 @@
+"""Model outputs -> Arrow tables of frames rows, built column-wise (never row by row).
+
+Also ``CoalesceTables``: Beam's Parquet sink writes every incoming table as
+its own row group, so small per-batch tables are merged first into row groups
+of a size readers like.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+
+from audio_models.spec import EMBEDDING, LOGMEL, SCORES, ModelSpec
+from schemas.tables import TOP_CLASS, FrameColumns, config_id, frames_schema
+from transforms.tagging.bundle_outputs import in_global_window
+
+
+def _list_column(values: np.ndarray, value_type: pa.DataType) -> pa.ListArray:
+    """[rows, width] -> list<value_type> without a Python loop."""
+    rows, width = values.shape[0], int(np.prod(values.shape[1:]))
+    offsets = pa.array(np.arange(rows + 1, dtype=np.int32) * np.int32(width))  # width may be 0 (no scores)
+    flat = pa.array(values.reshape(-1).astype(value_type.to_pandas_dtype(), copy=False), type=value_type)
+    return pa.ListArray.from_arrays(offsets, flat)
+
+
+def logmel_statistics(logmel: np.ndarray) -> np.ndarray:
+    """[B, patch_frames, bands] -> [B, 2 * bands]: per-band mean, then per-band std over the patch."""
+    return np.concatenate([logmel.mean(axis=1), logmel.std(axis=1)], axis=1).astype(np.float32)
+
+
+class FrameTableBuilder:
+    """Builds frames tables for one model and one choice of optional columns."""
+
+    def __init__(self, spec: ModelSpec, columns: FrameColumns):
+        self.spec = spec
+        self.columns = columns
+        self.schema = frames_schema(spec, columns)
+        self._labels = pa.array(spec.class_names, pa.string())
+        self._config_id = config_id(spec)
+
+    @property
+    def needs_logmel(self) -> bool:
+        return self.columns.logmel_stats or self.columns.logmel_patch
+
+    def build(self, uris: list[str], frame_index: np.ndarray, outputs: dict[str, np.ndarray]) -> pa.Table:
+        n = len(uris)
+        hop_s, window_s = self.spec.hop_s, self.spec.window_s
+        start = frame_index.astype(np.float64) * hop_s
+        columns = {
+            "uri": pa.array(uris, pa.string()),
+            "frame_index": pa.array(frame_index.astype(np.int32)),
+            "start_s": pa.array(start),
+            "end_s": pa.array(start + window_s),
+        }
+        scores = outputs[SCORES]
+        if self.columns.top_k > 0:
+            columns["top_classes"] = self._top_classes(scores)
+        else:
+            columns["scores"] = _list_column(scores, pa.float32())
+        if self.spec.embedding_dim > 0:
+            columns["embedding"] = _list_column(outputs[EMBEDDING],
+                                                pa.from_numpy_dtype(self.columns.embedding_dtype))
+        if self.columns.logmel_stats:
+            columns["logmel_stats"] = _list_column(logmel_statistics(outputs[LOGMEL]), pa.float32())
+        if self.columns.logmel_patch:
+            columns["logmel_patch"] = _list_column(outputs[LOGMEL], pa.float16())
+        columns["model"] = pa.array([self.spec.identity] * n, pa.string())
+        columns["config_id"] = pa.array([self._config_id] * n, pa.string())
+        return pa.Table.from_arrays([columns[f.name] for f in self.schema], schema=self.schema)
+
+    def _top_classes(self, scores: np.ndarray) -> pa.ListArray:
+        k = min(self.columns.top_k, scores.shape[1])
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+        top = np.take_along_axis(top, order, axis=1)
+        flat_index = top.reshape(-1)
+        structs = pa.StructArray.from_arrays(
+            [pa.array(flat_index.astype(np.int16)),
+             self._labels.take(pa.array(flat_index)),
+             pa.array(np.take_along_axis(scores, top, axis=1).reshape(-1).astype(np.float32))],
+            fields=list(TOP_CLASS))
+        offsets = pa.array(np.arange(0, (scores.shape[0] + 1) * k, k, dtype=np.int32))
+        return pa.ListArray.from_arrays(offsets, structs)
+
+
+class CoalesceTables(beam.DoFn):
+    """Concatenates small tables of a bundle into tables of about ``target_bytes``.
+
+    With ``sort_by``, each table is sorted, so Parquet row-group statistics let
+    readers that filter on those columns (e.g. one URI) skip most row groups.
+    """
+
+    def __init__(self, target_bytes: int = 48 * 1024 * 1024, sort_by: tuple[str, ...] = ()):
+        self._target_bytes = target_bytes
+        self._sort_by = [(column, "ascending") for column in sort_by]
+
+    def start_bundle(self):
+        self._tables: list[pa.Table] = []
+        self._bytes = 0
+
+    def process(self, table: pa.Table):
+        self._tables.append(table)
+        self._bytes += table.nbytes
+        if self._bytes >= self._target_bytes:
+            yield self._flush()
+
+    def finish_bundle(self):
+        if self._tables:
+            yield in_global_window(self._flush())
+
+    def _flush(self) -> pa.Table:
+        table = pa.concat_tables(self._tables)
+        if self._sort_by:
+            table = table.sort_by(self._sort_by)
+        self._tables, self._bytes = [], 0
+        return table.combine_chunks()

@@ -1,0 +1,117 @@
+"""Running tag_audio from code: prepare (every read before the graph), execute, or only plan.
+
+    config, record = prepare(["audio/"], "out/", model="yamnet", model_path="/models/yamnet")
+    final = execute(config, record, PipelineOptions(runner="FnApiRunner"))
+
+``beam_jobs.tag_audio`` is the command line over these; other jobs (the demo)
+call them directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from audio_models.loading import ModelUnavailableError, load_spec, one_line, resolve_source
+from audio_models.spec import ModelSpec
+from schemas.tables import PACKAGE_VERSION, FrameColumns
+from transforms import storage
+from transforms.output.layout import STAGING, RunRecord, new_run_id
+from transforms.output.reader import published_runs
+from transforms.tagging.listing import AUDIO_EXTENSIONS, input_specs
+from transforms.tagging.pipeline import PlanWork, TagAudio, TagAudioConfig
+from transforms.tagging.progress import ProgressMonitor
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for; reported in one line, without a stack trace."""
+
+
+def features_problem(columns: FrameColumns, spec: ModelSpec) -> str | None:
+    """Why the optional log-mel columns cannot be written with this model."""
+    if not (columns.logmel_stats or columns.logmel_patch) or spec.name == "yamnet":
+        return None
+    if spec.name == "savedmodel":
+        from audio_models.savedmodel import logmel_unsupported_reason
+
+        return logmel_unsupported_reason(spec)
+    return "needs --model yamnet or savedmodel (a 16 kHz waveform model)"
+
+
+def prepare(inputs: Sequence[str], output: str, *, manifest: str | None = None, model: str | None = None,
+            model_path: str | None = None, hop_s: float | None = None,
+            model_options: tuple[tuple[str, str], ...] = (),
+            extensions: tuple[str, ...] = AUDIO_EXTENSIONS, force: bool = False, run_id: str | None = None,
+            parameters: dict[str, Any] | None = None, **settings) -> tuple[TagAudioConfig, RunRecord]:
+    """Resolves the model, classifies the inputs and lists earlier runs; raises UsageError.
+
+    ``settings`` are the remaining ``TagAudioConfig`` fields (columns, unit_s,
+    batch_size, device, decode_processes, ...).
+    """
+    if not inputs and not manifest:
+        raise UsageError("nothing to tag: give --input DIR_OR_GLOB (repeatable) or --input_manifest FILE")
+    if not output:
+        raise UsageError("--output OUT_DIR is required")
+    try:
+        source = resolve_source(model, model_path, hop_s=hop_s, options=model_options)
+        spec = load_spec(source)
+    except ModelUnavailableError as e:
+        raise UsageError(str(e)) from None
+    columns = settings.get("columns", FrameColumns())
+    if problem := features_problem(columns, spec):
+        raise UsageError(f"--features: {problem}")
+    out_dir = output.rstrip("/")
+    try:
+        specs = tuple(input_specs(list(inputs), extensions))
+    except Exception as e:  # noqa: BLE001 - no credentials, a missing bucket: said in one line
+        raise UsageError(f"cannot tell what --input names: {one_line(str(e))}") from None
+    config = TagAudioConfig(
+        inputs=specs, output=out_dir, source=source, spec=spec,
+        manifest=manifest, prior_runs=() if force else tuple(published_runs(out_dir)), **settings)
+    record = RunRecord(
+        run_id=run_id or new_run_id(), out_dir=out_dir, started_at=time.time(), version=PACKAGE_VERSION,
+        parameters=dict(parameters or {}),
+        model={"kind": spec.name, "identity": spec.identity, "fingerprint": spec.fingerprint,
+               "config_id": config.config_id, "sample_rate": spec.sample_rate,
+               "window_samples": spec.window_samples, "hop_samples": spec.hop_samples,
+               "num_classes": spec.num_classes, "embedding_dim": spec.embedding_dim,
+               "source": source.path})
+    return config, record
+
+
+def build(config: TagAudioConfig, record: RunRecord, options: PipelineOptions) -> beam.Pipeline:
+    """The pipeline, built but not run."""
+    pipeline = beam.Pipeline(options=options)
+    _ = pipeline | "TagAudio" >> TagAudio(config, record)
+    return pipeline
+
+
+def execute(config: TagAudioConfig, record: RunRecord, options: PipelineOptions,
+            progress_s: float = 0.0) -> RunRecord:
+    """Writes the 'running' record, runs the pipeline to its end and returns the final record."""
+    record.write()
+    pipeline = build(config, record, options)
+    with ProgressMonitor(interval_s=progress_s) if progress_s > 0 else contextlib.nullcontext():
+        pipeline.run().wait_until_finish()
+    final = RunRecord.read(record.layout.record_path())
+    if final is None:
+        raise RuntimeError(f"the run ended without its record at {record.layout.record_path()}")
+    return final
+
+
+def plan_only(config: TagAudioConfig, options: PipelineOptions) -> dict[str, int]:
+    """Runs only the listing and the done-set join; returns the plan counts. Decodes nothing."""
+    plan_path = storage.join(config.output, STAGING, f"plan-{new_run_id()}.json")
+    pipeline = beam.Pipeline(options=options)
+    _entries, counts = pipeline | "Plan" >> PlanWork(config)
+    _ = counts | "WritePlan" >> beam.Map(lambda c: storage.write_json(plan_path, c))
+    pipeline.run().wait_until_finish()
+    counts = storage.read_json(plan_path)
+    storage.delete([plan_path])
+    return counts
+

@@ -1,0 +1,203 @@
+"""Work units: plan each file's pieces on a worker, then decode a piece into model windows.
+
+A long file is cut into units on the model's hop grid (``framing.plan_units``)
+so a many-hour recording spreads over workers and never sits whole in memory.
+Decoding a unit yields ``WindowChunk``s of consecutive frames; whatever goes
+wrong is caught and reported for that file alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import apache_beam as beam
+import numpy as np
+from apache_beam import pvalue
+
+from transforms.decoding.messages import END, FINAL_KINDS, INFO, SAMPLES, DecodeRequest, decode_messages
+from transforms.decoding.pool import DEFAULT_TIMEOUT_S, DecodeSession, resolve_processes, shared_pool
+from transforms.decoding.stream import DecodeError, probe
+from transforms.decoding.windows import WindowAssembler, WorkUnit, plan_units
+from transforms.tagging import malloc_tuning, progress
+from transforms.tagging.bundle_outputs import finish_bundle_outputs
+from transforms.tagging.file_report import UnitReport
+from transforms.tagging.listing import FileEntry
+
+REPORTS = "reports"  # tag of the (uri, report) side output
+
+# A file can only be longer than one unit if it holds more bytes than a unit at
+# the lowest bitrate audio is stored at (~6 kbit/s speech codecs).  Smaller files
+# are one unit without probing their header: a probe is an extra open (an extra
+# request on GCS) that would buy nothing.
+MIN_BYTES_PER_SECOND = 750
+
+
+@dataclasses.dataclass
+class WindowChunk:
+    """Consecutive model windows of one file: frames ``first_frame .. first_frame + n - 1``."""
+
+    uri: str
+    first_frame: int
+    windows: np.ndarray  # [n, window_samples] float32
+
+
+@dataclasses.dataclass(frozen=True)
+class Framing:
+    sample_rate: int
+    window: int
+    hop: int
+    unit_frames: int  # frames per work unit; 0 = never cut files
+
+
+class PlanUnits(beam.DoFn):
+    """FileEntry -> WorkUnits (main output) and the entry itself as a report."""
+
+    def __init__(self, framing: Framing):
+        self._framing = framing
+        unit_seconds = framing.unit_frames * framing.hop / framing.sample_rate
+        self._probe_min_bytes = int(unit_seconds * MIN_BYTES_PER_SECOND)
+
+    def process(self, entry: FileEntry):
+        yield pvalue.TaggedOutput(REPORTS, (entry.uri, entry))
+        if entry.error:
+            return
+        f = self._framing
+        expected = None
+        if f.unit_frames > 0 and (entry.size_bytes is None or entry.size_bytes >= self._probe_min_bytes):
+            try:
+                info = probe(entry.uri)
+                if info.duration_s:
+                    expected = math.ceil(info.duration_s * f.sample_rate)
+            except DecodeError:
+                pass  # decoding the (single) unit reports the problem with its reason
+        units = plan_units(entry.uri, expected, f.window, f.hop, f.unit_frames)
+        beam.metrics.Metrics.counter("tag_audio", "work_units").inc(len(units))
+        progress.record(units_planned=len(units))
+        yield from units
+
+
+class _UnitDecoding:
+    """One unit's decode messages turned into WindowChunks and, at the end, its UnitReport."""
+
+    def __init__(self, unit: WorkUnit, framing: Framing, frames_per_chunk: int):
+        self.unit = unit
+        self.start_sample = unit.first_frame * framing.hop
+        self.report = UnitReport(unit.unit_index, unit.num_units, end_sample=self.start_sample)
+        self.assembler = WindowAssembler(framing.window, framing.hop, unit.first_frame, unit.end_frame,
+                                         frames_per_chunk)
+        self.request = DecodeRequest(unit.uri, framing.sample_rate, start_sample=self.start_sample,
+                                     max_samples=self._samples_needed(unit, framing))
+
+    @staticmethod
+    def _samples_needed(unit: WorkUnit, framing: Framing) -> int | None:
+        """Samples that complete a bounded unit's last window (None: decode to the end of the file)."""
+        if unit.end_frame is None:
+            return None
+        return (unit.end_frame - unit.first_frame - 1) * framing.hop + framing.window
+
+    def handle(self, message: tuple):
+        """Yields the WindowChunks a message completes."""
+        kind, *body = message
+        report = self.report
+        if kind == INFO:
+            info = body[0]
+            report.codec, report.sample_rate, report.channels = info.codec, info.sample_rate, info.channels
+        elif kind == SAMPLES:
+            if not self.assembler.done:
+                for first, windows in self.assembler.push(body[0]):
+                    yield WindowChunk(self.unit.uri, first, windows)
+        elif kind == END:
+            reached_eof, samples_out, problem = body
+            report.end_sample = self.start_sample + samples_out
+            if reached_eof:
+                report.reached_eof, report.problem = True, problem
+                for first, windows in self.assembler.finish():
+                    yield WindowChunk(self.unit.uri, first, windows)
+        else:  # ERROR: the unit produced nothing usable after this
+            report.error, samples_out = body
+            if samples_out is not None:
+                report.end_sample = self.start_sample + samples_out
+            else:  # the decoder process died: count what reached the windows
+                report.end_sample = self.start_sample + self.assembler.samples_seen
+
+
+class DecodeUnits(beam.DoFn):
+    """WorkUnit -> WindowChunks (main output) and one UnitReport per unit.
+
+    With ``decode_processes`` > 0 (or < 0: one per core), units decode in a
+    pool of decoder processes (``transforms.decoding.pool``) while this thread
+    turns their samples into windows; several units are in flight at once and
+    their chunks come out in the order they are decoded.  With 0, each unit is
+    decoded here, on the bundle's thread.  Both run the same code
+    (``decode_protocol.decode_messages``).
+    """
+
+    def __init__(self, framing: Framing, frames_per_chunk: int = 32, decode_processes: int = 0,
+                 processes_per_machine: int = 1, decode_timeout_s: float = DEFAULT_TIMEOUT_S):
+        self._framing = framing
+        self._frames_per_chunk = frames_per_chunk
+        self._decode_processes = decode_processes
+        self._processes_per_machine = processes_per_machine
+        self._decode_timeout_s = decode_timeout_s
+        self._audio_seconds = beam.metrics.Metrics.counter("tag_audio", "audio_seconds_decoded")
+        self._failures = beam.metrics.Metrics.counter("tag_audio", "units_with_problems")
+
+    def setup(self):
+        malloc_tuning.pin_mmap_threshold()
+        # Resolved here, on the worker: its cores are what count, not the driver's.
+        processes = resolve_processes(self._decode_processes, self._processes_per_machine)
+        self._pool = shared_pool(processes, self._decode_timeout_s) if processes else None
+        # Enough units in flight that no decoder waits for the next one.
+        self._max_in_flight = 2 * processes
+        self._session: DecodeSession | None = None
+
+    def start_bundle(self):
+        self._session = DecodeSession(self._pool) if self._pool else None
+        self._units: dict[int, _UnitDecoding] = {}
+        self._next_tag = 0
+
+    def process(self, unit: WorkUnit):
+        decoding = _UnitDecoding(unit, self._framing, self._frames_per_chunk)
+        if self._session is None:
+            for message in decode_messages(decoding.request):
+                yield from decoding.handle(message)
+            yield self._finished(decoding)
+            return
+        tag, self._next_tag = self._next_tag, self._next_tag + 1
+        self._units[tag] = decoding
+        self._session.submit(decoding.request, tag)
+        while self._session.in_flight > self._max_in_flight:
+            yield from self._next_outputs()
+
+    def finish_bundle(self):
+        # Streamed, not collected: the units still in flight can be hours of audio.
+        yield from finish_bundle_outputs(self._remaining_outputs())
+        progress.flush()
+
+    def _remaining_outputs(self):
+        while self._session is not None and self._session.in_flight:
+            yield from self._next_outputs()
+
+    def teardown(self):
+        if getattr(self, "_session", None) is not None:
+            self._session.close()  # a failed bundle: nobody will read what is still coming
+
+    def _next_outputs(self):
+        """The outputs of the next message from the decoder processes."""
+        tag, message = self._session.next_message()
+        decoding = self._units[tag]
+        yield from decoding.handle(message)
+        if message[0] in FINAL_KINDS:
+            del self._units[tag]
+            yield self._finished(decoding)
+
+    def _finished(self, decoding: _UnitDecoding) -> pvalue.TaggedOutput:
+        report, f = decoding.report, self._framing
+        decoded_s = (report.end_sample - decoding.start_sample) / f.sample_rate
+        self._audio_seconds.inc(int(decoded_s))
+        failed = report.error is not None or report.problem is not None
+        if failed:
+            self._failures.inc()
+        progress.record(units_done=1, failures=int(failed), audio_seconds=decoded_s)
+        return pvalue.TaggedOutput(REPORTS, (decoding.unit.uri, report))

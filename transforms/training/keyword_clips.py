@@ -1,0 +1,246 @@
+"""Labelled keyword clips: listing, speaker split, loading and augmentation.
+
+A dataset is a folder with one sub-folder per label (``yes/``, ``no/``,
+``_silence_/`` ...).  Every clip becomes exactly one second at 16 kHz: shorter
+clips are zero-padded at the end, longer ones cut, so nothing is dropped.
+
+Clips are split by *speaker*, never by file: Speech Commands names a clip
+``[word_]<8 hex digits>_nohash_<n>``, and the hex digits identify the speaker.
+A speaker's clips all land in the same split, so test accuracy measures how
+the model does on voices it has never heard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from transforms.decoding.stream import AudioStream
+
+SAMPLE_RATE = 16000
+CLIP_SAMPLES = 16000
+SILENCE_LABEL = "_silence_"
+UNKNOWN_LABEL = "_unknown_"
+
+TRAIN = "train"
+VALIDATION = "validation"
+TEST = "test"
+SPLITS = (TRAIN, VALIDATION, TEST)
+
+_SPEAKER = re.compile(r"(?:^|_)([0-9a-f]{8})_nohash_", re.IGNORECASE)
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelledClip:
+    path: str
+    label: str
+    speaker: str | None  # None when the file name carries no speaker id
+
+    @property
+    def split_key(self) -> str:
+        """What decides the split: the speaker, or the file name when there is none."""
+        return self.speaker if self.speaker is not None else Path(self.path).name
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitPercents:
+    validation: float = 10.0
+    test: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.validation < 0 or self.test < 0 or self.validation + self.test >= 100:
+            raise ValueError(f"bad split percentages: {self}")
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentOptions:
+    """Waveform augmentations for training; all off by default (the recipe trains without them)."""
+
+    time_shift_s: float = 0.0  # shift each clip by up to +-this, zero-filled
+    noise_probability: float = 0.0  # chance of mixing in a random background-noise clip
+    noise_max_gain: float = 0.0  # the noise clip is scaled by uniform(0, this)
+    gain_db: float = 0.0  # scale each clip by uniform(-this, +this) dB
+    # Chance that a keyword clip is played backwards and relabelled _unknown_: reversed speech is
+    # speech that is no keyword, which the few _unknown_ clips of a small dataset under-represent.
+    reverse_to_unknown: float = 0.0
+    # Extra _unknown_ clips, as a fraction of the training set, spliced from the second half of one
+    # keyword clip and the first half of another: what a sliding window sees between two words.
+    spliced_unknown: float = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return (self.time_shift_s > 0 or (self.noise_probability > 0 and self.noise_max_gain > 0)
+                or self.gain_db > 0 or self.reverse_to_unknown > 0)  # splicing happens before the dataset
+
+
+def speaker_of(file_name: str) -> str | None:
+    """The 8-hex-digit speaker id in a Speech Commands style file name, lower-cased."""
+    match = _SPEAKER.search(Path(file_name).name)
+    return match.group(1).lower() if match else None
+
+
+def list_clips(data_dir: str | Path) -> list[LabelledClip]:
+    """Every file in every label folder of ``data_dir`` (hidden files skipped), in a stable order."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no dataset folder at {root}")
+    clips = []
+    for label_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for path in sorted(label_dir.iterdir()):
+            if path.is_file() and not path.name.startswith("."):
+                clips.append(LabelledClip(str(path), label_dir.name, speaker_of(path.name)))
+    return clips
+
+
+def labels_of(clips: Sequence[LabelledClip]) -> list[str]:
+    return sorted({clip.label for clip in clips})
+
+
+def split_of(key: str, percents: SplitPercents = SplitPercents()) -> str:
+    """A deterministic split for ``key`` (a speaker id or file name): stable across runs and machines."""
+    bucket = int(hashlib.sha1(key.encode("utf-8")).hexdigest(), 16) % 10000 / 100.0
+    if bucket < percents.validation:
+        return VALIDATION
+    if bucket < percents.validation + percents.test:
+        return TEST
+    return TRAIN
+
+
+def split_clips(clips: Sequence[LabelledClip],
+                percents: SplitPercents = SplitPercents()) -> dict[str, list[LabelledClip]]:
+    splits: dict[str, list[LabelledClip]] = {name: [] for name in SPLITS}
+    for clip in clips:
+        splits[split_of(clip.split_key, percents)].append(clip)
+    return splits
+
+
+def limit_per_label(clips: Sequence[LabelledClip], per_label: int) -> list[LabelledClip]:
+    """At most ``per_label`` clips of each label (the first ones in listing order); for quick runs."""
+    counts: dict[str, int] = {}
+    kept = []
+    for clip in clips:
+        if counts.get(clip.label, 0) < per_label:
+            counts[clip.label] = counts.get(clip.label, 0) + 1
+            kept.append(clip)
+    return kept
+
+
+def fit_to_length(waveform: np.ndarray, length: int = CLIP_SAMPLES) -> np.ndarray:
+    """Zero-pads at the end or cuts to exactly ``length`` samples (float32)."""
+    waveform = np.asarray(waveform, dtype=np.float32).reshape(-1)
+    if waveform.size >= length:
+        return waveform[:length].copy()
+    return np.concatenate([waveform, np.zeros(length - waveform.size, np.float32)])
+
+
+def decode_head(uri: str, num_samples: int, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """The first ``num_samples`` samples of ``uri``: mono float32 at ``sample_rate``, fewer if short."""
+    with AudioStream(uri, sample_rate, chunk_samples=num_samples) as stream:
+        for chunk in stream:  # the first chunk is the head: stop decoding there
+            return np.asarray(chunk, dtype=np.float32)
+    return np.zeros(0, np.float32)
+
+
+def load_clip(uri: str, length: int = CLIP_SAMPLES, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """One clip, mono, resampled, padded or cut to ``length`` samples."""
+    return fit_to_length(decode_head(uri, length, sample_rate), length)
+
+
+def load_clips(clips: Sequence[LabelledClip], labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(waveforms [N, CLIP_SAMPLES] float32, label_ids [N] int32)`` for ``clips``."""
+    index = {label: i for i, label in enumerate(labels)}
+    waveforms = np.zeros((len(clips), CLIP_SAMPLES), np.float32)
+    for row, clip in enumerate(clips):
+        waveforms[row] = load_clip(clip.path)
+    label_ids = np.array([index[clip.label] for clip in clips], np.int32)
+    return waveforms, label_ids
+
+
+def make_dataset(waveforms: np.ndarray, label_ids: np.ndarray, batch_size: int,
+                 shuffle: bool = False, augment: AugmentOptions | None = None,
+                 noise_bank: np.ndarray | None = None, labels: Sequence[str] = (), seed: int = 0):
+    """A ``tf.data.Dataset`` of ``(waveform [B, CLIP_SAMPLES], label [B])`` batches.
+
+    ``noise_bank`` (``[M, CLIP_SAMPLES]``, e.g. the training split's ``_silence_``
+    clips) is what noise mixing draws from; keep it to training clips so no test
+    audio leaks into training.  ``labels`` (names by id) tells reversal which
+    ids are keywords and which is ``_unknown_``.
+    """
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices((waveforms, label_ids))
+    if shuffle:
+        dataset = dataset.shuffle(len(waveforms), seed=seed, reshuffle_each_iteration=True)
+    if augment is not None and augment.enabled:
+        augmenter = _augmenter(augment, noise_bank, labels, seed)
+        dataset = dataset.map(augmenter, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def spliced_unknowns(waveforms: np.ndarray, label_ids: np.ndarray, labels: Sequence[str], count: int,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` ``_unknown_`` clips: the second half of one keyword clip, then the first half of another.
+
+    Only clips whose word straddles the middle (a quarter to three quarters of
+    their energy in the first half) take part, so a splice holds two cut words,
+    not a whole keyword.
+    """
+    if count <= 0 or UNKNOWN_LABEL not in labels:
+        return np.zeros((0, CLIP_SAMPLES), np.float32), np.zeros(0, np.int32)
+    half = CLIP_SAMPLES // 2
+    energy = np.square(waveforms.astype(np.float64))
+    first_half_share = energy[:, :half].sum(axis=1) / np.maximum(energy.sum(axis=1), 1e-12)
+    keyword_ids = [i for i, name in enumerate(labels) if name not in (SILENCE_LABEL, UNKNOWN_LABEL)]
+    straddles = (first_half_share > 0.25) & (first_half_share < 0.75)
+    rows = np.flatnonzero(np.isin(label_ids, keyword_ids) & straddles)
+    if len(rows) < 2:
+        return np.zeros((0, CLIP_SAMPLES), np.float32), np.zeros(0, np.int32)
+    rng = np.random.default_rng(seed)
+    spliced = np.zeros((count, CLIP_SAMPLES), np.float32)
+    for n in range(count):
+        first, second = rng.choice(rows, size=2, replace=False)
+        spliced[n, :half] = waveforms[first, half:]
+        spliced[n, half:] = waveforms[second, :half]
+    return spliced, np.full(count, labels.index(UNKNOWN_LABEL), np.int32)
+
+
+def _augmenter(options: AugmentOptions, noise_bank: np.ndarray | None, labels: Sequence[str], seed: int):
+    """A per-clip ``(waveform, label) -> (waveform, label)`` tf function; augmentations in a fixed order."""
+    import tensorflow as tf
+
+    generator = tf.random.Generator.from_seed(seed)
+    max_shift = int(round(options.time_shift_s * SAMPLE_RATE))
+    use_noise = (options.noise_probability > 0 and options.noise_max_gain > 0
+                 and noise_bank is not None and len(noise_bank) > 0)
+    noise = tf.constant(noise_bank, tf.float32) if use_noise else None
+    use_reversal = options.reverse_to_unknown > 0 and UNKNOWN_LABEL in labels
+    if use_reversal:
+        unknown_id = labels.index(UNKNOWN_LABEL)
+        is_keyword = tf.constant([name not in (SILENCE_LABEL, UNKNOWN_LABEL) for name in labels])
+
+    def augment(waveform, label):
+        if use_reversal:
+            reverse = tf.logical_and(is_keyword[label], generator.uniform([]) < options.reverse_to_unknown)
+            waveform = tf.cond(reverse, lambda: tf.reverse(waveform, [0]), lambda: waveform)
+            label = tf.where(reverse, tf.constant(unknown_id, label.dtype), label)
+        if max_shift > 0:
+            # Zero-filled shift: pad both sides, then take a random one-second slice.
+            padded = tf.pad(waveform, [[max_shift, max_shift]])
+            start = generator.uniform([], 0, 2 * max_shift + 1, dtype=tf.int32)
+            waveform = padded[start:start + CLIP_SAMPLES]
+        if options.gain_db > 0:
+            gain_db = generator.uniform([], -options.gain_db, options.gain_db)
+            waveform = waveform * tf.pow(10.0, gain_db / 20.0)
+        if use_noise:
+            which = generator.uniform([], 0, tf.shape(noise)[0], dtype=tf.int32)
+            mix = tf.cast(generator.uniform([]) < options.noise_probability, tf.float32)
+            gain = generator.uniform([], 0.0, options.noise_max_gain)
+            waveform = waveform + mix * gain * noise[which]
+        return tf.clip_by_value(waveform, -1.0, 1.0), label
+
+    return augment

@@ -1,0 +1,373 @@
+"""From tagged frames and a labels file to labelled rows of a training set.
+
+Pure functions first (labels parsing and matching, split assignment, pooling,
+the tf.Transform ``preprocessing_fn``), then the thin Beam shells the
+``build_training_set`` job wires together.
+
+Labels: a CSV with a path (or URI), a label and optionally a fold.  A frames
+URI takes the label of the row whose path equals it or is its longest suffix
+on '/' boundaries, so ``audio/1-100032-A.ogg`` labels
+``gs://bucket/esc10/audio/1-100032-A.ogg`` and ``/data/esc10/audio/1-100032-A.ogg``.
+
+Splits are decided per URI (by fold, or by a salted SHA-256 of the URI), never
+per frame, so the frames of one clip always land in one split.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+from collections.abc import Iterable, Iterator
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+from apache_beam import pvalue
+
+from schemas import training as ts
+from transforms import storage
+
+# Accepted header names of the labels CSV, per role.
+PATH_HEADERS = ("path", "uri", "file", "filename")
+LABEL_HEADERS = ("label", "class", "category")
+FOLD_HEADERS = ("fold",)
+
+
+class LabelsFileError(ValueError):
+    """The labels file cannot be used as it is; ``str(e)`` says where and why."""
+
+
+# --- labels -------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class LabelRow:
+    path: str  # as written in the file, normalised (see normalise_path)
+    label: str
+    fold: str | None
+    line: int  # 1-based line in the labels file, for messages
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelTable:
+    rows: tuple[LabelRow, ...]
+    has_fold: bool
+    source: str
+    duplicate_rows: int = 0  # identical repeated rows, collapsed
+
+    @property
+    def labels(self) -> list[str]:
+        return sorted({row.label for row in self.rows})
+
+    @property
+    def folds(self) -> list[str]:
+        return sorted({row.fold for row in self.rows if row.fold is not None})
+
+
+def normalise_path(path: str) -> str:
+    path = path.strip().replace("\\", "/")
+    while path.startswith("./"):
+        path = path[2:]
+    return path
+
+
+def parse_labels(text: str, source: str = "labels") -> LabelTable:
+    """Parses a labels CSV: header ``path,label[,fold]`` (or those columns without a header)."""
+    records = [(i + 1, row) for i, row in enumerate(csv.reader(io.StringIO(text)))
+               if row and any(cell.strip() for cell in row)]
+    if not records:
+        raise LabelsFileError(f"{source} is empty: expected rows of path,label[,fold]")
+    header = [cell.strip().lower() for cell in records[0][1]]
+    if any(name in LABEL_HEADERS for name in header):
+        path_col = _column(header, PATH_HEADERS, source)
+        label_col = _column(header, LABEL_HEADERS, source)
+        fold_col = next((header.index(n) for n in FOLD_HEADERS if n in header), None)
+        records = records[1:]
+    else:  # no header: positional path,label[,fold]
+        path_col, label_col = 0, 1
+        fold_col = 2 if len(records[0][1]) > 2 else None
+
+    by_path: dict[str, LabelRow] = {}
+    duplicates = 0
+    problems: list[str] = []
+    for line, row in records:
+        cells = [cell.strip() for cell in row]
+        needed = max(path_col, label_col)
+        if len(cells) <= needed or not cells[path_col] or not cells[label_col]:
+            problems.append(f"line {line}: needs a path and a label, got {row!r}")
+            continue
+        fold = cells[fold_col] if fold_col is not None and fold_col < len(cells) and cells[fold_col] else None
+        entry = LabelRow(normalise_path(cells[path_col]), cells[label_col], fold, line)
+        previous = by_path.get(entry.path)
+        if previous is None:
+            by_path[entry.path] = entry
+        elif (previous.label, previous.fold) == (entry.label, entry.fold):
+            duplicates += 1
+        else:
+            problems.append(f"line {line}: {entry.path} is labelled {entry.label!r} (fold {entry.fold}) but "
+                            f"line {previous.line} says {previous.label!r} (fold {previous.fold})")
+    if problems:
+        shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
+        raise LabelsFileError(f"{source}: {len(problems)} unusable row(s): {shown}")
+    if not by_path:
+        raise LabelsFileError(f"{source} has a header but no rows")
+    return LabelTable(tuple(by_path.values()), fold_col is not None, source, duplicates)
+
+
+def _column(header: list[str], names: tuple[str, ...], source: str) -> int:
+    for name in names:
+        if name in header:
+            return header.index(name)
+    raise LabelsFileError(f"{source}: the header {header} has no {' or '.join(names)} column")
+
+
+def read_labels(path: str) -> LabelTable:
+    """Reads and parses a labels CSV from a local path or ``gs://`` URI."""
+    try:
+        text = storage.read_bytes(path).decode("utf-8-sig")
+    except Exception as e:  # missing file, no access: one line for the user
+        raise LabelsFileError(f"cannot read labels file {path}: {' '.join(str(e).split())[:200]}") from None
+    return parse_labels(text, path)
+
+
+class LabelIndex:
+    """Finds a URI's label row: exact match, else the longest path suffix on '/' boundaries."""
+
+    def __init__(self, table: LabelTable):
+        self._rows = {row.path: row for row in table.rows}
+
+    def match(self, uri: str) -> LabelRow | None:
+        for candidate in uri_suffixes(uri):
+            row = self._rows.get(candidate)
+            if row is not None:
+                return row
+        return None
+
+
+def uri_suffixes(uri: str) -> Iterator[str]:
+    """``uri`` itself, then its path suffixes from longest to shortest."""
+    yield uri
+    path = uri.split("://", 1)[1] if "://" in uri else uri
+    parts = path.split("/")
+    for start in range(len(parts)):
+        suffix = "/".join(parts[start:])
+        if suffix and suffix != uri:
+            yield suffix
+
+
+# --- splits -------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class SplitRule:
+    """Fold lists (when any is given) or hash percentages; eval may be carved from train by hash."""
+
+    train_folds: tuple[str, ...] = ()
+    eval_folds: tuple[str, ...] = ()
+    test_folds: tuple[str, ...] = ()
+    eval_percent: float = 10.0
+    test_percent: float = 10.0
+    salt: str = ""
+
+    def __post_init__(self):
+        named = [set(self.train_folds), set(self.eval_folds), set(self.test_folds)]
+        if (named[0] & named[1]) or (named[0] & named[2]) or (named[1] & named[2]):
+            raise ValueError("a fold can be in only one of --train_folds, --eval_folds, --test_folds")
+        if not 0 <= self.eval_percent < 100 or not 0 <= self.test_percent < 100 or \
+                self.eval_percent + self.test_percent >= 100:
+            raise ValueError("--eval_percent and --test_percent must be >= 0 and leave room for training")
+
+    @property
+    def by_fold(self) -> bool:
+        return bool(self.train_folds or self.eval_folds or self.test_folds)
+
+    def assign(self, uri: str, fold: str | None) -> str | None:
+        """The split of a labelled URI; None when its fold is in none of the named lists."""
+        share = uri_fraction(uri, self.salt) * 100.0
+        if not self.by_fold:
+            if share < self.test_percent:
+                return ts.TEST
+            return ts.EVAL if share < self.test_percent + self.eval_percent else ts.TRAIN
+        if fold in self.test_folds:
+            return ts.TEST
+        if fold in self.eval_folds:
+            return ts.EVAL
+        if self.train_folds and fold not in self.train_folds:
+            return None
+        if not self.eval_folds and share < self.eval_percent:
+            return ts.EVAL  # carved from the training folds, whole clips only
+        return ts.TRAIN
+
+    def describe(self) -> str:
+        if not self.by_fold:
+            return (f"by SHA-256 of the URI: {self.test_percent:g}% test, {self.eval_percent:g}% eval, "
+                    f"rest train")
+        train = ",".join(self.train_folds) or "every other fold"
+        eval_ = ",".join(self.eval_folds) or f"{self.eval_percent:g}% of the training clips by URI hash"
+        return f"by fold: train {train}; eval {eval_}; test {','.join(self.test_folds) or 'none'}"
+
+    def check_folds(self, table: LabelTable) -> None:
+        if not self.by_fold:
+            return
+        if not table.has_fold:
+            raise LabelsFileError(f"{table.source} has no fold column, so --train_folds/--eval_folds/"
+                                  "--test_folds cannot be used (leave them out to split by URI hash)")
+        unknown = sorted(set(self.train_folds + self.eval_folds + self.test_folds) - set(table.folds))
+        if unknown:
+            raise LabelsFileError(f"{table.source} has no rows in fold(s) {', '.join(unknown)} "
+                                  f"(folds present: {', '.join(table.folds)})")
+
+
+def uri_fraction(uri: str, salt: str = "") -> float:
+    """A stable number in [0, 1) per URI (the same on every worker and every run)."""
+    digest = hashlib.sha256(f"{salt}\0{uri}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0 ** 64
+
+
+# --- features -----------------------------------------------------------------------------------
+
+def frame_arrays(table: pa.Table, columns: Iterable[str], dims: Iterable[int]) -> dict[str, np.ndarray]:
+    """List columns of a frames table as ``[rows, width]`` float32 arrays (widths checked)."""
+    arrays = {}
+    for column, dim in zip(columns, dims):
+        if column not in table.column_names:
+            present = ", ".join(table.column_names)
+            raise ValueError(f"the frames have no {column!r} column (present: {present})")
+        values = table.column(column).combine_chunks()
+        lengths = values.value_lengths().to_numpy(zero_copy_only=False)
+        if values.null_count or (lengths != dim).any():
+            raise ValueError(f"frames column {column!r} should hold {dim} values per row")
+        flat = values.flatten().to_numpy(zero_copy_only=False)
+        arrays[column] = flat.astype(np.float32, copy=False).reshape(len(table), dim)
+    return arrays
+
+
+def pool_frames(frames: dict[str, np.ndarray], layout: ts.FeatureLayout) -> dict[str, np.ndarray]:
+    """Raw clip features from a clip's frames (``{column: [n, dim]}``), per the layout's statistics."""
+    pooled = {}
+    for name, column, stat, _ in layout.raw_features():
+        values = frames[column]
+        pooled[name] = values.mean(axis=0) if stat == "mean" else values.max(axis=0)
+    return {name: value.astype(np.float32) for name, value in pooled.items()}
+
+
+def preprocessing_fn_for(layout: ts.FeatureLayout):
+    """The tf.Transform ``preprocessing_fn``: concatenated, element-wise z-scored features and label ids.
+
+    Keys and counts pass through so a reader can rebuild clips from frame rows.
+    """
+    names = layout.raw_feature_names()
+
+    def preprocessing_fn(inputs):
+        import tensorflow as tf
+        import tensorflow_transform as tft
+
+        features = tf.concat([tf.cast(inputs[name], tf.float32) for name in names], axis=1)
+        return {
+            ts.FEATURES: tft.scale_to_z_score(features, elementwise=True),
+            ts.LABEL_ID: tft.compute_and_apply_vocabulary(inputs[ts.LABEL],
+                                                          vocab_filename=ts.LABEL_VOCABULARY),
+            ts.URI: tf.identity(inputs[ts.URI]),
+            ts.FRAME_INDEX: tf.identity(inputs[ts.FRAME_INDEX]),
+            ts.NUM_FRAMES: tf.identity(inputs[ts.NUM_FRAMES]),
+        }
+
+    return preprocessing_fn
+
+
+# --- Beam shells --------------------------------------------------------------------------------
+
+# Side outputs of AttachLabels.
+UNLABELLED = "unlabelled"  # uri
+EXCLUDED = "excluded"  # (uri, fold, label path): labelled, but its fold is in no split
+CLIPS = "clips"  # (uri, ClipFacts) per table piece; summed per uri downstream
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipFacts:
+    split: str
+    label: str
+    label_path: str  # the label row's path, to find label rows that matched nothing
+    frames: int
+
+
+def run_of(path: str) -> str:
+    """The run id of a ``.../frames/run=<id>/part.parquet`` path ('' when there is none)."""
+    for part in reversed(path.split("/")):
+        if part.startswith("run="):
+            return part[4:]
+    return ""
+
+
+class AttachLabels(beam.DoFn):
+    """(file name, frames table) -> (split, raw instance) per labelled frame, plus side outputs.
+
+    With ``latest_run`` (uri -> run id), frames of a URI tagged by several runs
+    are taken from its latest run only.
+    """
+
+    def __init__(self, labels: LabelTable, rule: SplitRule, layout: ts.FeatureLayout):
+        self._labels = labels
+        self._rule = rule
+        self._layout = layout
+
+    def setup(self):
+        self._index = LabelIndex(self._labels)
+
+    def process(self, element: tuple[str, pa.Table], latest_run: dict | None = None):
+        filename, table = element
+        run = run_of(filename)
+        arrays = frame_arrays(table, self._layout.columns, self._layout.dims)
+        uris = table.column(ts.URI).to_pylist()
+        frame_index = table.column(ts.FRAME_INDEX).to_numpy(zero_copy_only=False)
+        rows_by_uri: dict[str, list[int]] = {}
+        for row, uri in enumerate(uris):
+            rows_by_uri.setdefault(uri, []).append(row)
+        for uri, rows in rows_by_uri.items():
+            if latest_run and latest_run.get(uri, run) != run:
+                continue
+            match = self._index.match(uri)
+            if match is None:
+                yield pvalue.TaggedOutput(UNLABELLED, uri)
+                continue
+            split = self._rule.assign(uri, match.fold)
+            if split is None:
+                yield pvalue.TaggedOutput(EXCLUDED, (uri, match.fold, match.path))
+                continue
+            yield pvalue.TaggedOutput(CLIPS, (uri, ClipFacts(split, match.label, match.path, len(rows))))
+            for row in rows:
+                # Keyed by frame column: a frame row's raw feature names are its columns' names.
+                instance = {column: arrays[column][row] for column in self._layout.columns}
+                instance.update({ts.LABEL: match.label, ts.URI: uri,
+                                 ts.FRAME_INDEX: int(frame_index[row]), ts.NUM_FRAMES: 1})
+                yield split, instance
+
+
+def pool_clip(element: tuple[tuple[str, str], Iterable[dict]], layout: ts.FeatureLayout
+              ) -> tuple[str, dict]:
+    """((split, uri), frame instances) -> (split, one clip instance) with pooled features."""
+    (split, uri), instances = element
+    instances = sorted(instances, key=lambda i: i[ts.FRAME_INDEX])
+    frames = {column: np.stack([i[column] for i in instances]) for column in layout.columns}
+    clip = pool_frames(frames, layout)
+    clip.update({ts.LABEL: instances[0][ts.LABEL], ts.URI: uri, ts.FRAME_INDEX: -1,
+                 ts.NUM_FRAMES: len(instances)})
+    return split, clip
+
+
+@beam.ptransform_fn
+def PoolClips(rows, layout: ts.FeatureLayout):  # noqa: N802
+    """(split, frame instance) -> (split, clip instance): mean/max over each URI's frames."""
+    return (rows
+            | "KeyByClip" >> beam.Map(lambda kv: ((kv[0], kv[1][ts.URI]), kv[1]))
+            | "GroupClipFrames" >> beam.GroupByKey()
+            | "Pool" >> beam.Map(pool_clip, layout))
+
+
+def latest_runs(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """(uri, run id) pairs -> uri: its latest run (run ids sort by start time)."""
+    latest: dict[str, str] = {}
+    for uri, run in pairs:
+        if uri not in latest or run > latest[uri]:
+            latest[uri] = run
+    return latest
