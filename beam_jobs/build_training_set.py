@@ -4,14 +4,7 @@
         [--features embedding|logmel|both] [--pooling none|mean|max|mean_max] \\
         [--test_folds 3 [--eval_folds ...] [--train_folds 1,2]] [Beam pipeline options]
 
-Frames of tag_audio's OUT_DIR are joined with LABELS.csv (path or URI, label,
-optional fold; matched by URI or path suffix), split into train/eval/test per
-URI (by fold, or by a hash of the URI), optionally pooled per clip, and run
-through a tf.Transform ``preprocessing_fn`` analysed on the training split
-(z-scored features, label vocabulary).  DS_DIR receives the TFRecord shards,
-the transform output, ``dataset.json`` and ``report.json`` (class counts per
-split; tagged files without a label and label rows without frames, listed).
-See ``schemas/training.py`` for the layout.
+What it does and what DS_DIR receives: ``transforms/training/build.py``.
 """
 
 from __future__ import annotations

@@ -4,25 +4,8 @@
         [--features logmel,embedding] [--pooling none] [--train_folds 1,2 --test_folds 3 ...] \\
         [--hidden_units 512 --dropout 0.3 --epochs 100 --patience 10 --seed 0 ...] [--overwrite]
 
-OUT_DIR must be a tag_audio output tagged with ``--features logmel``, so one
-run holds both the 1024-d ``embedding`` and the 128-d ``logmel_stats`` of
-every frame.  For each feature set (the first is the baseline) the job runs
-``build_training_set`` into ``REPORT_DIR/<features>/training_set`` and
-``train_head`` (same split, same head, same seed; no export) into
-``REPORT_DIR/<features>/head``, then writes ``REPORT_DIR/comparison.json``
-and ``REPORT_DIR/comparison.md``:
-
-- clip and frame accuracy per split for each feature set;
-- the confusion pairs that remain: the largest off-diagonal cells of each
-  head's clip confusion matrix on the test split (eval when there is no test);
-- cost in seconds per audio hour: the encoder's is the tag_audio run that made
-  the frames (``wall_s / counts.audio_seconds * 3600`` from its run record:
-  decoding, log-mel, YAMNet and Parquet, end to end); the baseline's is the
-  log-mel frontend alone (patches and their statistics), timed in this process
-  over as many windows as the run has frames.  YAMNet itself is also timed on
-  the same windows (model only) so the two compute figures can be set side by
-  side without decoding and I/O;
-- one sentence per candidate on whether the encoder is worth its cost.
+OUT_DIR must be tagged with ``tag_audio --features logmel``.  What is compared
+and how the cost is measured: ``transforms/training/feature_comparison.py``.
 """
 
 from __future__ import annotations

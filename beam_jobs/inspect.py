@@ -1,10 +1,6 @@
 """inspect: what is in a tag_audio output: runs, models, file outcomes, hours, frames, labels, size.
 
     python -m beam_jobs.inspect OUT_DIR [--format text|json] [--run RUN_ID]
-
-Fast on large outputs: frames are counted from Parquet footers (no column data
-is read), and of the files table only the columns the summary needs are read.
-Works on local and ``gs://`` outputs.
 """
 
 from __future__ import annotations

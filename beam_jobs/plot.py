@@ -2,11 +2,6 @@
 
     python -m beam_jobs.plot --frames OUT_DIR --uri URI --output FIG.png \\
         [--top N] [--start_s S] [--end_s E] [--run RUN_ID]
-
-Works for any model's frames (YAMNet, keyword, exported heads), with ``scores``
-or ``top_classes`` columns, local or ``gs://``.  The audio is decoded again from
-the URI for the upper two panels; when it cannot be (moved, deleted, no
-access), the score heatmap is drawn alone with a note saying why.
 """
 
 from __future__ import annotations

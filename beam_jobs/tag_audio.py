@@ -26,6 +26,7 @@ from audio_models.loading import known_kinds
 from schemas.tables import FrameColumns
 from transforms.decoding.pool import DEFAULT_TIMEOUT_S
 from transforms.output.layout import RunRecord
+from transforms.output.lease import DEFAULT_TTL_S, OutputBusyError
 from transforms.output.summary import format_summary
 from transforms.tagging import run as tagging
 from transforms.tagging.done_set import format_plan
@@ -140,6 +141,10 @@ class TagAudioOptions(PipelineOptions):
             help="Only list the inputs and print how many are new, changed, done and failed before; "
                  "decode nothing, write nothing.")
         parser.add_argument(
+            "--lease_ttl_s", type=float, default=DEFAULT_TTL_S,
+            help="A run holds OUT_DIR/_lease.json while it works and renews it; another run finding it "
+                 "renewed within this many seconds yields (exit status 3), after it takes it over.")
+        parser.add_argument(
             "--run_id", default=None,
             help="Name of this run's partition (default: UTC start time plus a random suffix).")
 
@@ -219,7 +224,8 @@ def _only_builds_a_job(options: PipelineOptions) -> bool:
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Runs the job; returns the process exit status (0 ok, 1 run marked failed, 2 usage/model error)."""
+    """Runs the job; returns the process exit status (0 ok, 1 run marked failed, 2 usage/model error,
+    3 another run is tagging the same output)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--help" in argv or "-h" in argv:
         _print_help()
@@ -237,7 +243,12 @@ def run(argv: list[str] | None = None) -> int:
         tagging.build(config, record, options).run()
         print(f"tag_audio: job built for {options.view_as(StandardOptions).runner}; nothing was run")
         return 0
-    final = tagging.execute(config, record, options, progress_s=opts.progress_s)
+    try:
+        final = tagging.execute(config, record, options, progress_s=opts.progress_s,
+                                lease_ttl_s=opts.lease_ttl_s)
+    except OutputBusyError as e:
+        print(f"tag_audio: {e}", file=sys.stderr)
+        return 3
     print(format_plan(final.plan, opts.retry_failed))
     print(format_summary(final))
     return 0 if final.status != "failed" else 1

@@ -2,17 +2,9 @@
 
     python -m beam_jobs.train_head --dataset DS_DIR --output HEAD_DIR [--hidden_units 512] [--dropout 0.3]
 
-Reads the TFRecord splits through tf.data with the transform output's feature
-spec, trains the recipe's two dense layers with Adam and early stopping on the
-eval split, and reports per split the frame accuracy and the clip accuracy
-(a clip's prediction is the mean of its frames' class probabilities).
-HEAD_DIR receives ``metrics.json``, ``confusion_matrix.png`` (clips of the
-test split, else eval), ``head.keras`` (the trained head on transformed
-features) and ``export/``: one SavedModel from waveform windows
-to class scores (``audio_models.head``) that
-``tag_audio --model head --model_path HEAD_DIR/export`` runs.  Before it is
-reported, the export is reloaded and checked to give the training-time
-predictions on the raw sample kept in DS_DIR.
+HEAD_DIR receives metrics.json, confusion_matrix.png, head.keras and export/
+(``tag_audio --model head --model_path HEAD_DIR/export``); see
+``transforms/training/head_trainer.py``.
 """
 
 from __future__ import annotations

@@ -13,9 +13,12 @@ import json
 import logging
 import socket
 import sys
+from http import HTTPStatus
 from pathlib import Path
 
 from gcp_storage_emulator import server as emulator_server
+from gcp_storage_emulator.exceptions import NotFound
+from gcp_storage_emulator.handlers import objects as emulator_objects
 
 from tests.googleapis_relay import GoogleApisRelay, write_certificates
 
@@ -63,6 +66,46 @@ def _patch_emulator_for_tensorflow() -> None:
     emulator_server.RequestHandler = _RequestHandlerAnsweringExpect
 
 
+def _honour_generation_preconditions() -> None:
+    """Makes uploads and deletes check ``ifGenerationMatch`` as GCS does (the emulator ignores it).
+
+    The product's leases rely on it: create only if absent (``ifGenerationMatch=0``) and
+    replace or delete only the generation that was read.
+    """
+
+    def current_generation(storage, bucket: str, name: str | None) -> str:  # noqa: ANN001
+        try:
+            return str(storage.get_file_obj(bucket, name)["generation"])
+        except NotFound:
+            return "0"
+
+    def checked(handler, name_of):  # noqa: ANN001, ANN202
+        def run(request, response, storage, *args, **kwargs):  # noqa: ANN001, ANN202
+            wanted = request.query.get("ifGenerationMatch")
+            if wanted and current_generation(storage, request.params["bucket_name"],
+                                             name_of(request)) != wanted[0]:
+                response.status = HTTPStatus.PRECONDITION_FAILED
+                response.json({"error": {"code": 412, "message": "conditionNotMet"}})
+                return None
+            return handler(request, response, storage, *args, **kwargs)
+        return run
+
+    def upload_name(request) -> str | None:  # noqa: ANN001
+        if "name" in request.query:
+            return request.query["name"][0]
+        data = request.data if isinstance(request.data, dict) else {}
+        return (data.get("meta") or {}).get("name")
+
+    wrapped = {emulator_objects.insert: checked(emulator_objects.insert, upload_name),
+               emulator_objects.delete: checked(emulator_objects.delete,
+                                                lambda request: request.params["object_id"])}
+    for _pattern, handlers in emulator_server.HANDLERS:
+        for method, handler in list(handlers.items()):
+            if handler in wrapped:
+                handlers[method] = wrapped[handler]
+    emulator_objects.insert = wrapped[emulator_objects.insert]  # the fallback route looks it up by name
+
+
 class _RequestHandlerAnsweringExpect(emulator_server.RequestHandler):
     """Answers ``Expect: 100-continue`` at once instead of letting curl wait 1 s for it.
 
@@ -93,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 
     emulator_port = _free_port()
     _patch_emulator_for_tensorflow()
+    _honour_generation_preconditions()
     emulator = emulator_server.create_server(HOST, emulator_port, in_memory=True)
     emulator.start()
     relay = GoogleApisRelay((HOST, emulator_port), write_certificates(args.workdir)).start()

@@ -256,6 +256,100 @@ def upload_tree(local_dir: str, destination: str) -> None:
                 shutil.copyfileobj(src, dst, _BLOCK)
 
 
+# --- small objects changed only if nobody else changed them first (leases, locks) -------------------
+#
+# A version names one state of an object: its generation on GCS; locally its inode, size and
+# modification time, compared under an flock so that read-compare-write is atomic between the
+# processes of one machine.
+
+def _gcs_blob(path: str):
+    from google.cloud import storage as gcs
+
+    bucket, _, name = path[len("gs://"):].partition("/")
+    return gcs.Client().bucket(bucket).blob(name)
+
+
+def _local_version(path: str) -> str | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return f"{st.st_ino}-{st.st_size}-{st.st_mtime_ns}"
+
+
+@contextlib.contextmanager
+def _local_guard(path: str) -> Iterator[None]:
+    import fcntl
+
+    makedirs(parent(path))
+    with open(local_path(path) + ".guard", "a") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(guard, fcntl.LOCK_UN)
+
+
+def read_versioned(path: str) -> tuple[bytes, str] | None:
+    """The object's bytes and version; None when there is none."""
+    if path.startswith("gs://"):
+        from google.api_core.exceptions import NotFound
+
+        blob = _gcs_blob(path)
+        try:
+            data = blob.download_as_bytes()
+        except NotFound:
+            return None
+        return data, str(blob.generation)
+    local = local_path(path)
+    with _local_guard(local):
+        version = _local_version(local)
+        if version is None:
+            return None
+        with open(local, "rb") as f:
+            return f.read(), version
+
+
+def write_versioned(path: str, data: bytes, version: str | None) -> bool:
+    """Writes ``data`` only if the object is still at ``version`` (None: only if there is no object).
+    Returns whether it was written; False means somebody else changed it first."""
+    if path.startswith("gs://"):
+        from google.api_core.exceptions import PreconditionFailed
+
+        try:
+            _gcs_blob(path).upload_from_string(data, if_generation_match=int(version or 0))
+        except PreconditionFailed:
+            return False
+        return True
+    local = local_path(path)
+    with _local_guard(local):
+        if _local_version(local) != version:
+            return False
+        staging = f"{local}.{os.getpid()}.tmp"
+        with open(staging, "wb") as f:
+            f.write(data)
+        os.replace(staging, local)
+        return True
+
+
+def delete_versioned(path: str, version: str) -> bool:
+    """Deletes the object only if it is still at ``version``; returns whether it did."""
+    if path.startswith("gs://"):
+        from google.api_core.exceptions import NotFound, PreconditionFailed
+
+        try:
+            _gcs_blob(path).delete(if_generation_match=int(version))
+        except (PreconditionFailed, NotFound):
+            return False
+        return True
+    local = local_path(path)
+    with _local_guard(local):
+        if _local_version(local) != version:
+            return False
+        os.remove(local)
+        return True
+
+
 # --- local copies of remote model directories -------------------------------------------------------
 
 def cache_dir() -> str:

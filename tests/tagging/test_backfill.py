@@ -120,8 +120,8 @@ def test_killed_run_leaves_no_output_and_the_next_run_completes(tmp_path):
         write_audio(inputs / f"clip{i:02d}.flac", rng.uniform(-0.4, 0.4, (1, 16000 * 30)), 16000)
     out = tmp_path / "out"
     # Batches of one window make the tagging last several seconds, so there is a middle to kill it in.
-    args = ["--input", str(inputs), "--output", str(out), "--model_path", str(model), "--progress_s", "0.5",
-            "--batch_size", "1"]
+    args = ["--input", str(inputs), "--output", str(out), "--model_path", str(model), "--lease_ttl_s", "4",
+            "--progress_s", "0.5", "--batch_size", "1"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     job = subprocess.Popen([sys.executable, "-m", "beam_jobs.tag_audio", *args], cwd=REPO, env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -143,7 +143,13 @@ def test_killed_run_leaves_no_output_and_the_next_run_completes(tmp_path):
     published = list(out.glob("frames/run=*/*.parquet")) + list(out.glob("files/run=*/*.parquet"))
     assert published == [], "readers of frames/ and files/ see nothing of the killed run"
 
+    # The killed run's lease is not renewed any more: a new run yields until it is stale, then takes over.
+    lease = json.loads((out / "_lease.json").read_text())
+    if time.time() - lease["renewed_at"] < 3.0:
+        assert run_tag_audio(args[:-4]) == 3
+    time.sleep(max(0.0, lease["renewed_at"] + 4.5 - time.time()))
     assert run_tag_audio(args[:-4]) == 0  # the same job again, with default progress and batch size
+    assert not (out / "_lease.json").exists(), "the finished run gave the output up"
     con = duckdb.connect()
     ok = con.execute(f"select uri, count(*) from read_parquet('{out}/files/*/*.parquet') "
                      f"where status = 'ok' group by uri").fetchall()

@@ -15,6 +15,7 @@ import apache_beam as beam
 
 from transforms import storage
 from transforms.output.layout import FAILED, FILES, FRAMES, SUCCEEDED, RunLayout, RunRecord
+from transforms.output.lease import Lease
 
 
 def publish(layout: RunLayout, staged: list[str]) -> dict[str, list[str]]:
@@ -54,14 +55,26 @@ def final_record(record: RunRecord, summary: dict, plan: dict, published: dict[s
 
 
 class PublishRun(beam.DoFn):
-    """Runs once, after both tables are written: publish files, then write the final run record."""
+    """Runs once, after both tables are written: publish files, then write the final run record,
+    then give the output's lease up. A run that lost its lease publishes nothing."""
 
-    def __init__(self, record: RunRecord, max_failed_fraction: float):
+    def __init__(self, record: RunRecord, max_failed_fraction: float, lease: Lease | None = None):
         self._record = record
         self._max_failed_fraction = max_failed_fraction
+        self._lease = lease
 
     def process(self, summary: dict, staged: list[str], plan: dict):
+        if self._lease is not None and not self._lease.held():
+            final = dataclasses.replace(self._record, status=FAILED, counts=summary, plan=plan,
+                                        finished_at=time.time(),
+                                        reason=f"lost the lease on {self._record.out_dir} to another run; "
+                                               "nothing was published (the next run tags these files)")
+            final.write()
+            yield final.to_json()
+            return
         published = publish(self._record.layout, staged)
         final = final_record(self._record, summary, plan, published, self._max_failed_fraction)
         final.write()
+        if self._lease is not None:
+            self._lease.release()
         yield final.to_json()

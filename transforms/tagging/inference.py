@@ -24,6 +24,7 @@ from apache_beam import pvalue
 
 from audio_models.loading import ModelSource, load_model
 from audio_models.spec import SCORES, BatchedModel
+from transforms.output.lease import Lease, Renewer
 from transforms.tagging import malloc_tuning, progress
 from transforms.tagging.bundle_outputs import finish_bundle_outputs
 from transforms.tagging.file_report import ScoreStats
@@ -85,12 +86,13 @@ class RunModelBatched(beam.DoFn):
     """
 
     def __init__(self, source: ModelSource, builder: FrameTableBuilder, batch_size: int,
-                 device: str = "auto", overlap: bool = True):
+                 device: str = "auto", overlap: bool = True, lease: Lease | None = None):
         self._source = source
         self._builder = builder
         self._batch_size = batch_size
         self._device = device
         self._overlap = overlap  # False: the model runs on the bundle's thread, one batch at a time
+        self._lease = lease  # renewed as batches go by: on Dataflow no driver is left to do it
         self._frames = beam.metrics.Metrics.counter("tag_audio", "frames")
         self._batches = beam.metrics.Metrics.counter("tag_audio", "batches")
 
@@ -103,6 +105,7 @@ class RunModelBatched(beam.DoFn):
 
             self._batch_size = default_batch_size(self._device)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="model") if self._overlap else None
+        self._renewer = Renewer(self._lease)
 
     def teardown(self):
         if getattr(self, "_executor", None) is not None:
@@ -113,6 +116,7 @@ class RunModelBatched(beam.DoFn):
         self._in_flight: collections.deque[Future] = collections.deque()
 
     def process(self, chunk: WindowChunk):
+        self._renewer.tick()
         self._queue.push(chunk)
         while self._queue.size >= self._batch_size:
             yield from self._submit(self._batch_size)

@@ -18,6 +18,7 @@ from audio_models.spec import ModelSpec
 from schemas.tables import FrameColumns, config_id, files_schema
 from transforms.decoding.pool import DEFAULT_TIMEOUT_S
 from transforms.output.layout import FILES, FRAMES, RunRecord
+from transforms.output.lease import Lease
 from transforms.output.publish import PublishRun
 from transforms.output.summary import SummarizeFiles
 from transforms.tagging.done_set import NEW, CountPlan, PriorResults, SkipDone
@@ -47,6 +48,7 @@ class TagAudioConfig:
     prior_runs: tuple[str, ...] = ()  # published runs whose done files are skipped
     retry_failed: bool = False
     max_failed_fraction: float = 1.0
+    lease: Lease | None = None  # held by the run; workers renew it, the publish step checks it
 
     @property
     def framing(self) -> Framing:
@@ -97,7 +99,7 @@ class TagAudio(beam.PTransform):
                        processes_per_machine=c.processes_per_machine,
                        decode_timeout_s=c.decode_timeout_s)).with_outputs(REPORTS, main="chunks"))
         builder = FrameTableBuilder(c.spec, c.columns)
-        run_model = RunModelBatched(c.source, builder, c.batch_size, c.device)
+        run_model = RunModelBatched(c.source, builder, c.batch_size, c.device, lease=c.lease)
         inferred = decoded.chunks | "RunModel" >> beam.ParDo(run_model).with_outputs(
             SCORE_STATS, main="frames")
 
@@ -125,6 +127,6 @@ class TagAudio(beam.PTransform):
                   | "ListWritten" >> beam.combiners.ToList())
         return (file_rows
                 | "Summarize" >> beam.CombineGlobally(SummarizeFiles())
-                | "Publish" >> beam.ParDo(PublishRun(self._record, c.max_failed_fraction),
+                | "Publish" >> beam.ParDo(PublishRun(self._record, c.max_failed_fraction, c.lease),
                                           staged=beam.pvalue.AsSingleton(staged),
                                           plan=beam.pvalue.AsSingleton(plan)))

@@ -10,6 +10,8 @@ call them directly.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +24,7 @@ from audio_models.spec import ModelSpec
 from schemas.tables import PACKAGE_VERSION, FrameColumns
 from transforms import storage
 from transforms.output.layout import STAGING, RunRecord, new_run_id
+from transforms.output.lease import DEFAULT_TTL_S, Lease, Renewer
 from transforms.output.reader import published_runs
 from transforms.tagging.listing import AUDIO_EXTENSIONS, input_specs
 from transforms.tagging.pipeline import PlanWork, TagAudio, TagAudioConfig
@@ -91,13 +94,47 @@ def build(config: TagAudioConfig, record: RunRecord, options: PipelineOptions) -
     return pipeline
 
 
+def take_output(config: TagAudioConfig, record: RunRecord,
+                ttl_s: float = DEFAULT_TTL_S) -> TagAudioConfig:
+    """The config with the output's lease held by this run; raises OutputBusyError if a live run has it."""
+    return dataclasses.replace(config, lease=Lease(config.output, record.run_id, ttl_s).acquire())
+
+
+@contextlib.contextmanager
+def _renewing(lease: Lease | None):
+    """Renews the lease from this process while the pipeline runs (local runners, a waiting driver)."""
+    if lease is None:
+        yield
+        return
+    stop = threading.Event()
+    renewer = Renewer(lease)
+
+    def keep_alive():
+        while not stop.wait(min(5.0, lease.ttl_s / 4)):
+            renewer.tick()
+
+    thread = threading.Thread(target=keep_alive, name="lease-renewer", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def execute(config: TagAudioConfig, record: RunRecord, options: PipelineOptions,
-            progress_s: float = 0.0) -> RunRecord:
-    """Writes the 'running' record, runs the pipeline to its end and returns the final record."""
-    record.write()
-    pipeline = build(config, record, options)
-    with ProgressMonitor(interval_s=progress_s) if progress_s > 0 else contextlib.nullcontext():
-        pipeline.run().wait_until_finish()
+            progress_s: float = 0.0, lease_ttl_s: float = DEFAULT_TTL_S) -> RunRecord:
+    """Takes the output's lease, writes the 'running' record, runs the pipeline to its end and
+    returns the final record. Raises OutputBusyError (before writing anything) when another run is live."""
+    config = take_output(config, record, lease_ttl_s)
+    try:
+        record.write()
+        pipeline = build(config, record, options)
+        with (_renewing(config.lease),
+              ProgressMonitor(interval_s=progress_s) if progress_s > 0 else contextlib.nullcontext()):
+            pipeline.run().wait_until_finish()
+    finally:
+        config.lease.release()  # normally done by the publish step; a failed pipeline leaves it here
     final = RunRecord.read(record.layout.record_path())
     if final is None:
         raise RuntimeError(f"the run ended without its record at {record.layout.record_path()}")
