@@ -203,7 +203,7 @@ def prepare_job(options: PipelineOptions) -> tuple[TagAudioConfig, RunRecord]:
     return tagging.prepare(
         opts.input, opts.output, manifest=opts.input_manifest, model=opts.model, model_path=opts.model_path,
         hop_s=opts.hop_s, model_options=_model_options(opts), extensions=_extensions(opts),
-        force=opts.force, run_id=opts.run_id,
+        force=opts.force, run_id=opts.run_id, check_output=not _only_builds_a_job(options),
         parameters={k: v for k, v in opts.get_all_options().items() if k in own},
         columns=_frame_columns(opts), unit_s=opts.unit_s, batch_size=opts.batch_size, device=opts.device,
         decode_processes=opts.decode_processes, processes_per_machine=sdk_processes_per_machine(options),

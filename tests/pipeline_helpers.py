@@ -32,9 +32,12 @@ def run_tag_audio(args: list[str]) -> int:
     return tag_audio.run(args + ["--progress_s", "0"])
 
 
-def run_tag_audio_subprocess(args: list[str], env: dict | None = None,
-                             timeout: float = 600) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+def run_tag_audio_subprocess(args: list[str], env: dict | None = None, timeout: float = 600,
+                             replace_env: bool = False) -> subprocess.CompletedProcess:
+    """``python -m beam_jobs.tag_audio ARGS``; ``env`` adds to this process's environment, or with
+    ``replace_env`` is the whole environment."""
+    base = {} if replace_env else os.environ
+    full_env = {**base, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     return subprocess.run([sys.executable, "-m", "beam_jobs.tag_audio", *args], cwd=REPO, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 

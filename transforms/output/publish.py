@@ -17,6 +17,8 @@ from transforms import storage
 from transforms.output.layout import FAILED, FILES, FRAMES, SUCCEEDED, RunLayout, RunRecord
 from transforms.output.lease import Lease
 
+UNLISTABLE = "unreadable"  # the error kind of an input that could not be listed at all
+
 
 def publish(layout: RunLayout, staged: list[str]) -> dict[str, list[str]]:
     """Moves staged Parquet files to their run partitions. Idempotent (a retried step is harmless)."""
@@ -47,7 +49,11 @@ def final_record(record: RunRecord, summary: dict, plan: dict, published: dict[s
         record, counts=summary, plan=plan, finished_at=finished, wall_s=finished - record.started_at,
         outputs={table: len(paths) for table, paths in published.items()}, status=SUCCEEDED)
     total = summary.get("files", 0)
-    if total and summary.get("failed", 0) / total > max_failed_fraction:
+    kinds = summary.get("failures_by_kind", {})
+    if total and kinds.get(UNLISTABLE, 0) == total:
+        final.status = FAILED
+        final.reason = f"no input could be listed ({total} of {total} inputs: {UNLISTABLE})"
+    elif total and summary.get("failed", 0) / total > max_failed_fraction:
         final.status = FAILED
         final.reason = (f"{summary['failed']} of {total} files failed, more than "
                         f"--max_failed_fraction={max_failed_fraction}")

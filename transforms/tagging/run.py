@@ -26,7 +26,7 @@ from transforms import storage
 from transforms.output.layout import STAGING, RunRecord, new_run_id
 from transforms.output.lease import DEFAULT_TTL_S, Lease, Renewer
 from transforms.output.reader import published_runs
-from transforms.tagging.listing import AUDIO_EXTENSIONS, input_specs
+from transforms.tagging.listing import AUDIO_EXTENSIONS, InputSpec, input_specs
 from transforms.tagging.pipeline import PlanWork, TagAudio, TagAudioConfig
 from transforms.tagging.progress import ProgressMonitor
 
@@ -46,12 +46,39 @@ def features_problem(columns: FrameColumns, spec: ModelSpec) -> str | None:
     return "needs --model yamnet or savedmodel (a 16 kHz waveform model)"
 
 
+def check_reachable(inputs: Sequence[InputSpec], manifest: str | None, output: str,
+                    check_output: bool = True) -> None:
+    """Before any work: the output writable, each input root listable (its first page), the manifest
+    readable. Raises UsageError naming the path, the cause and the fix."""
+    if check_output:
+        try:
+            storage.probe_writable(output)
+        except Exception as e:  # noqa: BLE001 - whatever the filesystem says, in one line
+            raise UsageError(f"cannot write to --output {output}: {one_line(str(e))} (check the path and "
+                             "that these credentials may create objects there)") from None
+    for spec in inputs:
+        if spec.literal:
+            continue  # a single file: a missing one is that file's row, not a configuration error
+        root = spec.pattern.split("*", 1)[0].rsplit("/", 1)[0] or "/"
+        try:
+            if storage.is_remote(root):
+                storage.match(root.rstrip("/") + "/*", limit=1)
+            elif not storage.exists(root):
+                raise FileNotFoundError(f"no such directory: {root}")
+        except Exception as e:  # noqa: BLE001
+            raise UsageError(f"cannot list --input {spec.pattern}: {one_line(str(e))}") from None
+    if manifest and not storage.exists(manifest):
+        raise UsageError(f"--input_manifest {manifest} does not exist")
+
+
 def prepare(inputs: Sequence[str], output: str, *, manifest: str | None = None, model: str | None = None,
             model_path: str | None = None, hop_s: float | None = None,
             model_options: tuple[tuple[str, str], ...] = (),
             extensions: tuple[str, ...] = AUDIO_EXTENSIONS, force: bool = False, run_id: str | None = None,
-            parameters: dict[str, Any] | None = None, **settings) -> tuple[TagAudioConfig, RunRecord]:
-    """Resolves the model, classifies the inputs and lists earlier runs; raises UsageError.
+            parameters: dict[str, Any] | None = None, check_output: bool = True,
+            **settings) -> tuple[TagAudioConfig, RunRecord]:
+    """Checks that everything named can be reached, resolves the model, classifies the inputs and lists
+    earlier runs; raises UsageError, in seconds, before any work.
 
     ``settings`` are the remaining ``TagAudioConfig`` fields (columns, unit_s,
     batch_size, device, decode_processes, ...).
@@ -60,6 +87,9 @@ def prepare(inputs: Sequence[str], output: str, *, manifest: str | None = None, 
         raise UsageError("nothing to tag: give --input DIR_OR_GLOB (repeatable) or --input_manifest FILE")
     if not output:
         raise UsageError("--output OUT_DIR is required")
+    paths = [*inputs, output, *([manifest] if manifest else []), *([model_path] if model_path else [])]
+    if any(p.startswith("gs://") for p in paths) and (problem := storage.credentials_problem()):
+        raise UsageError(problem)
     try:
         source = resolve_source(model, model_path, hop_s=hop_s, options=model_options)
         spec = load_spec(source)
@@ -73,6 +103,7 @@ def prepare(inputs: Sequence[str], output: str, *, manifest: str | None = None, 
         specs = tuple(input_specs(list(inputs), extensions))
     except Exception as e:  # noqa: BLE001 - no credentials, a missing bucket: said in one line
         raise UsageError(f"cannot tell what --input names: {one_line(str(e))}") from None
+    check_reachable(specs, manifest, out_dir, check_output)
     config = TagAudioConfig(
         inputs=specs, output=out_dir, source=source, spec=spec,
         manifest=manifest, prior_runs=() if force else tuple(published_runs(out_dir)), **settings)

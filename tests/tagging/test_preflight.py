@@ -1,0 +1,81 @@
+"""Checks before work: a bad configuration fails in seconds with one line and exit status 2."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from tests.pipeline_helpers import run_tag_audio_subprocess
+from tests.savedmodel_factory import save_batched_encoder
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return save_batched_encoder(tmp_path_factory.mktemp("preflight") / "model")
+
+
+def _bare_env(tmp_path) -> dict[str, str]:
+    """A machine with no Google Cloud credentials and no emulator: an empty home, nothing set."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    keep = {k: v for k, v in os.environ.items()
+            if not k.startswith(("GOOGLE_", "STORAGE_EMULATOR", "CLOUDSDK", "https_proxy", "CURL_CA"))}
+    return {**keep, "HOME": str(home), "CLOUDSDK_CONFIG": str(home / "gcloud")}
+
+
+def _one_line_error(result) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.startswith("tag_audio:")]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_no_credentials_is_one_line_in_seconds(tmp_path, model):
+    started = time.monotonic()
+    result = run_tag_audio_subprocess(
+        ["--input", "gs://some-bucket/audio/", "--output", str(tmp_path / "out"), "--model", "savedmodel",
+         "--model_path", str(model)], env=_bare_env(tmp_path), replace_env=True, timeout=60)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 2
+    line = _one_line_error(result)
+    assert "gcloud auth application-default login" in line and "GOOGLE_APPLICATION_CREDENTIALS" in line
+    assert elapsed < 15, f"{elapsed:.1f} s"
+    assert not (tmp_path / "out").exists(), "nothing was written"
+
+
+def test_credentials_file_that_does_not_exist_is_named(tmp_path, model):
+    env = {**_bare_env(tmp_path), "GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "key.json")}
+    result = run_tag_audio_subprocess(["--input", "gs://b/a/", "--output", "gs://b/out", "--model",
+                                       "savedmodel", "--model_path", str(model)], env=env, replace_env=True)
+    assert result.returncode == 2
+    assert f"GOOGLE_APPLICATION_CREDENTIALS names {tmp_path / 'key.json'}" in _one_line_error(result)
+
+
+def test_output_that_cannot_be_written_fails_before_work(tmp_path, model):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    result = run_tag_audio_subprocess(["--input", str(audio), "--output", str(blocker / "out"),
+                                       "--model", "savedmodel", "--model_path", str(model)])
+    assert result.returncode == 2
+    assert f"cannot write to --output {blocker / 'out'}" in _one_line_error(result)
+
+
+def test_input_directory_that_cannot_be_listed_fails_before_work(tmp_path, model):
+    result = run_tag_audio_subprocess(["--input", f"{tmp_path / 'nowhere'}/", "--output", str(tmp_path / "o"),
+                                       "--model", "savedmodel", "--model_path", str(model)])
+    assert result.returncode == 2
+    assert f"cannot list --input {tmp_path / 'nowhere'}/**" in _one_line_error(result)
+    assert not (tmp_path / "o" / "runs").exists()
+
+
+def test_a_bucket_that_does_not_exist_fails_before_work(gcs, tmp_path, model):
+    result = run_tag_audio_subprocess(["--input", "gs://no-such-bucket/audio/", "--output",
+                                       str(tmp_path / "o"), "--model", "savedmodel", "--model_path",
+                                       str(model)], env=gcs.env)
+    assert result.returncode == 2
+    line = _one_line_error(result)
+    assert "gs://no-such-bucket/audio" in line and ("cannot list" in line or "cannot tell" in line)
