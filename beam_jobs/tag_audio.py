@@ -28,6 +28,7 @@ from transforms.decoding.pool import DEFAULT_TIMEOUT_S
 from transforms.output.layout import RunRecord
 from transforms.output.lease import DEFAULT_TTL_S, OutputBusyError
 from transforms.output.summary import format_summary
+from transforms.storage import RetryPolicy
 from transforms.tagging import run as tagging
 from transforms.tagging.done_set import format_plan
 from transforms.tagging.listing import AUDIO_EXTENSIONS
@@ -141,6 +142,14 @@ class TagAudioOptions(PipelineOptions):
             help="Only list the inputs and print how many are new, changed, done and failed before; "
                  "decode nothing, write nothing.")
         parser.add_argument(
+            "--io_retries", type=int, default=RetryPolicy.attempts,
+            help="Attempts at a storage read that fails in a way that usually passes (connection reset, "
+                 "timeout, HTTP 429/5xx, a cut download), resuming at the byte reached.")
+        parser.add_argument(
+            "--io_retry_s", type=float, default=RetryPolicy.total_s,
+            help="Most seconds spent retrying one read; after that the file gets a 'transient' row, "
+                 "which the next run retries.")
+        parser.add_argument(
             "--lease_ttl_s", type=float, default=DEFAULT_TTL_S,
             help="A run holds OUT_DIR/_lease.json while it works and renews it; another run finding it "
                  "renewed within this many seconds yields (exit status 3), after it takes it over.")
@@ -208,7 +217,8 @@ def prepare_job(options: PipelineOptions) -> tuple[TagAudioConfig, RunRecord]:
         columns=_frame_columns(opts), unit_s=opts.unit_s, batch_size=opts.batch_size, device=opts.device,
         decode_processes=opts.decode_processes, processes_per_machine=sdk_processes_per_machine(options),
         decode_timeout_s=opts.decode_timeout_s, retry_failed=opts.retry_failed,
-        max_failed_fraction=opts.max_failed_fraction)
+        max_failed_fraction=opts.max_failed_fraction,
+        io_retry=RetryPolicy(opts.io_retries, opts.io_retry_s))
 
 
 def build_pipeline(options: PipelineOptions):

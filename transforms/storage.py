@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
+import io
 import json
 import os
+import random
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import BinaryIO
 
@@ -105,23 +109,215 @@ def probe_writable(directory: str) -> None:
     delete([probe])
 
 
+# --- transient errors -------------------------------------------------------------------------------
+
+class TransientIOError(OSError):
+    """Storage kept failing in a way that usually passes (resets, timeouts, 429/5xx, short reads) for
+    longer than the retry policy allows. A file that meets it is retried by the next run."""
+
+
+_TRANSIENT_HTTP = {408, 429, 500, 502, 503, 504}
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether retrying may help: connection resets and refusals, timeouts, HTTP 408/429/5xx, a body
+    cut short. Not found, permission denied and bad data are permanent. Looks through wrapped causes."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, FileNotFoundError | PermissionError | IsADirectoryError):
+            return False
+        if isinstance(error, TransientIOError | ConnectionError | TimeoutError):
+            return True
+        status = getattr(error, "code", None) or getattr(error, "status_code", None)
+        response = getattr(error, "response", None)
+        status = status or getattr(response, "status_code", None) or getattr(response, "status", None)
+        if isinstance(status, int) and status in _TRANSIENT_HTTP:
+            return True
+        if type(error).__name__ in ("IncompleteRead", "RemoteDisconnected", "ProtocolError", "ReadTimeout",
+                                    "ReadTimeoutError", "ChunkedEncodingError", "ConnectTimeout",
+                                    "DataCorruption", "RetryError"):
+            return True
+        details = getattr(error, "exception_details", None)  # Beam's BeamIOError wraps per-path errors
+        if isinstance(details, dict) and details:
+            return any(isinstance(e, BaseException) and is_transient(e) for e in details.values())
+        error = error.__cause__ or error.__context__
+    return False
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """How long a read keeps trying through transient errors, beyond the cloud client's own retries."""
+
+    attempts: int = 6
+    total_s: float = 120.0
+    first_wait_s: float = 0.5
+
+
+_POLICY_VARIABLE = "AUDIO_TAGGER_IO_RETRY"  # 'attempts,total_s': how child processes inherit it
+
+
+def _policy_from_environment() -> RetryPolicy:
+    try:
+        attempts, total_s = os.environ[_POLICY_VARIABLE].split(",")
+        return RetryPolicy(int(attempts), float(total_s))
+    except (KeyError, ValueError):
+        return RetryPolicy()
+
+
+_policy = _policy_from_environment()
+
+
+def set_retry_policy(policy: RetryPolicy) -> None:
+    """The policy of this process's remote reads and of the processes it starts after this (workers set
+    it from the job's options before their decoder processes start)."""
+    global _policy
+    _policy = policy
+    os.environ[_POLICY_VARIABLE] = f"{policy.attempts},{policy.total_s}"
+
+
+def retry_policy() -> RetryPolicy:
+    return _policy
+
+
+def _backoff(attempt: int, policy: RetryPolicy) -> float:
+    return policy.first_wait_s * (2 ** attempt) * (0.5 + random.random())  # full jitter around 2^n
+
+
+class _RetryingReader(io.RawIOBase):
+    """A remote object read through transient failures: a failed or short read reopens the object and
+    continues at the byte offset it had reached."""
+
+    def __init__(self, path: str, policy: RetryPolicy):
+        super().__init__()
+        self._path, self._policy = path, policy
+        self._position = 0
+        self._raw = None
+        self._raw = self._with_retries(lambda: _open_remote(path))
+        self._size = self._with_retries(self._measure)
+
+    def _measure(self) -> int:
+        size = self._raw.seek(0, io.SEEK_END)
+        size = self._raw.tell() if size is None else size
+        self._raw.seek(self._position)
+        return size
+
+    def _with_retries(self, action):
+        started = time.monotonic()
+        last: BaseException | None = None
+        for attempt in range(max(1, self._policy.attempts)):
+            if attempt:
+                time.sleep(_backoff(attempt - 1, self._policy))
+            try:
+                if last is not None:  # the connection broke: a fresh one, at the offset reached
+                    with contextlib.suppress(Exception):
+                        self._raw.close()
+                    self._raw = _open_remote(self._path)
+                    self._raw.seek(self._position)
+                return action()
+            except Exception as error:
+                if not is_transient(error):
+                    raise
+                last = error
+            if time.monotonic() - started + _backoff(attempt, self._policy) > self._policy.total_s:
+                break
+        raise TransientIOError(f"{self._path}: {type(last).__name__}: {str(last)[:200]} (gave up after "
+                               f"{attempt + 1} attempts in {time.monotonic() - started:.0f} s)") from last
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = max(0, base + offset)
+        self._with_retries(lambda: self._raw.seek(self._position))
+        return self._position
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = max(0, self._size - self._position)
+        wanted = min(size, max(0, self._size - self._position))
+
+        def attempt() -> bytes:
+            data = self._raw.read(wanted)
+            if len(data) < wanted:  # the object is longer than what arrived: a cut connection
+                raise TransientIOError(f"{self._path}: read {len(data)} of {wanted} bytes at "
+                                       f"{self._position} of {self._size}")
+            return data
+
+        data = self._with_retries(attempt) if wanted else b""
+        self._position += len(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
+
+
 # --- reading ---------------------------------------------------------------------------------------
 
-def open_read(path: str) -> BinaryIO:
-    """A binary, seekable reader; a missing object raises FileNotFoundError, a forbidden one
-    PermissionError, whatever the filesystem."""
-    if not is_remote(path):
-        return open(local_path(path), "rb")  # noqa: SIM115 - the caller closes it
-    from apache_beam.io.filesystem import CompressionTypes
+_GCS_READ_CHUNK = 8 << 20
 
+
+@functools.lru_cache(maxsize=1)
+def _gcs_client():
+    from google.cloud import storage as gcs
+
+    return gcs.Client()  # honours STORAGE_EMULATOR_HOST, like Beam's own client
+
+
+def _open_remote(path: str):
+    """A reader of a remote object, with what it is missing as FileNotFoundError / PermissionError.
+
+    gs:// objects are read with google-cloud-storage's reader itself so that its own retries are
+    bounded by this process's ``RetryPolicy`` (Beam's reader retries a download for two minutes
+    whatever it was asked); other schemes through Beam's filesystems.
+    """
     not_found, forbidden = _cloud_errors()
     try:
+        if path.startswith("gs://"):
+            from google.cloud.storage.retry import DEFAULT_RETRY
+
+            bucket, _, name = path[len("gs://"):].partition("/")
+            per_attempt = max(1.0, _policy.total_s / max(1, _policy.attempts))
+            reader = _gcs_client().bucket(bucket).blob(name).open(
+                "rb", chunk_size=_GCS_READ_CHUNK, raw_download=True,
+                retry=DEFAULT_RETRY.with_deadline(per_attempt))
+            reader.seek(0, io.SEEK_END)  # fetches the object's metadata: a missing one fails here
+            reader.seek(0)
+            return reader
+        from apache_beam.io.filesystem import CompressionTypes
+
         # Compression off: Beam's AUTO would gunzip a '.gz' name, and codecs compress themselves.
         return _filesystems().open(path, compression_type=CompressionTypes.UNCOMPRESSED)
     except not_found as error:
         raise FileNotFoundError(f"{path}: {error}") from error
     except forbidden as error:
         raise PermissionError(f"{path}: {error}") from error
+
+
+def open_read(path: str) -> BinaryIO:
+    """A binary, seekable reader; a missing object raises FileNotFoundError, a forbidden one
+    PermissionError, whatever the filesystem. Remote reads go on through transient failures
+    (``RetryPolicy``) and raise TransientIOError when those outlast it."""
+    if not is_remote(path):
+        return open(local_path(path), "rb")  # noqa: SIM115 - the caller closes it
+    return _RetryingReader(path, _policy)  # type: ignore[return-value]
 
 
 def read_bytes(path: str) -> bytes:

@@ -13,7 +13,16 @@ from schemas.tables import config_id
 from tests.audio_factory import sine, write_audio
 from tests.output_factory import SPEC, FakeFile, scores_with_peaks, write_run
 from transforms.output.summary import SummarizeFiles
-from transforms.tagging.done_set import CHANGED, DONE, FAILED_BEFORE, NEW, CountPlan, PriorResults, SkipDone
+from transforms.tagging.done_set import (
+    CHANGED,
+    DONE,
+    FAILED_BEFORE,
+    NEW,
+    TRANSIENT_BEFORE,
+    CountPlan,
+    PriorResults,
+    SkipDone,
+)
 from transforms.tagging.file_report import CombineFileReports, MakeFileRows, UnitReport
 from transforms.tagging.frame_table import CoalesceTables
 from transforms.tagging.listing import FileEntry, ListInputFiles, input_specs
@@ -60,7 +69,8 @@ def test_skip_done_keeps_new_and_changed_files_and_counts_every_decision(tmp_pat
         assert_that(work | "Uris" >> beam.Map(lambda e: e.uri), equal_to(["/in/changed.wav", "/in/new.wav"]),
                     label="work")
         assert_that(categories | CountPlan(),
-                    equal_to([{NEW: 1, CHANGED: 1, DONE: 1, FAILED_BEFORE: 1}]), label="plan")
+                    equal_to([{NEW: 1, CHANGED: 1, DONE: 1, FAILED_BEFORE: 1, TRANSIENT_BEFORE: 0}]),
+                    label="plan")
 
 
 def test_prior_results_ignore_rows_of_another_model(tmp_path):

@@ -247,6 +247,8 @@ def describe_failure(error: Exception) -> str:
     """
     if isinstance(error, DecodeError):
         return str(error)
+    if storage.is_transient(error):  # the next run retries the file (transforms.tagging.done_set)
+        return f"transient: {type(error).__name__}: {str(error)[:300]}"
     return f"decoder_error: {type(error).__name__}: {str(error)[:300]}"
 
 

@@ -14,7 +14,7 @@ import math
 import apache_beam as beam
 from apache_beam import pvalue
 
-from schemas.tables import STATUS_OK
+from schemas.tables import STATUS_OK, error_kind
 from transforms import storage
 from transforms.output.layout import FILES, RUN_PREFIX, run_id_of
 from transforms.tagging.listing import FileEntry
@@ -23,7 +23,9 @@ NEW = "new"
 CHANGED = "changed"
 DONE = "done"
 FAILED_BEFORE = "failed_before"
-CATEGORIES = (NEW, CHANGED, DONE, FAILED_BEFORE)
+TRANSIENT_BEFORE = "transient_before"  # failed only because storage kept failing: always retried
+CATEGORIES = (NEW, CHANGED, DONE, FAILED_BEFORE, TRANSIENT_BEFORE)
+TRANSIENT = "transient"  # the error kind of such a files row
 
 PLAN = "plan"  # tag of the (category) side output
 
@@ -34,6 +36,7 @@ class PriorResult:
     status: str
     size_bytes: int | None
     last_modified: float | None
+    error: str = ""
 
 
 def _same_time(a: float | None, b: float | None) -> bool:
@@ -46,7 +49,9 @@ def classify(entry: FileEntry, prior: PriorResult | None) -> str:
         return NEW
     if entry.size_bytes != prior.size_bytes or not _same_time(entry.last_modified, prior.last_modified):
         return CHANGED
-    return DONE if prior.status == STATUS_OK else FAILED_BEFORE
+    if prior.status == STATUS_OK:
+        return DONE
+    return TRANSIENT_BEFORE if error_kind(prior.error) == TRANSIENT else FAILED_BEFORE
 
 
 class SelectWork(beam.DoFn):
@@ -66,7 +71,7 @@ class SelectWork(beam.DoFn):
         category = classify(entry, prior)
         beam.metrics.Metrics.counter("plan", category).inc()
         yield pvalue.TaggedOutput(PLAN, category)
-        if category in (NEW, CHANGED) or (category == FAILED_BEFORE and self._retry_failed):
+        if category in (NEW, CHANGED, TRANSIENT_BEFORE) or (category == FAILED_BEFORE and self._retry_failed):
             yield entry
 
 
@@ -74,7 +79,8 @@ def _prior_from_row(filename_and_row: tuple[str, dict], out_dir: str, config: st
     filename, row = filename_and_row
     if row["config_id"] == config:
         run_id = run_id_of(out_dir, filename)
-        yield row["uri"], PriorResult(run_id, row["status"], row["size_bytes"], row["last_modified"])
+        yield row["uri"], PriorResult(run_id, row["status"], row["size_bytes"], row["last_modified"],
+                                      row.get("error") or "")
 
 
 @beam.ptransform_fn
@@ -84,7 +90,8 @@ def PriorResults(pbegin, out_dir: str, run_ids: list[str], config: str):  # noqa
     return (pbegin
             | "PriorRunPatterns" >> beam.Create(patterns)
             | "ReadPriorFiles" >> beam.io.ReadAllFromParquet(
-                columns=["uri", "status", "size_bytes", "last_modified", "config_id"], with_filename=True)
+                columns=["uri", "status", "error", "size_bytes", "last_modified", "config_id"],
+                with_filename=True)
             | "PriorResult" >> beam.FlatMap(_prior_from_row, out_dir, config))
 
 
@@ -107,7 +114,11 @@ def CountPlan(categories):  # noqa: N802
 
 
 def format_plan(counts: dict[str, int], retry_failed: bool) -> str:
-    todo = counts[NEW] + counts[CHANGED] + (counts[FAILED_BEFORE] if retry_failed else 0)
+    counts = {**dict.fromkeys(CATEGORIES, 0), **counts}
+    todo = counts[NEW] + counts[CHANGED] + counts[TRANSIENT_BEFORE] + (counts[FAILED_BEFORE] if retry_failed
+                                                                       else 0)
+    transient = counts[TRANSIENT_BEFORE]
+    retried = f", {transient} hit storage errors before (retried)" if transient else ""
     return (f"plan: {sum(counts.values())} input files: {counts[NEW]} new, {counts[CHANGED]} changed, "
-            f"{counts[DONE]} done, {counts[FAILED_BEFORE]} failed before "
+            f"{counts[DONE]} done{retried}, {counts[FAILED_BEFORE]} failed before "
             f"({'retried' if retry_failed else 'skipped; --retry_failed retries them'}) -> {todo} to tag")

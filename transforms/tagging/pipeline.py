@@ -21,6 +21,7 @@ from transforms.output.layout import FILES, FRAMES, RunRecord
 from transforms.output.lease import Lease
 from transforms.output.publish import PublishRun
 from transforms.output.summary import SummarizeFiles
+from transforms.storage import RetryPolicy
 from transforms.tagging.done_set import NEW, CountPlan, PriorResults, SkipDone
 from transforms.tagging.file_report import CombineFileReports, MakeFileRows
 from transforms.tagging.frame_table import CoalesceTables, FrameTableBuilder
@@ -49,6 +50,7 @@ class TagAudioConfig:
     retry_failed: bool = False
     max_failed_fraction: float = 1.0
     lease: Lease | None = None  # held by the run; workers renew it, the publish step checks it
+    io_retry: RetryPolicy = RetryPolicy()  # reads through transient storage errors, then 'transient'
 
     @property
     def framing(self) -> Framing:
@@ -97,7 +99,8 @@ class TagAudio(beam.PTransform):
                    | "Decode" >> beam.ParDo(DecodeUnits(
                        c.framing, decode_processes=c.decode_processes,
                        processes_per_machine=c.processes_per_machine,
-                       decode_timeout_s=c.decode_timeout_s)).with_outputs(REPORTS, main="chunks"))
+                       decode_timeout_s=c.decode_timeout_s, io_retry=c.io_retry)).with_outputs(
+                       REPORTS, main="chunks"))
         builder = FrameTableBuilder(c.spec, c.columns)
         run_model = RunModelBatched(c.source, builder, c.batch_size, c.device, lease=c.lease)
         inferred = decoded.chunks | "RunModel" >> beam.ParDo(run_model).with_outputs(

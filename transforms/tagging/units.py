@@ -15,6 +15,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam import pvalue
 
+from transforms import storage
 from transforms.decoding.messages import END, FINAL_KINDS, INFO, SAMPLES, DecodeRequest, decode_messages
 from transforms.decoding.pool import DEFAULT_TIMEOUT_S, DecodeSession, resolve_processes, shared_pool
 from transforms.decoding.stream import DecodeError, probe
@@ -134,17 +135,21 @@ class DecodeUnits(beam.DoFn):
     """
 
     def __init__(self, framing: Framing, frames_per_chunk: int = 32, decode_processes: int = 0,
-                 processes_per_machine: int = 1, decode_timeout_s: float = DEFAULT_TIMEOUT_S):
+                 processes_per_machine: int = 1, decode_timeout_s: float = DEFAULT_TIMEOUT_S,
+                 io_retry: storage.RetryPolicy | None = None):
         self._framing = framing
         self._frames_per_chunk = frames_per_chunk
         self._decode_processes = decode_processes
         self._processes_per_machine = processes_per_machine
         self._decode_timeout_s = decode_timeout_s
+        self._io_retry = io_retry
         self._audio_seconds = beam.metrics.Metrics.counter("tag_audio", "audio_seconds_decoded")
         self._failures = beam.metrics.Metrics.counter("tag_audio", "units_with_problems")
 
     def setup(self):
         malloc_tuning.pin_mmap_threshold()
+        if self._io_retry is not None:  # before the decoder processes start: they inherit it
+            storage.set_retry_policy(self._io_retry)
         # Resolved here, on the worker: its cores are what count, not the driver's.
         processes = resolve_processes(self._decode_processes, self._processes_per_machine)
         self._pool = shared_pool(processes, self._decode_timeout_s) if processes else None
