@@ -131,13 +131,16 @@ def _stored_bits(codec: str, sample_fmt: str) -> int | None:
 def write_audio(path: str | Path, samples: np.ndarray | Iterable[np.ndarray], rate: int,
                 codec: str | None = None, container: str | None = None,
                 sample_fmt: str | None = None, bit_rate: int | None = None,
-                video: bool = False) -> Path:
+                video: bool = False, muxer_options: dict[str, str] | None = None) -> Path:
     """Encodes ``samples`` (``[C, N]`` floats, or an iterable of such chunks) into ``path``.
 
     ``codec``/``container`` default from the suffix (:data:`DEFAULT_CODECS`);
     ``sample_fmt`` picks the encoder's sample format (e.g. ``"s32"`` for 24-bit
     FLAC).  ``video=True`` adds a small video stream before the audio stream,
-    as a camera or screen recording has.
+    as a camera or screen recording has.  ``muxer_options`` are the muxer's
+    own options, as ``ffmpeg`` takes them after ``-i`` (``{"write_xing": "0"}``
+    for an MP3 without a Xing/LAME header, ``{"movflags": "frag_keyframe+empty_moov"}``
+    for a fragmented MP4).
     """
     path = Path(path)
     default_container, default_codec = DEFAULT_CODECS[path.suffix.lower()]
@@ -145,7 +148,8 @@ def write_audio(path: str | Path, samples: np.ndarray | Iterable[np.ndarray], ra
     chunks = iter([samples] if isinstance(samples, np.ndarray) else samples)
     first = np.atleast_2d(next(chunks))
     channels = first.shape[0]
-    with av.open(str(path), mode="w", format=container or default_container) as output:
+    with av.open(str(path), mode="w", format=container or default_container,
+                 options=muxer_options or {}) as output:
         video_stream = _add_video_stream(output) if video else None
         stream = _add_audio_stream(output, codec, rate, channels, sample_fmt, bit_rate)
         output.start_encoding()  # writes the header even when no sample follows
