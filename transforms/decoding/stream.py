@@ -62,6 +62,9 @@ _MAX_PRIMING_S = 0.2  # encoder delays: Opus 6.5-80 ms, AAC 2112 samples, MP3 11
 _ORIGIN_PROBE_PACKETS = 64  # packets decoded at most to find the file's first frame before a seek
 _LOOKAHEAD_FRAMES = 2  # frames that vouch for a timestamp before it moves anything
 _UNKNOWN_LENGTH_MAX_GAP_S = 60.0  # larger timestamp jumps in a file of unknown length are not gaps
+# No audio is stored in fewer bytes per second (~6 kbit/s speech codecs): a hole longer than the
+# whole file could hold is a bogus timestamp, not missing audio, and is never filled.
+MIN_BYTES_PER_SECOND = 750
 _INTEGER_SCALE = {"u8": 1 / 128, "s16": 1 / 32768, "s32": 1 / 2**31, "s64": 1 / 2**63}
 # soxr's output does not depend on how its input is cut, and one call per ~16k samples costs far
 # less than one per packet (a Vorbis packet holds 128-1024 samples).
@@ -158,12 +161,13 @@ class _Timeline:
     """
 
     def __init__(self, rate: int, pts_origin: int, limit_samples: int | None, start_index: int = 0,
-                 anchor_first: bool = True):
+                 anchor_first: bool = True, max_gap_s: float = _UNKNOWN_LENGTH_MAX_GAP_S):
         self.rate = rate
         self.pts_offset = pts_origin  # a frame with pts p (in samples) starts at p - pts_offset
         self.next_index = 0
         self.start_index = start_index
         self.limit_samples = limit_samples  # gaps are filled only up to the declared length
+        self.max_gap_s = max_gap_s  # and never longer than this
         self._anchor_first = anchor_first  # the next frame placed is the file's first decoded frame
         self._tolerances: dict[tuple[int, int, int], int] = {}  # (tb numerator, tb denominator, rate)
 
@@ -244,6 +248,8 @@ class _Timeline:
         return abs(next_start - start - frame.samples) <= frame.tolerance
 
     def _fillable(self, start: int, gap: int) -> bool:
+        if gap > self.max_gap_s * self.rate:
+            return False
         if self.limit_samples is None:
             return gap <= _UNKNOWN_LENGTH_MAX_GAP_S * self.rate
         return start <= self.limit_samples
@@ -293,7 +299,8 @@ class AudioStream:
     Iterating yields 1-D float32 chunks of ``chunk_samples`` (the last may be
     shorter).  ``info`` is ready after construction, which raises DecodeError
     when the file cannot be opened.  Iteration raises DecodeError for NaN/Inf
-    samples and for a file that yields no audio at all; a stream that ends
+    samples (once every sample before the first of them has been yielded) and
+    for a file that yields no audio at all; a stream that ends
     early or loses packets is not an error: what could be decoded is yielded
     and ``problem`` says what happened.
 
@@ -374,18 +381,24 @@ class AudioStream:
     def _fixed_size_chunks(self) -> Iterator[np.ndarray]:
         pending: list[np.ndarray] = []
         pending_samples = 0
-        for block in self._output_blocks():
-            pending.append(block)
-            pending_samples += block.size
-            if pending_samples < self.chunk_samples:
-                continue
-            joined = np.concatenate(pending)
-            whole = joined.size - joined.size % self.chunk_samples
-            for begin in range(0, whole, self.chunk_samples):
-                self.samples_out += self.chunk_samples
-                yield joined[begin:begin + self.chunk_samples]
-            pending = [joined[whole:]] if whole < joined.size else []
-            pending_samples = joined.size - whole
+        try:
+            for block in self._output_blocks():
+                pending.append(block)
+                pending_samples += block.size
+                if pending_samples < self.chunk_samples:
+                    continue
+                joined = np.concatenate(pending)
+                whole = joined.size - joined.size % self.chunk_samples
+                for begin in range(0, whole, self.chunk_samples):
+                    self.samples_out += self.chunk_samples
+                    yield joined[begin:begin + self.chunk_samples]
+                pending = [joined[whole:]] if whole < joined.size else []
+                pending_samples = joined.size - whole
+        except DecodeError:  # NaN/Inf: every sample before them is audio, and goes out first
+            if pending_samples:
+                self.samples_out += pending_samples
+                yield np.concatenate(pending)
+            raise
         if pending_samples:
             self.samples_out += pending_samples
             yield np.concatenate(pending)
@@ -496,7 +509,8 @@ class AudioStream:
         container = self._container
         stream = container.streams[self.info.stream_index]
         limit = None if self.info.duration_s is None else int((self.info.duration_s + 1.0) * rate)
-        timeline = _Timeline(rate, origin, limit, start_index, anchor_first=mode == "sequential")
+        timeline = _Timeline(rate, origin, limit, start_index, anchor_first=mode == "sequential",
+                             max_gap_s=self.info.size_bytes / MIN_BYTES_PER_SECOND)
         if mode == "container":
             self._container_seek(container, stream, decode_from + timeline.pts_offset, rate)
         skip_until = decode_from if mode == "skip_packets" else None
@@ -571,8 +585,10 @@ class AudioStream:
         frame = placed.frame
         samples = frame_to_mono(frame)
         if frame.format.name.rstrip("p") in ("flt", "dbl") and not np.isfinite(samples).all():
-            at = (begin + int(np.argmin(np.isfinite(samples)))) / rate
-            raise DecodeError("non_finite", f"the audio holds NaN or infinite samples from {at:.2f} s")
+            first_bad = int(np.argmin(np.isfinite(samples)))
+            yield from self._trimmed(begin, samples[:first_bad], rate, start_index)  # what precedes is audio
+            raise DecodeError("non_finite", f"the audio holds NaN or infinite samples from "
+                                            f"{(begin + first_bad) / rate:.2f} s")
         yield from self._trimmed(begin, samples, rate, start_index)
 
     @staticmethod
