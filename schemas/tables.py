@@ -45,7 +45,7 @@ def error_kinds(errors: pa.Array) -> pa.Array:
 FILE_TOP_LABELS = 5
 
 LABEL_SCORE = pa.struct([("label", pa.string()), ("score", pa.float32())])
-TOP_CLASS = pa.struct([("index", pa.int16()), ("label", pa.string()), ("score", pa.float32())])
+TOP_CLASS = pa.struct([("index", pa.int32()), ("label", pa.string()), ("score", pa.float32())])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -131,13 +131,16 @@ def _stored_bits(codec: str, sample_fmt: str) -> int | None:
 def write_audio(path: str | Path, samples: np.ndarray | Iterable[np.ndarray], rate: int,
                 codec: str | None = None, container: str | None = None,
                 sample_fmt: str | None = None, bit_rate: int | None = None,
-                video: bool = False) -> Path:
+                video: bool = False, muxer_options: dict[str, str] | None = None) -> Path:
     """Encodes ``samples`` (``[C, N]`` floats, or an iterable of such chunks) into ``path``.
 
     ``codec``/``container`` default from the suffix (:data:`DEFAULT_CODECS`);
     ``sample_fmt`` picks the encoder's sample format (e.g. ``"s32"`` for 24-bit
     FLAC).  ``video=True`` adds a small video stream before the audio stream,
-    as a camera or screen recording has.
+    as a camera or screen recording has.  ``muxer_options`` are the muxer's
+    own options, as ``ffmpeg`` takes them after ``-i`` (``{"write_xing": "0"}``
+    for an MP3 without a Xing/LAME header, ``{"movflags": "frag_keyframe+empty_moov"}``
+    for a fragmented MP4).
     """
     path = Path(path)
     default_container, default_codec = DEFAULT_CODECS[path.suffix.lower()]
@@ -145,7 +148,8 @@ def write_audio(path: str | Path, samples: np.ndarray | Iterable[np.ndarray], ra
     chunks = iter([samples] if isinstance(samples, np.ndarray) else samples)
     first = np.atleast_2d(next(chunks))
     channels = first.shape[0]
-    with av.open(str(path), mode="w", format=container or default_container) as output:
+    with av.open(str(path), mode="w", format=container or default_container,
+                 options=muxer_options or {}) as output:
         video_stream = _add_video_stream(output) if video else None
         stream = _add_audio_stream(output, codec, rate, channels, sample_fmt, bit_rate)
         output.start_encoding()  # writes the header even when no sample follows
@@ -199,7 +203,11 @@ def make_bad_files(directory: str | Path) -> dict[str, Path]:
     ``zero_sample_wav`` (a valid WAV with no samples), ``truncated_wav`` /
     ``truncated_flac`` / ``truncated_mp3`` (10 s files cut at 40 %),
     ``corrupt_flac`` / ``corrupt_mp3`` (10 s files with garbage bytes written
-    over 10 % of the middle).
+    over 10 % of the middle), ``nan_late_wav`` (4 s float WAV, NaN from 2.5 s),
+    ``hours_wav`` (header claims 10 hours, the file holds 0.5 s), ``jump_mkv``
+    (FLAC in Matroska whose timestamps jump 3 hours after 1 s: 2 s of audio in
+    15 KB, declaring 3 hours), ``absurd_rate_wav`` (header says 1 Hz) and
+    ``absurd_channels_wav`` (header says 65,535 channels).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -223,6 +231,23 @@ def make_bad_files(directory: str | Path) -> dict[str, Path]:
     signal[:, 8100:8200] = np.inf
     files["nan_wav"] = write_audio(directory / "nan.wav", signal, 16000, codec="pcm_f32le")
 
+    late = sine(440.0, 4.0, 16000)
+    late[:, 40000:40100] = np.nan
+    files["nan_late_wav"] = write_audio(directory / "nan_late.wav", late, 16000, codec="pcm_f32le")
+
+    half_second = write_audio(directory / "half_second.wav", sine(440.0, 0.5, 16000), 16000).read_bytes()
+    data_at = half_second.index(b"data") + 8
+    files["hours_wav"] = directory / "ten_hours.wav"
+    files["hours_wav"].write_bytes(_wav_header_claiming(half_second[:data_at], 10 * 3600 * 32000)
+                                   + half_second[data_at:])
+    files["absurd_rate_wav"] = directory / "one_hertz.wav"
+    files["absurd_rate_wav"].write_bytes(_wav_format_claiming(half_second, rate=1))
+    files["absurd_channels_wav"] = directory / "many_channels.wav"
+    files["absurd_channels_wav"].write_bytes(_wav_format_claiming(half_second, channels=65535))
+    (directory / "half_second.wav").unlink()
+    files["jump_mkv"] = write_timestamp_jump(directory / "jump.mkv", sine(440.0, 2.0, 16000), 16000,
+                                             after_s=1.0, jump_s=3 * 3600)
+
     files["zero_sample_wav"] = write_audio(directory / "zero.wav", np.zeros((1, 0)), 16000)
     header = files["zero_sample_wav"].read_bytes()
     files["header_only_wav"] = directory / "header_only.wav"
@@ -242,6 +267,42 @@ def make_bad_files(directory: str | Path) -> dict[str, Path]:
             files[f"corrupt_{name}"].write_bytes(bytes(corrupt))
         whole.unlink()
     return files
+
+
+def write_timestamp_jump(path: str | Path, samples: np.ndarray, rate: int, after_s: float,
+                         jump_s: float) -> Path:
+    """FLAC in Matroska whose packet timestamps jump ``jump_s`` ahead after ``after_s`` of audio.
+
+    The container then declares the jumped length, which the bytes cannot hold.
+    """
+    path = Path(path)
+    values = quantize(np.atleast_2d(samples), "s16")
+    layout = _layout(values.shape[0])
+    with av.open(str(path), mode="w", format="matroska") as output:
+        stream = _add_audio_stream(output, "flac", rate, values.shape[0], "s16", None)
+        output.start_encoding()
+        packets = []
+        for start in range(0, values.shape[1], _FRAME_SAMPLES):
+            frame = _frame(values[:, start:start + _FRAME_SAMPLES], "s16", layout, rate, start)
+            packets += stream.encode(frame)
+        packets += stream.encode(None)
+        for packet in packets:
+            if packet.pts * packet.time_base >= after_s:
+                shift = int(jump_s / packet.time_base)
+                packet.pts, packet.dts = packet.pts + shift, packet.dts + shift
+            output.mux(packet)
+    return path
+
+
+def _wav_format_claiming(wav: bytes, rate: int | None = None, channels: int | None = None) -> bytes:
+    """A WAV whose fmt chunk claims another sample rate or channel count for the same bytes."""
+    patched = bytearray(wav)
+    fmt = patched.index(b"fmt ") + 8
+    if channels is not None:
+        patched[fmt + 2:fmt + 4] = channels.to_bytes(2, "little")
+    if rate is not None:
+        patched[fmt + 4:fmt + 8] = rate.to_bytes(4, "little")
+    return bytes(patched)
 
 
 def _wav_header_claiming(header: bytes, data_bytes: int) -> bytes:

@@ -80,7 +80,7 @@ def test_matching_rate_is_not_resampled_and_integers_scale_exactly(tmp_path):
 
     decoded = decode_all(str(path), TARGET)
 
-    np.testing.assert_array_equal(decoded, ((stored[0] + stored[1]) / 2).astype(np.float32))
+    np.testing.assert_allclose(decoded, ((stored[0] + stored[1]) / 2).astype(np.float32), rtol=0, atol=1e-7)
 
 
 LOSSY = [  # (file name, codec, rate, extra write_audio arguments)
@@ -185,7 +185,7 @@ def test_matroska_millisecond_timestamps_fall_back_to_decoding_from_the_start(tm
     with AudioStream(path, TARGET, start_sample=7 * HOP) as stream:
         unit = np.concatenate(list(stream))
         assert stream.seek_method == "sequential"
-    np.testing.assert_array_equal(unit, whole[7 * HOP:])
+    np.testing.assert_allclose(unit, whole[7 * HOP:], rtol=0, atol=1e-6)
 
 
 def test_work_units_reassemble_the_whole_file_frames(tmp_path):
@@ -224,6 +224,8 @@ def bad_files(tmp_path_factory) -> dict[str, Path]:
     ("random_as_mp3", "not_audio"),
     ("random_as_wav", "not_audio"),
     ("video_only", "no_audio_stream"),
+    ("absurd_rate_wav", "bad_header"),
+    ("absurd_channels_wav", "bad_header"),
 ])
 def test_unopenable_files_raise_on_construction_and_probe(bad_files, name, kind):
     for attempt in (lambda: AudioStream(str(bad_files[name]), TARGET), lambda: probe(str(bad_files[name]))):
@@ -233,13 +235,33 @@ def test_unopenable_files_raise_on_construction_and_probe(bad_files, name, kind)
         assert str(caught.value) == f"{kind}: {caught.value.message}"
     if name == "video_only":
         assert caught.value.message == "no audio stream (container mp4 has only video)"
+    if name == "absurd_rate_wav":  # 1 Hz would make each byte 16,000 output samples
+        assert caught.value.message.startswith("the header declares a sample rate of 1 Hz")
 
 
-def test_nan_samples_raise_during_iteration_with_their_time(bad_files):
-    stream = AudioStream(str(bad_files["nan_wav"]), TARGET)
+@pytest.mark.parametrize("name,at_s", [("nan_wav", 0.5), ("nan_late_wav", 2.5)])
+def test_nan_samples_raise_during_iteration_after_every_sample_before_them(bad_files, name, at_s):
+    stream = AudioStream(str(bad_files[name]), TARGET, chunk_samples=3000)
+    chunks = []
     with pytest.raises(DecodeError) as caught:
-        list(stream)
-    assert caught.value.kind == "non_finite" and "0.50 s" in caught.value.message
+        for chunk in stream:
+            chunks.append(chunk)
+    assert caught.value.kind == "non_finite" and f"from {at_s:.2f} s" in caught.value.message
+    before = np.concatenate(chunks)
+    assert before.size == stream.samples_out == int(at_s * TARGET)  # the last, partial chunk too
+    assert np.isfinite(before).all()
+    np.testing.assert_allclose(before, sine(440.0, at_s, TARGET)[0], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,declared_s,holds_s", [("hours_wav", 36000.0, 0.5), ("jump_mkv", 10802.0, 2.0)])
+def test_a_length_the_bytes_cannot_hold_costs_only_what_the_bytes_hold(bad_files, name, declared_s, holds_s):
+    # A jump in timestamps is a hole to fill with silence only if the file's bytes could have held
+    # the missing audio: otherwise 15 KB would become 3 hours of frames.
+    with AudioStream(str(bad_files[name]), TARGET) as stream:
+        assert stream.info.duration_s == pytest.approx(declared_s)
+        decoded = np.concatenate(list(stream))
+        assert stream.problem == f"truncated: decoded {holds_s:.2f} s of a declared {declared_s:.2f} s"
+    assert decoded.size == pytest.approx(holds_s * TARGET, abs=0.01 * TARGET)
 
 
 def test_header_that_promises_missing_data_raises_no_audio_data(bad_files):
@@ -358,8 +380,9 @@ def test_gcs_uri_decodes_like_the_local_file(tmp_path, gcs):
     with AudioStream(uri, TARGET, sha256=True) as stream:
         remote = np.concatenate(list(stream))
         assert stream.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
-    np.testing.assert_array_equal(remote, decode_all(str(path), TARGET))
-    np.testing.assert_array_equal(decode_all(uri, TARGET, start_sample=5 * HOP), remote[5 * HOP:])
+    np.testing.assert_allclose(remote, decode_all(str(path), TARGET), rtol=0, atol=1e-7)
+    np.testing.assert_allclose(decode_all(uri, TARGET, start_sample=5 * HOP), remote[5 * HOP:],
+                               rtol=0, atol=1e-6)
     with pytest.raises(DecodeError) as caught:
         probe("gs://decode-tests/clips/missing.wav")
     assert caught.value.kind == "not_found"
@@ -395,7 +418,7 @@ def test_speech_commands_flac_is_not_resampled():
             assert samples.size == stream.info.expected_samples() == stream.info.expected_samples(TARGET)
         with av.open(str(path)) as container:
             raw = np.concatenate([f.to_ndarray()[0] for f in container.decode(audio=0)])
-        np.testing.assert_array_equal(samples, raw.astype(np.float32) / 32768)
+        np.testing.assert_allclose(samples, raw.astype(np.float32) / 32768, rtol=0, atol=1e-7)
 
 
 def test_esc10_unit_starts_match_whole_file_decode():

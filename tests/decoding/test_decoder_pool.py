@@ -65,7 +65,7 @@ def test_pool_yields_the_samples_decoding_in_thread_yields(pool, files):
         assert [m[0] for m in remote][:1] == [INFO] and remote[-1][0] == END
         assert remote[0][1] == local[0][1]  # the same AudioInfo
         assert remote[-1] == local[-1]  # same end: reached EOF, samples out, problem
-        np.testing.assert_array_equal(_samples(remote), _samples(local))
+        np.testing.assert_allclose(_samples(remote), _samples(local), rtol=0, atol=1e-7)
     bounded = received["c.mp3 from 1 s, 20000 samples"]
     assert bounded[-1][1] is False and 20000 <= bounded[-1][2] < 20000 + DecodeRequest.chunk_samples
 

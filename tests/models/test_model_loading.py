@@ -159,8 +159,8 @@ def test_h5_gives_the_savedmodels_outputs(released_h5, savedmodel_model):
     assert h5_model.spec.class_names == savedmodel_model.spec.class_names
     windows = np.random.default_rng(1).uniform(-1, 1, (5, 15600)).astype(np.float32)
     ours, reference = h5_model.predict(windows), savedmodel_model.predict(windows)
-    np.testing.assert_array_equal(ours[SCORES], reference[SCORES])
-    np.testing.assert_array_equal(ours[EMBEDDING], reference[EMBEDDING])
+    np.testing.assert_allclose(ours[SCORES], reference[SCORES], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(ours[EMBEDDING], reference[EMBEDDING], rtol=0, atol=1e-5)
 
 
 def test_h5_saved_by_todays_tf_keras_loads_too(tmp_path, savedmodel_model):
@@ -168,7 +168,8 @@ def test_h5_saved_by_todays_tf_keras_loads_too(tmp_path, savedmodel_model):
     model = load_model(resolve_source(
         "yamnet", str(tmp_path / "mine.h5"), class_map=str(FIXTURE / "assets" / CLASS_MAP)))
     windows = np.random.default_rng(2).uniform(-1, 1, (2, 15600)).astype(np.float32)
-    np.testing.assert_array_equal(model.predict(windows)[SCORES], savedmodel_model.predict(windows)[SCORES])
+    np.testing.assert_allclose(model.predict(windows)[SCORES], savedmodel_model.predict(windows)[SCORES],
+                               rtol=0, atol=1e-6)
 
 
 def test_h5_class_map_can_be_elsewhere_and_must_exist(released_h5, tmp_path):
@@ -310,12 +311,12 @@ def test_gs_savedmodel_and_h5_load_like_local_ones(gcs, released_h5, savedmodel_
     assert load_spec(remote) == savedmodel_model.spec  # same class names and fingerprint
     windows = np.random.default_rng(3).uniform(-1, 1, (3, 15600)).astype(np.float32)
     reference = savedmodel_model.predict(windows)[SCORES]
-    np.testing.assert_array_equal(load_model(remote).predict(windows)[SCORES], reference)
+    np.testing.assert_allclose(load_model(remote).predict(windows)[SCORES], reference, rtol=0, atol=1e-6)
 
     remote_h5 = resolve_source("yamnet", f"{bucket}/release/yamnet.h5")
     local_h5 = resolve_source("yamnet", str(released_h5))
     assert load_spec(remote_h5).fingerprint == load_spec(local_h5).fingerprint
-    np.testing.assert_array_equal(load_model(remote_h5).predict(windows)[SCORES], reference)
+    np.testing.assert_allclose(load_model(remote_h5).predict(windows)[SCORES], reference, rtol=0, atol=1e-6)
 
     with pytest.raises(ModelUnavailableError, match="does not exist"):
         resolve_source("yamnet", f"{bucket}/missing")

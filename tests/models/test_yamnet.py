@@ -155,7 +155,9 @@ def test_whole_waveform_log_mel_matches_official(official):
     _, _, log_mel = official(waveform)  # the graph pads 40000 samples to 46320 first
     ours = logmel.waveform_to_log_mel(tf.constant(waveform)).numpy()
     assert ours.shape == (1 + (40000 - 400) // 160, 64)
-    np.testing.assert_array_equal(ours, log_mel.numpy()[:len(ours)])
+    # Not bit-exact: TensorFlow's kernels round differently with the CPU's vector width (4.8e-7 seen
+    # on AVX2 without AVX-512), so the same tolerance as every other log-mel comparison.
+    np.testing.assert_allclose(ours, log_mel.numpy()[:len(ours)], rtol=0, atol=LOGMEL_TOLERANCE)
 
 
 def test_mel_matrix_is_tensorflows_up_to_rounding():

@@ -33,7 +33,8 @@ def test_queue_cuts_fixed_batches_across_files_in_order():
     assert queue.size == 14
     pieces, batch = queue.pop(8)
     assert [(p.uri, p.first_frame, len(p.windows)) for p in pieces] == [("a", 0, 5), ("b", 0, 3)]
-    assert np.array_equal(batch, np.concatenate([chunks[0].windows, chunks[1].windows[:3]]))
+    np.testing.assert_allclose(batch, np.concatenate([chunks[0].windows, chunks[1].windows[:3]]),
+                               rtol=0, atol=1e-7)
     pieces, batch = queue.pop(6)
     assert [(p.uri, p.first_frame, len(p.windows)) for p in pieces] == [("b", 3, 4), ("a", 5, 2)]
     assert queue.size == 0

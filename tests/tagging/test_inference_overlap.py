@@ -64,8 +64,9 @@ def test_overlapped_model_writes_the_rows_of_the_in_line_model(clips):
     assert overlapped.num_rows == in_line.num_rows == total
     assert overlapped.column("uri").to_pylist() == in_line.column("uri").to_pylist()
     assert overlapped.column("frame_index").to_pylist() == in_line.column("frame_index").to_pylist()
-    np.testing.assert_array_equal(np.stack(overlapped.column("scores").to_numpy(zero_copy_only=False)),
-                                  np.stack(in_line.column("scores").to_numpy(zero_copy_only=False)))
+    np.testing.assert_allclose(np.stack(overlapped.column("scores").to_numpy(zero_copy_only=False)),
+                               np.stack(in_line.column("scores").to_numpy(zero_copy_only=False)),
+                               rtol=0, atol=1e-6)
     for uri in clips:
         np.testing.assert_allclose(overlapped_sums[uri], in_line_sums[uri], rtol=1e-6)
     # Bounded memory: never more than the batch being computed and the one waiting behind it.

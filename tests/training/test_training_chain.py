@@ -350,7 +350,7 @@ def test_export_from_features_matches_waveform_path_on_pooled_layout():
     raw = frame_raw_features(layout, tf.constant(embedding), tf.constant(patches))
     assert list(raw) == layout.raw_feature_names()
     np.testing.assert_allclose(raw["logmel_stats_max"].numpy(), logmel_statistics(patches), atol=1e-5)
-    np.testing.assert_array_equal(raw["embedding_mean"].numpy(), embedding)
+    np.testing.assert_allclose(raw["embedding_mean"].numpy(), embedding, rtol=0, atol=1e-6)
 
 
 # --- pure parts --------------------------------------------------------------------------------

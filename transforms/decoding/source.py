@@ -19,6 +19,10 @@ import av
 from transforms import storage
 
 _AVIO_BUFFER_BYTES = 1 << 18  # FFmpeg's reads through Python: few, large ones
+# Sample rates and channel counts a header may declare.  Outside them it is damaged or hostile: a
+# 1 Hz header makes every byte 16,000 output samples, and FFmpeg decodes nothing of 65,535 channels.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 1_536_000  # down to old telephony; up to 8x 192 kHz
+MAX_CHANNELS = 1024
 # Demuxers whose declared length is an exact sample count (PCM WAV: see read_audio_info).
 _EXACT_LENGTH_FORMATS = frozenset({"wav", "w64", "aiff", "caf", "au", "flac", "ogg", "mov", "mp4"})
 
@@ -27,7 +31,7 @@ class DecodeError(Exception):
     """A file that cannot be decoded, for a reason that retrying will not change.
 
     ``kind`` is short and machine-readable ('not_found', 'is_directory',
-    'empty_file', 'not_audio', 'no_audio_stream', 'unreadable', 'non_finite',
+    'empty_file', 'not_audio', 'no_audio_stream', 'unreadable', 'bad_header', 'non_finite',
     'no_audio_data', 'decoder_error', and from a decoder process 'decoder_crash' and
     'decoder_timeout'); ``message`` is one sentence for people.
     Transient I/O failures (a dropped connection) are not DecodeErrors: they
@@ -286,6 +290,14 @@ def read_audio_info(container: av.container.InputContainer, stream: av.AudioStre
         raise DecodeError("unreadable", "this FFmpeg build has no decoder for the file's audio codec")
     codec = context.codec.canonical_name
     rate = context.sample_rate
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise DecodeError("bad_header", f"the header declares a sample rate of {rate:,} Hz "
+                                        f"(audio files have {MIN_SAMPLE_RATE:,} to {MAX_SAMPLE_RATE:,} Hz)")
+    if context.channels <= 0:  # FFmpeg reports 0 for a count it cannot lay out (65,535, say)
+        raise DecodeError("bad_header", "the header declares a channel count FFmpeg cannot decode")
+    if context.channels > MAX_CHANNELS:
+        raise DecodeError("bad_header", f"the header declares {context.channels:,} channels "
+                                        f"(at most {MAX_CHANNELS:,} are read)")
     formats = format_names(container)
     duration_s: float | None = None
     if stream.duration is not None and stream.duration > 0:

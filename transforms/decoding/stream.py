@@ -25,6 +25,7 @@ samples a decode of the whole file would produce from that index on:
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import math
 from collections.abc import Iterator
@@ -57,8 +58,13 @@ _SEEK_TRUSTED_FORMATS = frozenset(
 _EXACT_SHORTFALL_S = 0.05  # Opus pre-skip (6.5 ms) and encoder padding stay well under this
 _ESTIMATE_SHORTFALL = 0.2  # a length estimated from a bitrate can be this far off
 _MAX_CONSECUTIVE_BAD_PACKETS = 200
+_MAX_PRIMING_S = 0.2  # encoder delays: Opus 6.5-80 ms, AAC 2112 samples, MP3 1105 (+ a frame)
+_ORIGIN_PROBE_PACKETS = 64  # packets decoded at most to find the file's first frame before a seek
 _LOOKAHEAD_FRAMES = 2  # frames that vouch for a timestamp before it moves anything
 _UNKNOWN_LENGTH_MAX_GAP_S = 60.0  # larger timestamp jumps in a file of unknown length are not gaps
+# No audio is stored in fewer bytes per second (~6 kbit/s speech codecs): a hole longer than the
+# whole file could hold is a bogus timestamp, not missing audio, and is never filled.
+MIN_BYTES_PER_SECOND = 750
 _INTEGER_SCALE = {"u8": 1 / 128, "s16": 1 / 32768, "s32": 1 / 2**31, "s64": 1 / 2**63}
 # soxr's output does not depend on how its input is cut, and one call per ~16k samples costs far
 # less than one per packet (a Vorbis packet holds 128-1024 samples).
@@ -142,13 +148,27 @@ class _Timeline:
     (a damaged packet, bytes the demuxer resynchronised over): the gap is
     returned so it can be filled with silence.  A confirmed jump backwards,
     or one implausibly far ahead, re-anchors the timestamps to the count.
+
+    The file's first decoded frame is sample 0 when it sits within an
+    encoder's priming of the stream's start: decoders drop the priming
+    (Opus pre-skip, AAC and MP3 encoder delay) and move the frame's timestamp
+    past it, and containers without an edit list (fragmented MP4) still
+    start the stream at the first packet.  That is not missing audio.
+
+    ``start_index`` (where the caller's output starts) and every index are
+    counted in the current rate; when the decoder's rate changes mid-stream
+    both are converted, so they keep meaning the same instant.
     """
 
-    def __init__(self, rate: int, pts_origin: int, limit_samples: int | None):
+    def __init__(self, rate: int, pts_origin: int, limit_samples: int | None, start_index: int = 0,
+                 anchor_first: bool = True, max_gap_s: float = _UNKNOWN_LENGTH_MAX_GAP_S):
         self.rate = rate
         self.pts_offset = pts_origin  # a frame with pts p (in samples) starts at p - pts_offset
         self.next_index = 0
+        self.start_index = start_index
         self.limit_samples = limit_samples  # gaps are filled only up to the declared length
+        self.max_gap_s = max_gap_s  # and never longer than this
+        self._anchor_first = anchor_first  # the next frame placed is the file's first decoded frame
         self._tolerances: dict[tuple[int, int, int], int] = {}  # (tb numerator, tb denominator, rate)
 
     def describe(self, frame: av.AudioFrame) -> _Frame:
@@ -184,10 +204,25 @@ class _Timeline:
                 return claim
         return claims[0] if len(claims) == 1 else None
 
+    def anchor_on_first_frame(self, frame: _Frame, following: _Frame | None) -> None:
+        """Makes ``frame`` (the file's first decoded one) sample ``next_index``, if it is only primed late."""
+        self._anchor_first = False
+        if frame.pts_samples is None or frame.rate != self.rate:
+            return
+        start = frame.pts_samples - self.pts_offset
+        if (start != self.next_index and abs(start - self.next_index) <= _MAX_PRIMING_S * self.rate
+                and self._confirmed(start, frame, following)):
+            self._anchor(frame)
+
     def place(self, frame: _Frame, following: _Frame | None) -> tuple[int, int]:
         """``(start index, samples of silence to insert before it)`` for the next frame."""
+        if self._anchor_first:
+            self.anchor_on_first_frame(frame, following)
         if frame.rate != self.rate:  # the rate changed mid-stream: count in the new rate
             self.next_index = round(self.next_index * frame.rate / self.rate)
+            self.start_index = round(self.start_index * frame.rate / self.rate)
+            if self.limit_samples is not None:
+                self.limit_samples = round(self.limit_samples * frame.rate / self.rate)
             self.rate = frame.rate
             self._anchor(frame)
         pts_samples = frame.pts_samples
@@ -213,6 +248,8 @@ class _Timeline:
         return abs(next_start - start - frame.samples) <= frame.tolerance
 
     def _fillable(self, start: int, gap: int) -> bool:
+        if gap > self.max_gap_s * self.rate:
+            return False
         if self.limit_samples is None:
             return gap <= _UNKNOWN_LENGTH_MAX_GAP_S * self.rate
         return start <= self.limit_samples
@@ -262,7 +299,8 @@ class AudioStream:
     Iterating yields 1-D float32 chunks of ``chunk_samples`` (the last may be
     shorter).  ``info`` is ready after construction, which raises DecodeError
     when the file cannot be opened.  Iteration raises DecodeError for NaN/Inf
-    samples and for a file that yields no audio at all; a stream that ends
+    samples (once every sample before the first of them has been yielded) and
+    for a file that yields no audio at all; a stream that ends
     early or loses packets is not an error: what could be decoded is yielded
     and ``problem`` says what happened.
 
@@ -343,18 +381,24 @@ class AudioStream:
     def _fixed_size_chunks(self) -> Iterator[np.ndarray]:
         pending: list[np.ndarray] = []
         pending_samples = 0
-        for block in self._output_blocks():
-            pending.append(block)
-            pending_samples += block.size
-            if pending_samples < self.chunk_samples:
-                continue
-            joined = np.concatenate(pending)
-            whole = joined.size - joined.size % self.chunk_samples
-            for begin in range(0, whole, self.chunk_samples):
-                self.samples_out += self.chunk_samples
-                yield joined[begin:begin + self.chunk_samples]
-            pending = [joined[whole:]] if whole < joined.size else []
-            pending_samples = joined.size - whole
+        try:
+            for block in self._output_blocks():
+                pending.append(block)
+                pending_samples += block.size
+                if pending_samples < self.chunk_samples:
+                    continue
+                joined = np.concatenate(pending)
+                whole = joined.size - joined.size % self.chunk_samples
+                for begin in range(0, whole, self.chunk_samples):
+                    self.samples_out += self.chunk_samples
+                    yield joined[begin:begin + self.chunk_samples]
+                pending = [joined[whole:]] if whole < joined.size else []
+                pending_samples = joined.size - whole
+        except DecodeError:  # NaN/Inf: every sample before them is audio, and goes out first
+            if pending_samples:
+                self.samples_out += pending_samples
+                yield np.concatenate(pending)
+            raise
         if pending_samples:
             self.samples_out += pending_samples
             yield np.concatenate(pending)
@@ -455,21 +499,26 @@ class AudioStream:
         check where the seek landed), 'skip_packets' (read packets without
         decoding them) or 'sequential' (decode everything, drop what precedes).
         """
-        container = self._container
-        stream = container.streams[self.info.stream_index]
-        limit = None if self.info.duration_s is None else int((self.info.duration_s + 1.0) * rate)
-        timeline = _Timeline(rate, self._pts_origin(stream, rate), limit)
         decode_from = start_index - int(DECODER_PREROLL_S * rate)
         if decode_from <= 0:
             mode = "sequential"
         self.seek_method = mode if start_index > 0 else "none"
+        origin = self._pts_origin(self._container.streams[self.info.stream_index], rate)
+        if mode != "sequential":  # the same sample 0 as a decode from the start: find the first frame
+            origin = self._first_frame_origin(rate, origin)
+        container = self._container
+        stream = container.streams[self.info.stream_index]
+        limit = None if self.info.duration_s is None else int((self.info.duration_s + 1.0) * rate)
+        timeline = _Timeline(rate, origin, limit, start_index, anchor_first=mode == "sequential",
+                             max_gap_s=self.info.size_bytes / MIN_BYTES_PER_SECOND)
         if mode == "container":
             self._container_seek(container, stream, decode_from + timeline.pts_offset, rate)
         skip_until = decode_from if mode == "skip_packets" else None
-        frames = self._frames(container, stream, timeline, start_index, skip_until)
+        frames = self._frames(container, stream, timeline, skip_until)
         awaiting_landing = mode != "sequential"
+        yielded = False
         for frame, following in _with_lookahead(frames, _LOOKAHEAD_FRAMES):
-            if may_fail and start_index > 0 and frame.rate != rate:
+            if may_fail and not yielded and frame.rate != timeline.rate:
                 raise _SeekFailedError(frame.rate)  # planned on the header's rate; the decoder differs
             if awaiting_landing:
                 landed = timeline.landing(frame, following)
@@ -479,16 +528,41 @@ class AudioStream:
                     landed = start_index  # unreachable: the last attempt decodes sequentially
                 timeline.next_index = landed
                 awaiting_landing = False
-            yield from self._placed(frame, following[0] if following else None, timeline, start_index)
+            # Past this point nothing raises _SeekFailedError: a retry would send these samples again.
+            for block in self._placed(frame, following[0] if following else None, timeline):
+                yielded = True
+                yield block
+
+    def _first_frame_origin(self, rate: int, origin: int) -> int:
+        """pts (in samples) that a decode from the file's start makes sample 0; leaves the file reopened."""
+        container = self._container
+        stream = container.streams[self.info.stream_index]
+        timeline = _Timeline(rate, origin, None)
+        frames: list[_Frame] = []
+        try:
+            for count, packet in enumerate(container.demux(stream)):
+                if count >= _ORIGIN_PROBE_PACKETS or len(frames) >= 2:
+                    break
+                if packet.size:
+                    with contextlib.suppress(av.error.FFmpegError):
+                        frames += [timeline.describe(f) for f in stream.codec_context.decode(packet)]
+        except av.error.FFmpegError:
+            pass  # unreadable from the start: the stream's own start stands
+        if frames:
+            timeline.anchor_on_first_frame(frames[0], frames[1] if len(frames) > 1 else None)
+        self._reopen()
+        return timeline.pts_offset
 
     def _frames(self, container: av.container.InputContainer, stream: av.AudioStream, timeline: _Timeline,
-                start_index: int, skip_until: int | None) -> Iterator[_Frame]:
+                skip_until: int | None) -> Iterator[_Frame]:
         """Decoded frames; packets ending before ``skip_until`` are read but not decoded."""
         describe = timeline.describe
         for packet in self._packets(container, stream, timeline):
-            if skip_until is not None and self._packet_ends_before(packet, skip_until, timeline):
-                continue
-            quiet = timeline.next_index < start_index  # errors in the pre-roll are normal after a seek
+            if skip_until is not None:
+                if self._packet_ends_before(packet, skip_until, timeline):
+                    continue
+                skip_until = None  # decoding has begun: every later packet is decoded
+            quiet = timeline.next_index < timeline.start_index  # pre-roll errors are normal after a seek
             for frame in self._decode(stream, packet, timeline, quiet):
                 yield describe(frame)
             if self._damage.stopped:
@@ -496,11 +570,12 @@ class AudioStream:
         for frame in self._decode(stream, None, timeline, quiet=False):
             yield describe(frame)
 
-    def _placed(self, placed: _Frame, following: _Frame | None, timeline: _Timeline,
-                start_index: int) -> Iterator[tuple[int, np.ndarray]]:
-        """A frame's samples, after any silence that fills a hole before it, trimmed to ``start_index``."""
+    def _placed(self, placed: _Frame, following: _Frame | None, timeline: _Timeline
+                ) -> Iterator[tuple[int, np.ndarray]]:
+        """A frame's samples, after silence that fills any hole before it, from the timeline's start."""
         rate = placed.rate
         begin, gap = timeline.place(placed, following)
+        start_index = timeline.start_index  # after place(): in the frame's rate
         if gap:
             if begin > start_index:
                 self._damage.silence_samples += min(gap, begin - start_index)
@@ -510,8 +585,10 @@ class AudioStream:
         frame = placed.frame
         samples = frame_to_mono(frame)
         if frame.format.name.rstrip("p") in ("flt", "dbl") and not np.isfinite(samples).all():
-            at = (begin + int(np.argmin(np.isfinite(samples)))) / rate
-            raise DecodeError("non_finite", f"the audio holds NaN or infinite samples from {at:.2f} s")
+            first_bad = int(np.argmin(np.isfinite(samples)))
+            yield from self._trimmed(begin, samples[:first_bad], rate, start_index)  # what precedes is audio
+            raise DecodeError("non_finite", f"the audio holds NaN or infinite samples from "
+                                            f"{(begin + first_bad) / rate:.2f} s")
         yield from self._trimmed(begin, samples, rate, start_index)
 
     @staticmethod

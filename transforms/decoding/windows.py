@@ -99,14 +99,23 @@ class WindowAssembler:
         if samples.size:
             self._samples_seen += samples.size
             self._buffer = np.concatenate([self._buffer, samples.astype(np.float32, copy=False)])
-        available = self._buffer_start + self._buffer.size
-        complete = 0 if available < self.window else (available - self.window) // self.hop + 1
-        last = self.first_frame + complete
-        if self.end_frame is not None:
-            last = min(last, self.end_frame)
+        last = self._end_of_complete_frames()
         while last - self._next_frame >= self.frames_per_chunk or (
                 self._next_frame < last and last == self.end_frame):
             yield self._next_frame, self._take(min(self.frames_per_chunk, last - self._next_frame))
+
+    def complete(self) -> Iterator[tuple[int, np.ndarray]]:
+        """Every frame whose samples have all arrived, however few (a stream that failed part-way)."""
+        last = self._end_of_complete_frames()
+        while self._next_frame < last:
+            yield self._next_frame, self._take(min(self.frames_per_chunk, last - self._next_frame))
+
+    def _end_of_complete_frames(self) -> int:
+        """One past the last frame whose samples have all arrived (bounded by the unit's end)."""
+        available = self._buffer_start + self._buffer.size
+        complete = 0 if available < self.window else (available - self.window) // self.hop + 1
+        last = self.first_frame + complete
+        return last if self.end_frame is None else min(last, self.end_frame)
 
     def finish(self) -> Iterator[tuple[int, np.ndarray]]:
         """End of stream: emits the remaining, zero-padded frames by YAMNet's rule."""

@@ -16,10 +16,6 @@ import numpy as np
 from schemas.tables import FILE_TOP_LABELS, STATUS_FAILED, STATUS_OK, STATUS_PARTIAL, error_kind
 from transforms.tagging.listing import FileEntry
 
-# Error kinds that make a file 'failed' even when some frames were produced before
-# the problem showed up (the samples themselves cannot be trusted).
-ALWAYS_FATAL = ("non_finite",)
-
 
 @dataclasses.dataclass
 class UnitReport:
@@ -83,7 +79,12 @@ def _merge_into(acc: FileAccumulator, item) -> FileAccumulator:
 
 
 def status_and_error(acc: FileAccumulator, num_frames: int) -> tuple[str, str]:
-    """The file's status ('ok' | 'partial' | 'failed') and one error text (empty when ok)."""
+    """The file's status ('ok' | 'partial' | 'failed') and one error text (empty when ok).
+
+    Status and frames agree: 'failed' files have no frames, and a file with a
+    problem and frames is 'partial' (frames before NaN/Inf samples or a decoder
+    crash hold only audio that came before it; the error says where).
+    """
     if acc.listing_error:
         return STATUS_FAILED, acc.listing_error
     if not acc.units:
@@ -96,7 +97,7 @@ def status_and_error(acc: FileAccumulator, num_frames: int) -> tuple[str, str]:
     if not errors:
         return STATUS_OK, ""
     first = errors[0]
-    if num_frames == 0 or any(e.startswith(ALWAYS_FATAL) for e in errors):
+    if num_frames == 0:
         return STATUS_FAILED, first
     return STATUS_PARTIAL, first
 

@@ -76,7 +76,7 @@ class FrameTableBuilder:
         top = np.take_along_axis(top, order, axis=1)
         flat_index = top.reshape(-1)
         structs = pa.StructArray.from_arrays(
-            [pa.array(flat_index.astype(np.int16)),
+            [pa.array(flat_index.astype(np.int32)),
              self._labels.take(pa.array(flat_index)),
              pa.array(np.take_along_axis(scores, top, axis=1).reshape(-1).astype(np.float32))],
             fields=list(TOP_CLASS))

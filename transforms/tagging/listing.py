@@ -101,16 +101,31 @@ class ExpandInput(beam.DoFn):
 
     @staticmethod
     def _literal(uri: str) -> FileEntry:
+        if problem := _not_a_uri(uri):
+            return FileEntry(uri, error=f"invalid_uri: {problem}")
         if "://" not in uri:
             return _stat_local(uri)
         try:
             matched = storage.match(uri)
+        except ValueError:  # Beam knows no filesystem for the scheme
+            scheme = uri.split("://", 1)[0]
+            return FileEntry(uri, error=f"invalid_uri: no filesystem reads {scheme}:// URIs "
+                                        "(local paths and gs:// are read)")
         except Exception as e:  # noqa: BLE001
             return FileEntry(uri, error=f"unreadable: {_short(e)}")
         if not matched:
             return FileEntry(uri, error="not_found: no such file")
         meta = matched[0]
         return FileEntry(meta.path, meta.size_bytes, meta.last_modified)
+
+
+def _not_a_uri(uri: str) -> str | None:
+    """Why a literal input cannot name a file at all (None when it may)."""
+    if "\ufffd" in uri:  # what decoding put in place of bytes that are not UTF-8
+        return "the input is not UTF-8 text, so not a path or URI"
+    if any(ord(c) < 32 or ord(c) == 127 for c in uri):
+        return f"the input holds control characters, so is not a path or URI: {uri[:80]!r}"
+    return None
 
 
 def _stat_local(path: str) -> FileEntry:
@@ -137,8 +152,14 @@ def _first(entries):
     return min(entries, key=lambda e: e.error is not None)
 
 
-def manifest_line_to_spec(line: str) -> list[InputSpec]:
-    """A manifest line is one URI; blank lines and '#' comments are skipped."""
+def manifest_line_to_spec(line: bytes | str) -> list[InputSpec]:
+    """A manifest line is one URI; blank lines and '#' comments are skipped.
+
+    Lines are read as bytes: one that is not UTF-8 gets a files row saying so
+    instead of stopping the job.
+    """
+    if isinstance(line, bytes):
+        line = line.decode("utf-8", errors="replace")
     uri = line.strip()
     return [] if not uri or uri.startswith("#") else [InputSpec(uri, literal=True)]
 
@@ -153,7 +174,7 @@ def ListInputFiles(pbegin, specs: list[InputSpec], manifest: str | None = None):
     sources = [pbegin | "Patterns" >> beam.Create(specs)]
     if manifest:
         sources.append(pbegin
-                       | "ReadManifest" >> beam.io.ReadFromText(manifest)
+                       | "ReadManifest" >> beam.io.ReadFromText(manifest, coder=beam.coders.BytesCoder())
                        | "ManifestLines" >> beam.FlatMap(manifest_line_to_spec))
     return (
         sources

@@ -6,7 +6,10 @@ processes.  So on local runners every worker process writes its counters to a
 small JSON file in a shared directory (at most every second), and a thread in
 the driver sums them and prints ``files, audio hours, x realtime, ETA``.  The
 directory reaches workers through an environment variable, which local worker
-processes inherit; on Dataflow it is unset and recording does nothing.
+processes inherit; on Dataflow it is unset and recording does nothing.  Each
+run has a directory of its own, and a process's counts belong to the
+directory they were recorded for: a second run in the same process (a
+notebook, the demo, tests) starts again from zero.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import time
 
 _lock = threading.Lock()
 _counts: collections.Counter = collections.Counter()
+_counts_directory: str | None = None  # the run's directory _counts were recorded for
 _last_write = 0.0
 
 ENV_VAR = "TAG_AUDIO_PROGRESS_DIR"
@@ -34,6 +38,7 @@ def record(**increments: float) -> None:
     if not directory:
         return
     with _lock:
+        _switch_run(directory)
         _counts.update(increments)
         now = time.monotonic()
         if now - _last_write >= WRITE_INTERVAL_S:
@@ -46,7 +51,16 @@ def flush() -> None:
     directory = os.environ.get(ENV_VAR)
     if directory:
         with _lock:
+            _switch_run(directory)
             _write(directory)
+
+
+def _switch_run(directory: str) -> None:
+    """Starts counting from zero when a new run (a new directory) begins in this process."""
+    global _counts_directory, _last_write
+    if directory != _counts_directory:
+        _counts.clear()
+        _counts_directory, _last_write = directory, 0.0
 
 
 def _write(directory: str) -> None:

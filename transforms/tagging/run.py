@@ -98,6 +98,9 @@ def prepare(inputs: Sequence[str], output: str, *, manifest: str | None = None, 
     columns = settings.get("columns", FrameColumns())
     if problem := features_problem(columns, spec):
         raise UsageError(f"--features: {problem}")
+    if columns.top_k > 0 and spec.num_classes == 0:
+        raise UsageError(f"--top_k {columns.top_k}: model {spec.identity} has no class scores (embeddings "
+                         "only); drop --top_k to write its embeddings")
     out_dir = output.rstrip("/")
     try:
         specs = tuple(input_specs(list(inputs), extensions))

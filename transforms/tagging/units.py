@@ -18,7 +18,7 @@ from apache_beam import pvalue
 from transforms import storage
 from transforms.decoding.messages import END, FINAL_KINDS, INFO, SAMPLES, DecodeRequest, decode_messages
 from transforms.decoding.pool import DEFAULT_TIMEOUT_S, DecodeSession, resolve_processes, shared_pool
-from transforms.decoding.stream import DecodeError, probe
+from transforms.decoding.stream import MIN_BYTES_PER_SECOND, DecodeError, probe
 from transforms.decoding.windows import WindowAssembler, WorkUnit, plan_units
 from transforms.tagging import malloc_tuning, progress
 from transforms.tagging.bundle_outputs import finish_bundle_outputs
@@ -28,10 +28,10 @@ from transforms.tagging.listing import FileEntry
 REPORTS = "reports"  # tag of the (uri, report) side output
 
 # A file can only be longer than one unit if it holds more bytes than a unit at
-# the lowest bitrate audio is stored at (~6 kbit/s speech codecs).  Smaller files
+# the lowest bitrate audio is stored at (MIN_BYTES_PER_SECOND).  Smaller files
 # are one unit without probing their header: a probe is an extra open (an extra
-# request on GCS) that would buy nothing.
-MIN_BYTES_PER_SECOND = 750
+# request on GCS) that would buy nothing.  For the same reason a header that
+# declares more audio than the bytes can hold is believed only that far.
 
 
 @dataclasses.dataclass
@@ -69,7 +69,8 @@ class PlanUnits(beam.DoFn):
             try:
                 info = probe(entry.uri)
                 if info.duration_s:
-                    expected = math.ceil(info.duration_s * f.sample_rate)
+                    seconds = min(info.duration_s, info.size_bytes / MIN_BYTES_PER_SECOND)
+                    expected = math.ceil(seconds * f.sample_rate)
             except DecodeError:
                 pass  # decoding the (single) unit reports the problem with its reason
         units = plan_units(entry.uri, expected, f.window, f.hop, f.unit_frames)
@@ -121,6 +122,9 @@ class _UnitDecoding:
                 report.end_sample = self.start_sample + samples_out
             else:  # the decoder process died: count what reached the windows
                 report.end_sample = self.start_sample + self.assembler.samples_seen
+            # Frames whose samples all came before the failure are the audio's own: they are kept.
+            for first, windows in self.assembler.complete():
+                yield WindowChunk(self.unit.uri, first, windows)
 
 
 class DecodeUnits(beam.DoFn):
