@@ -25,24 +25,22 @@ constants, as in ``audio_models.yamnet``).
 from __future__ import annotations
 
 import copy
-import json
-import os
-import tempfile
 from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from audio_models import model_assets
 from audio_models import yamnet_weights as yw
 from audio_models.loading import ModelSource, ModelUnavailableError, read_errors_as_unavailable, register_kind
-from audio_models.spec import EMBEDDING, LOGMEL, SCORES, ModelSpec
+from audio_models.spec import EMBEDDING, LOGMEL, SCORES, ModelSpec, checked_windows
 from audio_models.yamnet import HOP_SAMPLES, SAMPLE_RATE, WINDOW_SAMPLES, YamnetModel
 from schemas import training as ts
 from transforms import storage
 
 KIND = "head"
-SPEC_ASSET = "model_spec.json"
-LABELS_ASSET = "labels.txt"
+SPEC_ASSET = model_assets.SPEC_ASSET
+LABELS_ASSET = model_assets.LABELS_ASSET
 SIGNATURE = "serving_default"
 FEATURES_SIGNATURE = "from_features"
 WAVEFORM_INPUT = "waveform"
@@ -157,19 +155,11 @@ def export_head(yamnet: YamnetModel, transform_output, classifier, labels: Seque
     """Writes the end-to-end SavedModel (local or ``gs://``) with its spec assets; returns its spec."""
     module = HeadExportModule(yamnet, transform_output, classifier, labels, layout)
     document = spec_document(labels, layout, base_model or {}, head or {})
-    with tempfile.TemporaryDirectory() as staging:
-        # Tracked assets are copied into <export_dir>/assets/ under their base names.
-        spec_path = os.path.join(staging, SPEC_ASSET)
-        labels_path = os.path.join(staging, LABELS_ASSET)
-        with open(spec_path, "w") as f:
-            json.dump(document, f, indent=2)
-        with open(labels_path, "w") as f:
-            f.write("".join(f"{label}\n" for label in labels))
-        module.spec_asset = tf.saved_model.Asset(spec_path)
-        module.labels_asset = tf.saved_model.Asset(labels_path)
+    with model_assets.spec_assets(module, document, labels):
         signatures = {SIGNATURE: module.serve.get_concrete_function(),
                       FEATURES_SIGNATURE: module.features_function()}
-        tf.saved_model.save(module, export_dir, signatures=signatures)
+        with storage.local_output_dir(export_dir) as local:  # TensorFlow writes local files only
+            tf.saved_model.save(module, local, signatures=signatures)
     return load_head_spec(export_dir)
 
 
@@ -225,9 +215,7 @@ class HeadModel:
 
     def predict(self, windows: np.ndarray, with_logmel: bool = False) -> dict[str, np.ndarray]:
         """``windows [B, 15600]`` -> scores ``[B, C]``, YAMNet's embedding (and its log-mel patches)."""
-        windows = np.asarray(windows, dtype=np.float32)
-        if windows.ndim != 2 or windows.shape[1] != self.spec.window_samples:
-            raise ValueError(f"expected windows [B, {self.spec.window_samples}], got {windows.shape}")
+        windows = checked_windows(windows, self.spec)
         names = [SCORES, EMBEDDING] + ([LOGMEL] if with_logmel else [])
         if windows.shape[0] == 0:
             from audio_models.logmel import MEL_BANDS, PATCH_FRAMES

@@ -33,7 +33,7 @@ import tensorflow as tf
 
 from audio_models import model_assets
 from audio_models.loading import ModelSource, read_errors_as_unavailable, register_kind
-from audio_models.spec import EMBEDDING, SCORES, ModelSpec
+from audio_models.spec import EMBEDDING, SCORES, ModelSpec, checked_windows
 from transforms import storage
 
 KIND = "keyword"
@@ -259,9 +259,7 @@ class KeywordModel:
         The frontend is an STFT, not a log-mel: ``with_logmel`` is accepted and
         ignored (no ``logmel`` output), as the protocol allows.
         """
-        windows = np.asarray(windows, dtype=np.float32)
-        if windows.ndim != 2 or windows.shape[1] != self.spec.window_samples:
-            raise ValueError(f"expected windows [B, {self.spec.window_samples}], got {windows.shape}")
+        windows = checked_windows(windows, self.spec)
         if windows.shape[0] == 0:
             return {SCORES: np.zeros((0, self.spec.num_classes), np.float32),
                     EMBEDDING: np.zeros((0, self.spec.embedding_dim), np.float32)}

@@ -10,13 +10,35 @@ Paths may be local or ``gs://``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
 
 from transforms import storage
 
 SPEC_ASSET = "model_spec.json"
 LABELS_ASSET = "labels.txt"
 CLASS_MAP_SUFFIX = ".csv"  # a YAMNet-style class map (index, mid, display_name), as TF Hub models ship
+
+
+@contextlib.contextmanager
+def spec_assets(module, document: dict, labels: Sequence[str]) -> Iterator[None]:
+    """Attaches ``model_spec.json`` and ``labels.txt`` to ``module`` as tracked assets for as long as
+    the block runs: ``tf.saved_model.save`` inside it copies them into ``<export_dir>/assets/``."""
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as staging:
+        spec_path, labels_path = os.path.join(staging, SPEC_ASSET), os.path.join(staging, LABELS_ASSET)
+        with open(spec_path, "w") as f:
+            json.dump(document, f, indent=2)
+        with open(labels_path, "w") as f:
+            f.write("".join(f"{label}\n" for label in labels))
+        module.spec_asset = tf.saved_model.Asset(spec_path)
+        module.labels_asset = tf.saved_model.Asset(labels_path)
+        yield
 
 
 def asset_path(model_dir: str, name: str) -> str:

@@ -50,7 +50,7 @@ import numpy as np
 
 from audio_models import model_assets
 from audio_models.loading import ModelSource, ModelUnavailableError, read_errors_as_unavailable, register_kind
-from audio_models.spec import EMBEDDING, LOGMEL, SCORES, ModelSpec
+from audio_models.spec import EMBEDDING, LOGMEL, SCORES, ModelSpec, checked_windows
 from transforms import storage
 
 KIND = "savedmodel"
@@ -395,9 +395,7 @@ class SavedModelAdapter:
     def predict(self, windows: np.ndarray, with_logmel: bool = False) -> dict[str, np.ndarray]:
         """``windows [B, window_samples]`` -> ``scores [B, C]`` (C = 0 without scores), ``embedding``
         ``[B, D]`` when the model has one, and ``logmel [B, frames, 64]`` when asked."""
-        windows = np.asarray(windows, dtype=np.float32)
-        if windows.ndim != 2 or windows.shape[1] != self.spec.window_samples:
-            raise ValueError(f"expected windows [B, {self.spec.window_samples}], got {windows.shape}")
+        windows = checked_windows(windows, self.spec)
         if windows.shape[0] == 0:
             raw = {name: np.zeros((0, self._width(name)), np.float32) for name in self._outputs}
         else:

@@ -14,7 +14,7 @@ import numpy as np
 
 from schemas.model_spec import ModelSpec
 
-__all__ = ["EMBEDDING", "LOGMEL", "SCORES", "BatchedModel", "ModelSpec"]
+__all__ = ["EMBEDDING", "LOGMEL", "SCORES", "BatchedModel", "ModelSpec", "checked_windows"]
 
 # Output names a model may return from ``predict``.
 SCORES = "scores"  # [B, num_classes] float32
@@ -34,3 +34,11 @@ class BatchedModel(Protocol):
         ``spec.embedding_dim`` > 0, ``EMBEDDING``; ``LOGMEL`` when asked and supported.
         """
         ...
+
+
+def checked_windows(windows: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """``windows`` as float32 ``[B, spec.window_samples]``; ValueError for any other shape."""
+    windows = np.asarray(windows, dtype=np.float32)
+    if windows.ndim != 2 or windows.shape[1] != spec.window_samples:
+        raise ValueError(f"expected windows [B, {spec.window_samples}], got {windows.shape}")
+    return windows

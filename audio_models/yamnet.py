@@ -29,7 +29,7 @@ import tensorflow as tf
 from audio_models import logmel
 from audio_models import yamnet_weights as yw
 from audio_models.device import selected_device
-from audio_models.spec import EMBEDDING, LOGMEL, SCORES, ModelSpec
+from audio_models.spec import EMBEDDING, LOGMEL, SCORES, ModelSpec, checked_windows
 from transforms import storage
 
 NAME = "yamnet"
@@ -122,11 +122,14 @@ class YamnetModel:
             logits = tf.matmul(embedding, tf.constant(self._dense_kernel)) + tf.constant(self._dense_bias)
             return {SCORES: tf.sigmoid(logits), EMBEDDING: embedding, LOGMEL: patches}
 
+    @property
+    def graph_traces(self) -> int:
+        """How many times TensorFlow traced the model's graph (once for any batch size)."""
+        return self._forward.experimental_get_tracing_count()
+
     def predict(self, windows: np.ndarray, with_logmel: bool = False) -> dict[str, np.ndarray]:
         """``windows [B, 15600]`` float32 in [-1, 1] at 16 kHz -> scores, embedding (and logmel)."""
-        windows = np.asarray(windows, dtype=np.float32)
-        if windows.ndim != 2 or windows.shape[1] != WINDOW_SAMPLES:
-            raise ValueError(f"expected windows [B, {WINDOW_SAMPLES}], got {windows.shape}")
+        windows = checked_windows(windows, self.spec)
         names = [SCORES, EMBEDDING] + ([LOGMEL] if with_logmel else [])
         if windows.shape[0] == 0:
             empty = {SCORES: (0, yw.NUM_CLASSES), EMBEDDING: (0, yw.EMBEDDING_DIM),

@@ -1,0 +1,15 @@
+"""One module per command (``python -m beam_jobs.<job>``): parse the command line, build a config, call
+the library in ``transforms/`` and ``audio_models/``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+
+def command(run: Callable[[], int]) -> None:
+    """Runs a job's ``run()`` as the process: library warnings only, its exit status."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(logging.WARNING)
+    sys.exit(run())

@@ -10,9 +10,9 @@ What it does and what DS_DIR receives: ``transforms/training/build.py``.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
+from beam_jobs import command
 from transforms.training.build import (
     TrainingSetError,
     add_job_arguments,
@@ -61,10 +61,5 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
-def main() -> None:
-    logging.getLogger().setLevel(logging.WARNING)
-    sys.exit(run())
-
-
 if __name__ == "__main__":
-    main()
+    command(run)

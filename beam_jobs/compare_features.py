@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import sys
 from collections.abc import Sequence
 
+from beam_jobs import command
 from schemas import training as ts
 from transforms.training.build import add_job_arguments, request_from
 from transforms.training.feature_comparison import (
@@ -104,10 +104,5 @@ def run(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def main() -> None:
-    logging.getLogger().setLevel(logging.WARNING)
-    sys.exit(run())
-
-
 if __name__ == "__main__":
-    main()
+    command(run)

@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 
+from beam_jobs import command
 from transforms.output.inspection import format_text, summarize_output, to_json
 from transforms.output.reader import find_output
 
@@ -45,9 +46,5 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
-def main() -> None:
-    sys.exit(run())
-
-
 if __name__ == "__main__":
-    main()
+    command(run)

@@ -7,9 +7,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
+from beam_jobs import command
 from transforms.output.timeline_plot import RANK_BY, plot_timeline
 
 
@@ -61,10 +61,5 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    sys.exit(run())
-
-
 if __name__ == "__main__":
-    main()
+    command(run)

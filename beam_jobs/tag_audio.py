@@ -10,7 +10,6 @@ failed, with the reason); frames go to OUT_DIR/frames.  See the README.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from apache_beam.options.pipeline_options import (
@@ -23,6 +22,7 @@ from apache_beam.options.pipeline_options import (
 )
 
 from audio_models.loading import known_kinds
+from beam_jobs import command
 from schemas.tables import FrameColumns
 from transforms.decoding.pool import DEFAULT_TIMEOUT_S
 from transforms.output.layout import RunRecord
@@ -274,10 +274,5 @@ def _own_option_names() -> set[str]:
     return {action.dest for action in parser._actions}
 
 
-def main() -> None:
-    logging.getLogger().setLevel(logging.WARNING)
-    sys.exit(run())
-
-
 if __name__ == "__main__":
-    main()
+    command(run)

@@ -10,11 +10,11 @@ HEAD_DIR receives metrics.json, confusion_matrix.png, head.keras and export/
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
 from audio_models.loading import ModelUnavailableError
+from beam_jobs import command
 from transforms.training.head_trainer import CONFUSION_FILE, METRICS_FILE, HeadConfig, format_metrics, train
 
 # --- command line -------------------------------------------------------------------------------
@@ -60,10 +60,5 @@ def run(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.WARNING)
-    sys.exit(run())
-
-
 if __name__ == "__main__":
-    main()
+    command(run)

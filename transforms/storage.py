@@ -184,17 +184,57 @@ def _backoff(attempt: int, policy: RetryPolicy) -> float:
     return policy.first_wait_s * (2 ** attempt) * (0.5 + random.random())  # full jitter around 2^n
 
 
-class _RetryingReader(io.RawIOBase):
+class SeekableReader(io.RawIOBase):
+    """A read-only, seekable byte source of known ``size`` over another reader (``_raw``); subclasses
+    say how to move the raw reader (``_seek_raw``) and how to read (``read``)."""
+
+    def __init__(self, size: int = 0):
+        super().__init__()
+        self.size = size
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.size}[whence]
+        self._position = max(0, base + offset)
+        self._seek_raw(self._position)
+        return self._position
+
+    def _seek_raw(self, position: int) -> None:
+        self._raw.seek(position)
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def close(self) -> None:
+        if not self.closed and getattr(self, "_raw", None) is not None:
+            self._raw.close()
+        super().close()
+
+
+class _RetryingReader(SeekableReader):
     """A remote object read through transient failures: a failed or short read reopens the object and
     continues at the byte offset it had reached."""
 
     def __init__(self, path: str, policy: RetryPolicy):
         super().__init__()
         self._path, self._policy = path, policy
-        self._position = 0
         self._raw = None
         self._raw = self._with_retries(lambda: _open_remote(path))
-        self._size = self._with_retries(self._measure)
+        self.size = self._with_retries(self._measure)
 
     def _measure(self) -> int:
         size = self._raw.seek(0, io.SEEK_END)
@@ -224,49 +264,23 @@ class _RetryingReader(io.RawIOBase):
         raise TransientIOError(f"{self._path}: {type(last).__name__}: {str(last)[:200]} (gave up after "
                                f"{attempt + 1} attempts in {time.monotonic() - started:.0f} s)") from last
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
-        self._position = max(0, base + offset)
-        self._with_retries(lambda: self._raw.seek(self._position))
-        return self._position
+    def _seek_raw(self, position: int) -> None:
+        self._with_retries(lambda: self._raw.seek(position))
 
     def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            size = max(0, self._size - self._position)
-        wanted = min(size, max(0, self._size - self._position))
+        left = max(0, self.size - self._position)
+        wanted = left if size is None or size < 0 else min(size, left)
 
         def attempt() -> bytes:
             data = self._raw.read(wanted)
             if len(data) < wanted:  # the object is longer than what arrived: a cut connection
                 raise TransientIOError(f"{self._path}: read {len(data)} of {wanted} bytes at "
-                                       f"{self._position} of {self._size}")
+                                       f"{self._position} of {self.size}")
             return data
 
         data = self._with_retries(attempt) if wanted else b""
         self._position += len(data)
         return data
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def readall(self) -> bytes:
-        return self.read(-1)
-
-    def close(self) -> None:
-        if not self.closed:
-            self._raw.close()
-        super().close()
 
 
 # --- reading ---------------------------------------------------------------------------------------
@@ -550,39 +564,42 @@ def write_versioned(path: str, data: bytes, version: str | None) -> bool:
     """Writes ``data`` only if the object is still at ``version`` (None: only if there is no object).
     Returns whether it was written; False means somebody else changed it first."""
     if path.startswith("gs://"):
-        from google.api_core.exceptions import PreconditionFailed
+        return _gcs_conditionally(lambda: _gcs_blob(path).upload_from_string(
+            data, if_generation_match=int(version or 0)))
 
-        try:
-            _gcs_blob(path).upload_from_string(data, if_generation_match=int(version or 0))
-        except PreconditionFailed:
-            return False
-        return True
-    local = local_path(path)
-    with _local_guard(local):
-        if _local_version(local) != version:
-            return False
+    def replace(local: str) -> None:
         staging = f"{local}.{os.getpid()}.tmp"
         with open(staging, "wb") as f:
             f.write(data)
         os.replace(staging, local)
-        return True
+
+    return _locally_conditionally(path, version, replace)
 
 
 def delete_versioned(path: str, version: str) -> bool:
     """Deletes the object only if it is still at ``version``; returns whether it did."""
     if path.startswith("gs://"):
-        from google.api_core.exceptions import NotFound, PreconditionFailed
+        return _gcs_conditionally(lambda: _gcs_blob(path).delete(if_generation_match=int(version)))
+    return _locally_conditionally(path, version, os.remove)
 
-        try:
-            _gcs_blob(path).delete(if_generation_match=int(version))
-        except (PreconditionFailed, NotFound):
-            return False
-        return True
+
+def _gcs_conditionally(change) -> bool:
+    """Runs a generation-matched change; False when GCS refused it (changed or gone meanwhile)."""
+    from google.api_core.exceptions import NotFound, PreconditionFailed
+
+    try:
+        change()
+    except (PreconditionFailed, NotFound):
+        return False
+    return True
+
+
+def _locally_conditionally(path: str, version: str | None, change) -> bool:
     local = local_path(path)
     with _local_guard(local):
         if _local_version(local) != version:
             return False
-        os.remove(local)
+        change(local)
         return True
 
 

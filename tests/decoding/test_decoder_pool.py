@@ -93,8 +93,8 @@ def test_a_decoder_that_dies_costs_its_unit_only(pool, tmp_path):
     session.submit(DecodeRequest(str(long_file), 16000), "long")
     tag, message = session.next_message()
     assert (tag, message[0]) == ("long", INFO)
-    victim = next(d for d in pool._decoders if d.job is not None)
-    os.kill(victim.process.pid, signal.SIGKILL)
+    (victim,) = pool.pids(busy_only=True)
+    os.kill(victim, signal.SIGKILL)
     received = _collect(session)["long"]
     assert received[-1][0] == ERROR
     assert received[-1][1] == ("decoder_crash: the decoder process was killed by SIGKILL "
@@ -103,7 +103,7 @@ def test_a_decoder_that_dies_costs_its_unit_only(pool, tmp_path):
     session.submit(DecodeRequest(str(short_file), 16000), "after")
     after = _collect(session)["after"]
     assert after[-1] == (END, True, 16000, None)
-    assert victim not in pool._decoders
+    assert victim not in pool.pids()
 
 
 def test_a_decoder_that_hangs_is_stopped(tmp_path):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from apache_beam import pvalue
 from apache_beam.utils.windowed_value import WindowedValue
 
-from audio_models.loading import resolve_source
+from audio_models.loading import load_spec, resolve_source
 from schemas.tables import FrameColumns
 from tests.pipeline_helpers import FIXTURE_MODEL, require_shared
 from transforms.tagging.file_report import ScoreStats
@@ -90,22 +91,28 @@ def test_one_model_per_process_shared_by_threads_and_dofns(source):
         t.start()
     for t in threads:
         t.join()
-    first, second = (RunModelBatched(source, None, 8), RunModelBatched(source, None, 8))
-    first.setup()
-    second.setup()
-    assert len({id(m) for m in models} | {id(first._model), id(second._model)}) == 1
+    for dofn in (RunModelBatched(source, None, 8), RunModelBatched(source, None, 8)):
+        dofn.setup()  # takes the process's model: no second copy is loaded
+    assert len({id(m) for m in models} | {id(shared_model(source))}) == 1
 
 
 def test_batch_size_zero_takes_the_devices_default(source):
     from audio_models.device import default_batch_size
 
-    dofn = RunModelBatched(source, None, batch_size=0, device="cpu")
+    spec = load_spec(source)
+    dofn = RunModelBatched(source, FrameTableBuilder(spec, FrameColumns()), batch_size=0, device="cpu",
+                           overlap=False)
     dofn.setup()
-    assert dofn._batch_size == default_batch_size("cpu") > 0
+    dofn.start_bundle()
+    size = default_batch_size("cpu")
+    windows = np.zeros((2 * size + 3, spec.window_samples), np.float32)
+    tables = [out for out in dofn.process(WindowChunk("a.wav", 0, windows)) if isinstance(out, pa.Table)]
+    tables += [w.value for w in dofn.finish_bundle() if isinstance(w.value, pa.Table)]
+    assert [t.num_rows for t in tables] == [size, size, 3] and size > 0
 
 
 def test_varying_batch_sizes_do_not_retrace(source):
     model = shared_model(source)
     for n in (1, 3, 8, 32):
         model.predict(np.zeros((n, WINDOW), np.float32))
-    assert model._forward.experimental_get_tracing_count() == 1
+    assert model.graph_traces == 1

@@ -40,7 +40,7 @@ def _run_bundle(source, clips: dict[str, np.ndarray], overlap: bool) -> tuple[pa
     for uri, frames in clips.items():
         for first in range(0, len(frames), CHUNK_FRAMES):
             outputs.extend(dofn.process(WindowChunk(uri, first, frames[first:first + CHUNK_FRAMES])))
-            in_flight.append(len(dofn._in_flight))
+            in_flight.append(dofn.batches_in_flight)
     outputs.extend(windowed.value if not isinstance(windowed, pvalue.TaggedOutput)
                    else pvalue.TaggedOutput(windowed.tag, windowed.value.value)
                    for windowed in dofn.finish_bundle())

@@ -196,6 +196,11 @@ class DecoderPool:
             self._dispatch()
         return job
 
+    def pids(self, busy_only: bool = False) -> list[int]:
+        """Process ids of the running decoders (busy ones only: those decoding a unit now)."""
+        with self._lock:
+            return [d.process.pid for d in self._decoders if d.job is not None or not busy_only]
+
     def stop_stalled(self, jobs) -> None:
         """Stops the decoders of ``jobs`` that have sent nothing for ``timeout_s``."""
         now = time.monotonic()

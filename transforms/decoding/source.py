@@ -47,7 +47,7 @@ class DecodeError(Exception):
         return (type(self), (self.kind, self.message))
 
 
-class SourceFile(io.RawIOBase):
+class SourceFile(storage.SeekableReader):
     """A read-only, seekable view of an opened URI that can hash the bytes it serves.
 
     FFmpeg reads the file through this object.  With ``hash_bytes=True`` it
@@ -58,30 +58,13 @@ class SourceFile(io.RawIOBase):
     """
 
     def __init__(self, uri: str, raw: io.IOBase, size: int, hash_bytes: bool = False):
-        super().__init__()
+        super().__init__(size)
         self.name = uri  # FFmpeg uses the name's extension as a hint when probing the format
-        self.size = size
         self._raw = raw
-        self._position = 0
         self._hash = hashlib.sha256() if hash_bytes else None
         self._hashed_bytes = 0
         self.bytes_read = 0
         self.read_error: Exception | None = None
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.size}[whence]
-        self._position = max(0, base + offset)
-        self._raw.seek(self._position)
-        return self._position
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
@@ -97,11 +80,6 @@ class SourceFile(io.RawIOBase):
         self._position += len(data)
         self.bytes_read += len(data)
         return data
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
     def _extend_hash(self, position: int, data: bytes) -> None:
         if self._hash is None or not (position <= self._hashed_bytes < position + len(data)):
@@ -122,11 +100,6 @@ class SourceFile(io.RawIOBase):
             self._hashed_bytes += len(block)
         self._raw.seek(self._position)
         return self._hash.hexdigest() if self._hashed_bytes == self.size else None
-
-    def close(self) -> None:
-        if not self.closed:
-            self._raw.close()
-        super().close()
 
 
 def open_source(uri: str, hash_bytes: bool = False) -> SourceFile:

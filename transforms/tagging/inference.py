@@ -115,6 +115,11 @@ class RunModelBatched(beam.DoFn):
         self._queue = WindowQueue()
         self._in_flight: collections.deque[Future] = collections.deque()
 
+    @property
+    def batches_in_flight(self) -> int:
+        """Batches handed to the model thread whose outputs were not collected yet."""
+        return len(self._in_flight)
+
     def process(self, chunk: WindowChunk):
         self._renewer.tick()
         self._queue.push(chunk)

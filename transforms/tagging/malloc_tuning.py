@@ -4,13 +4,12 @@ glibc serves allocations above its mmap threshold (128 KB at start) with fresh
 mappings, and raises the threshold each time such a block is freed, up to 32 MB.
 A worker frees blocks of every size from 128 KB (decoded chunks) to tens of MB
 (batches, Arrow tables) on several threads, so the threshold climbs and those
-blocks land in malloc's arenas instead, which fragment and keep growing: on a
-1-hour recording with decoder processes, peak RSS went from 1.39 to 1.57 GB.
+blocks land in malloc's arenas instead, which fragment and keep growing.
 Pinning the threshold (which also stops its dynamic adjustment) keeps large
 blocks in their own mappings, returned to the system when freed; the trim
 threshold, which the adjustment raised along with it, goes back to its default
-so freed heap tops are returned too.  4 MB measured best: 1.39 GB and no
-slower; 128 KB also keeps memory flat but cost 8 % speed.
+so freed heap tops are returned too.  The chosen value and what the others cost
+are in docs/performance.md ("Memory").
 """
 
 from __future__ import annotations
