@@ -93,7 +93,8 @@ def test_duckdb(history, reference):
     if isinstance(rows, pa.RecordBatchReader):
         rows = rows.read_all()
     assert_same_frames(reference, rows.to_pylist(), "duckdb")
-    [(count,)] = duckdb.sql(f"select count(*) from read_parquet('{history.out}/files/*/*.parquet')").fetchall()
+    files = f"read_parquet('{history.out}/files/*/*.parquet')"
+    [(count,)] = duckdb.sql(f"select count(*) from {files}").fetchall()
     assert count == _direct(history.out, "files").num_rows
 
 
@@ -131,15 +132,15 @@ def test_hugging_face_datasets(history, reference, tmp_path, monkeypatch):
 
 
 def _java() -> str | None:
-    java = shutil.which("java") or (os.environ.get("JAVA_HOME") and str(Path(os.environ["JAVA_HOME"]) / "bin" /
-                                                                      "java"))
+    home = os.environ.get("JAVA_HOME")
+    java = shutil.which("java") or (str(Path(home) / "bin" / "java") if home else None)
     if not java or not Path(java).exists():
         return None
     version = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
     return java if version.returncode == 0 else None
 
 
-@pytest.mark.skipif(_java() is None, reason="Spark needs a Java runtime (java on PATH or JAVA_HOME); none here")
+@pytest.mark.skipif(_java() is None, reason="Spark needs a Java runtime (java on PATH or JAVA_HOME)")
 def test_spark_local(history, reference, tmp_path):
     pyspark_sql = pytest.importorskip("pyspark.sql")
     spark = (pyspark_sql.SparkSession.builder.master("local[1]").appName("audio-tagger-readers")
