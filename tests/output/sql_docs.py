@@ -7,16 +7,18 @@ from pathlib import Path
 
 import duckdb
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "readers.md"
+REPO = Path(__file__).resolve().parents[2]
+DOC = REPO / "docs" / "readers.md"
+README = REPO / "README.md"
 
 
-def sql_block(title: str) -> str:
+def sql_block(title: str, document: Path = DOC) -> str:
     """The ```sql block whose first line is ``-- <title>``."""
-    for block in re.findall(r"```sql\n(.*?)```", DOC.read_text(), flags=re.DOTALL):
+    for block in re.findall(r"```sql\n(.*?)```", document.read_text(), flags=re.DOTALL):
         first, _, rest = block.partition("\n")
         if first.strip() == f"-- {title}":
             return rest
-    raise AssertionError(f"docs/readers.md has no sql block '-- {title}'")
+    raise AssertionError(f"{document.name} has no sql block '-- {title}'")
 
 
 def statements(sql: str) -> list[str]:

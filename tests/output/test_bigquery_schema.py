@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from schemas.tables import FrameColumns
-from tests.output.sql_docs import DOC
+from tests.output.sql_docs import DOC, README
 from tests.output_factory import FakeFile, scores_with_peaks, write_run
 from transforms.output.bigquery import UnsupportedColumnError, external_table_schema
 from transforms.output.reader import find_output
@@ -132,9 +132,10 @@ def test_float16_embeddings_and_differing_runs_are_reported(tmp_path):
         {"name": "score", "type": "FLOAT", "mode": "NULLABLE"}]}
 
 
-def test_bq_commands_in_the_docs_use_hive_partitioning_and_list_inference():
-    text = DOC.read_text()
-    block = re.search(r"```bash\n(.*?)```", text, flags=re.DOTALL).group(1)
+@pytest.mark.parametrize("document", [DOC, README], ids=["docs", "readme"])
+def test_bq_commands_use_hive_partitioning_and_list_inference(document):
+    (block,) = [b for b in re.findall(r"```bash\n(.*?)```", document.read_text(), flags=re.DOTALL)
+                if "bq mkdef" in b]
     assert "--parquet_enable_list_inference=true" in block
     assert "--hive_partitioning_mode=STRINGS" in block
     assert "--hive_partitioning_source_uri_prefix=$OUT/$TABLE" in block

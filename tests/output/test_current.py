@@ -11,7 +11,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from beam_jobs import inspect
-from tests.output.sql_docs import bigquery_current_view, duckdb_current_view
+from tests.output.sql_docs import README, bigquery_current_view, duckdb_current_view, sql_block
 from transforms.output import current
 from transforms.output.inspection import summarize_output, to_json
 
@@ -133,3 +133,8 @@ def test_empty_selection_has_the_requested_columns(tmp_path, table):
     (tmp_path / "out" / "runs" / "x.json").write_text(json.dumps({"run_id": "x", "status": "running"}))
     read = current.current_files if table == "files" else current.current_frames
     assert read(str(tmp_path / "out"), ["uri", "start_s"] if table == "frames" else ["uri"]).num_rows == 0
+
+
+@pytest.mark.parametrize("title", ["DuckDB: the current view", "BigQuery: the current view"])
+def test_readme_gives_the_same_sql_as_the_tested_document(title):
+    assert sql_block(title, README) == sql_block(title)
