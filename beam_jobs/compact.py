@@ -6,7 +6,8 @@ A run is removed only when it is published and holds no current row (the
 latest ok result of a file and config) and no latest attempt of a file; the
 current view and the next run's done-set are the same afterwards.  Runs still
 'running' are never touched.  Removed runs' records move to
-``runs/compacted/``.  Run it when no tag_audio job is writing to OUT_DIR.
+``runs/compacted/``.  It holds the output's lease while it works: while a
+tag_audio run works on OUT_DIR it removes nothing and exits with status 3.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from transforms.output.compaction import compact, plan_compaction
+from transforms.output.compaction import CompactionPlan, compact, holding_output, plan_compaction
 from transforms.output.inspection import human_bytes
+from transforms.output.lease import OutputBusyError
+
+BUSY = 3  # as tag_audio: another run holds the output
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,15 +33,34 @@ def build_parser() -> argparse.ArgumentParser:
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        plan = plan_compaction(args.out_dir)
+        plan = plan_compaction(args.out_dir)  # read only: a missing or empty OUT_DIR stops here
+        if args.dry_run or _report(args.out_dir, plan, dry_run=True, quiet=True) != 0:
+            return _report(args.out_dir, plan, dry_run=True)
+        with holding_output(args.out_dir) as lease:  # planned again: runs may have ended meanwhile
+            plan = plan_compaction(args.out_dir)
+            status = _report(args.out_dir, plan, dry_run=False)
+            if status == 0:
+                removed = compact(plan, lease)
+                print(f"removed {len(removed)} run(s), {human_bytes(plan.bytes)}; "
+                      "their records are in runs/compacted/")
+            return status
     except FileNotFoundError as e:
         print(f"compact: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
+    except OutputBusyError as e:
+        print(f"compact: {e}", file=sys.stderr)
+        return BUSY
+
+
+def _report(out_dir: str, plan: CompactionPlan, dry_run: bool, quiet: bool = False) -> int:
     if not plan.remove and not plan.kept and not plan.untouched:
-        print(f"compact: no tag_audio output (frames/, files/ or run records) under {args.out_dir}",
-              file=sys.stderr)
+        if not quiet:
+            print(f"compact: no tag_audio output (frames/, files/ or run records) under {out_dir}",
+                  file=sys.stderr)
         return 2
-    verb = "would remove" if args.dry_run else "removing"
+    if quiet:
+        return 0
+    verb = "would remove" if dry_run else "removing"
     print(f"compact  {plan.out_dir}")
     for removal in plan.remove:
         print(f"  {verb}  {removal.run.label}  {removal.run.status}  {removal.files_rows:,} files rows and "
@@ -45,11 +68,8 @@ def run(argv: list[str] | None = None) -> int:
     print(f"  keeping  {len(plan.kept)} published run(s) with current or latest rows")
     for run in plan.untouched:
         print(f"  never touched  {run.label}  status {run.status or 'unknown (no record)'}: not published")
-    if args.dry_run:
+    if dry_run:
         print(f"dry run: {len(plan.remove)} run(s), {human_bytes(plan.bytes)} would be removed; nothing was")
-        return 0
-    removed = compact(plan)
-    print(f"removed {len(removed)} run(s), {human_bytes(plan.bytes)}; their records are in runs/compacted/")
     return 0
 
 

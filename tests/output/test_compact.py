@@ -13,6 +13,7 @@ from tests.output.sql_docs import duckdb_current_view
 from tests.pipeline_helpers import run_tag_audio
 from transforms.output import compaction
 from transforms.output.current import current_files, current_frames, row_states
+from transforms.output.lease import Lease
 from transforms.output.reader import find_output
 
 
@@ -79,6 +80,19 @@ def test_compaction_keeps_the_current_view_and_the_done_set(history_copy, capsys
     assert _listing(out) == listing_after
 
 
+def test_nothing_is_removed_while_a_run_holds_the_output(history_copy, capsys):
+    out = history_copy.out
+    before = _listing(out)
+    holder = Lease(str(out), "20990101T000000.000Z-abcdef").acquire()  # a tag_audio run at work
+    assert compact.run([str(out)]) == 3
+    assert "is being tagged by run 20990101T000000.000Z-abcdef" in capsys.readouterr().err
+    assert {k: v for k, v in _listing(out).items() if k != "_lease.json"} == before
+    holder.release()
+    assert compact.run([str(out)]) == 0
+    assert not (out / "frames" / f"run={history_copy.runs[0]}").exists()
+    assert not (out / "_lease.json").exists()  # compaction gave the lease up
+
+
 def test_a_compaction_stopped_half_way_is_finished_by_the_next(history_copy):
     out = history_copy.out
     r1 = history_copy.runs[0]
@@ -108,6 +122,7 @@ def test_runs_with_current_rows_and_running_runs_are_never_removed(history_copy)
 def test_missing_output_is_a_usage_error(tmp_path, capsys):
     assert compact.run([str(tmp_path / "nowhere")]) == 2
     assert "nowhere" in capsys.readouterr().err
+    assert not (tmp_path / "nowhere").exists()
     (tmp_path / "empty").mkdir()
     assert compact.run([str(tmp_path / "empty")]) == 2
 

@@ -12,16 +12,21 @@ Order, so that a compaction stopped half-way is finished by the next one: a
 run's frames parts, then its files parts, then its record, which is moved to
 ``runs/compacted/<id>.json`` (kept for its parameters and counts; readers of
 the layout only look at ``runs/<id>.json``).  Every delete and move goes
-through ``transforms.storage``.
+through ``transforms.storage``.  Compaction holds the output's lease
+(``transforms.output.lease``) while it plans and deletes, so no tag_audio run
+works on the output meanwhile, and it does not start while one does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 
 from transforms import storage
 from transforms.output.current import RowStates, row_states
-from transforms.output.layout import RUNS
+from transforms.output.layout import RUNS, new_run_id
+from transforms.output.lease import DEFAULT_TTL_S, Lease
 from transforms.output.reader import OutputDir, RunOutput, count_rows, find_output
 
 COMPACTED = "compacted"  # runs/compacted/<id>.json: the records of removed runs
@@ -92,10 +97,22 @@ def remove_run(removal: RunRemoval, states: RowStates) -> None:
     storage.delete([run.record_path])
 
 
-def compact(plan: CompactionPlan) -> list[str]:
-    """Removes the plan's runs; returns their ids."""
+@contextlib.contextmanager
+def holding_output(out_dir: str, ttl_s: float = DEFAULT_TTL_S) -> Iterator[Lease]:
+    """The output's lease, held by this compaction; raises OutputBusyError while a run holds it."""
+    lease = Lease(out_dir, f"compact-{new_run_id()}", ttl_s).acquire()
+    try:
+        yield lease
+    finally:
+        lease.release()
+
+
+def compact(plan: CompactionPlan, lease: Lease | None = None) -> list[str]:
+    """Removes the plan's runs (renewing ``lease`` between runs); returns their ids."""
     removed = []
     for removal in plan.remove:
+        if lease is not None:
+            lease.renew()  # raises LeaseLostError rather than delete under another holder
         remove_run(removal, plan.states)
         removed.append(removal.run.run_id)
     return removed
