@@ -26,7 +26,7 @@ from transforms.storage import StoredFile
 BIGQUERY_CONVERSIONS = {
     ("BYTE_ARRAY", "STRING"): "STRING",
     ("INT32", "NONE"): "INTEGER",
-    ("INT32", "INT"): "INTEGER",  # int16 top_classes.index
+    ("INT32", "INT"): "INTEGER",  # an int32 annotated with its bit width
     ("INT64", "NONE"): "INTEGER",
     ("FLOAT", "NONE"): "FLOAT",
     ("DOUBLE", "NONE"): "FLOAT",
