@@ -20,6 +20,7 @@ views in docs/readers.md order the same way.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import pyarrow as pa
@@ -64,11 +65,15 @@ class RowStates:
 
     def current_keys(self, run_id: str) -> dict[str, list[str]]:
         """{config_id: [uri, ...]} of the current rows of one run."""
-        rows = self.table.filter(pc.and_(pc.equal(self.table[RUN_COLUMN], run_id),
-                                         pc.equal(self.table["state"], CURRENT)))
-        keys: dict[str, list[str]] = {}
-        for uri, config in zip(rows["uri"].to_pylist(), rows["config_id"].to_pylist()):
-            keys.setdefault(config, []).append(uri)
+        return self._current_by_run.get(run_id, {})
+
+    @functools.cached_property
+    def _current_by_run(self) -> dict[str, dict[str, list[str]]]:
+        rows = self.table.filter(pc.equal(self.table["state"], CURRENT))
+        keys: dict[str, dict[str, list[str]]] = {}
+        for run, uri, config in zip(rows[RUN_COLUMN].to_pylist(), rows["uri"].to_pylist(),
+                                    rows["config_id"].to_pylist()):
+            keys.setdefault(run, {}).setdefault(config, []).append(uri)
         return keys
 
 
