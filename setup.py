@@ -2,7 +2,13 @@
 
 from setuptools import find_packages, setup
 
-# Versions that resolve together on Python 3.11 (tensorflow-transform 1.21 pins
+# The Python versions supported: each has wheels of every pin below (TensorFlow 2.21, tfx-bsl and
+# tensorflow-transform 1.21 publish cp311, cp312 and cp313 wheels), so the same pins resolve on all
+# three and no environment marker is needed. `make test-py312` / `make test-py313` run the suite on
+# the others; deploy/Dockerfile builds a worker image for any of them (--build-arg PYTHON_VERSION).
+PYTHON_VERSIONS = ("3.11", "3.12", "3.13")
+
+# Versions that resolve together on every Python above (tensorflow-transform 1.21 pins
 # TensorFlow 2.21 and protobuf 6). deploy/requirements.txt repeats these pins for
 # worker images; tests/test_deploy.py checks that the two agree.
 INSTALL_REQUIRES = [
@@ -21,18 +27,23 @@ INSTALL_REQUIRES = [
     "pandas==3.1.1",
 ]
 
+# The readers tests/output/test_readers.py proves (Spark also needs a Java 17+ runtime, or it skips).
 TEST_REQUIRES = [
     "pytest==9.2.0",
     "ruff==0.17.5",
     "duckdb==2.0.0",
     "gcp-storage-emulator==2026.7.19",
+    "polars==2.1.0",
+    "datasets==5.2.0",
+    "pyspark==4.3.0",
 ]
 
 setup(
     name="audio-tagger",
     version="0.1.0",
     description=__doc__,
-    python_requires=">=3.11,<3.12",
+    python_requires=">=3.11,<3.14",
+    classifiers=[f"Programming Language :: Python :: {v}" for v in PYTHON_VERSIONS],
     packages=find_packages(include=["beam_jobs*", "transforms*", "schemas*", "audio_models*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": TEST_REQUIRES},

@@ -1,6 +1,10 @@
 """inspect: what is in a tag_audio output: runs, models, file outcomes, hours, frames, labels, size.
 
     python -m beam_jobs.inspect OUT_DIR [--format text|json] [--run RUN_ID]
+
+With several runs it also shows the current view: files rows that are current (the latest ok
+result per file and config), latest attempts that were not ok, superseded rows, and the runs
+``python -m beam_jobs.compact`` would remove.
 """
 
 from __future__ import annotations

@@ -142,9 +142,11 @@ def test_dockerfile_versions_agree_with_setup_py() -> None:
 
     python_requires = SpecifierSet(ast.literal_eval(_setup_call_keyword("python_requires")))
     python = args["PYTHON_VERSION"]
+    assert python in _setup_py_value("PYTHON_VERSIONS")
     assert python_requires.contains(f"{python}.0"), f"image Python {python} vs setup.py {python_requires}"
-    assert not python_requires.contains(f"{python}.0".replace(python.split(".")[1], "99", 1))
-    assert f"python{python.replace('.', '')}-template-launcher-base" in args["TEMPLATE_LAUNCHER_IMAGE"]
+    # The launcher stage gives the image its launcher binary only, so its own Python does not matter.
+    from_launcher = re.findall(r"^COPY --from=template_launcher (\S+) (\S+)$", text, flags=re.MULTILINE)
+    assert from_launcher == [("/opt/google/dataflow/python_template_launcher",) * 2]
 
     # The boot program comes from the SDK image of the same Beam and Python, and is the entrypoint.
     assert re.search(
@@ -155,6 +157,59 @@ def test_dockerfile_versions_agree_with_setup_py() -> None:
     assert "COPY --from=beam_sdk /opt/apache/beam /opt/apache/beam" in text
     assert re.search(r"^FROM python:\$\{PYTHON_VERSION\}-slim-bookworm$", text, flags=re.MULTILINE)
     assert text.rstrip().splitlines()[-1] == 'ENTRYPOINT ["/opt/apache/beam/boot"]'
+
+
+# --- Python versions --------------------------------------------------------------------------------
+
+
+def test_python_versions_are_the_ones_setup_py_allows() -> None:
+    versions = _setup_py_value("PYTHON_VERSIONS")
+    assert versions == ("3.11", "3.12", "3.13")
+    python_requires = SpecifierSet(ast.literal_eval(_setup_call_keyword("python_requires")))
+    for version in versions:
+        assert python_requires.contains(f"{version}.0") and python_requires.contains(f"{version}.9")
+    for outside in ("3.10.12", "3.14.0"):
+        assert not python_requires.contains(outside), outside
+    assert f"{sys.version_info.major}.{sys.version_info.minor}" in versions, "this interpreter is unsupported"
+
+
+def test_dockerfile_builds_an_image_for_each_python_version() -> None:
+    text = _dockerfile()
+    accepted = re.search(r'case "\$\{PYTHON_VERSION\}" in ([\d.|]+)\)', text)
+    assert accepted, "the Dockerfile must refuse a Python version setup.py does not support"
+    assert tuple(accepted.group(1).split("|")) == _setup_py_value("PYTHON_VERSIONS")
+    # The one build argument picks the base image and the Beam SDK image the boot program comes from.
+    stages = re.findall(r"^FROM (\S+)", text, flags=re.MULTILINE)
+    beam = _dockerfile_args(text)["BEAM_VERSION"]
+    for version in _setup_py_value("PYTHON_VERSIONS"):
+        rendered = [s.replace("${PYTHON_VERSION}", version).replace("${BEAM_VERSION}", beam) for s in stages]
+        assert f"apache/beam_python{version}_sdk:{beam}" in rendered
+        assert f"python:{version}-slim-bookworm" in rendered
+    assert "--build-arg PYTHON_VERSION=3.12" in (DEPLOY / "README.md").read_text()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_makefile_gives_each_interpreter_its_own_virtualenv() -> None:
+    def planned(*args: str) -> str:
+        result = subprocess.run(["make", "-n", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    ci = planned("test", "VENV=/nonexistent/ci-venv")
+    assert "/nonexistent/ci-venv/bin/python -m pytest -q" in ci and "python3.11 -m venv" in ci
+    assert ".venv/bin/python -m pytest" in planned("-W", "setup.py", "test", "PYTHON=python3.11")
+    other = planned("-W", "setup.py", "test", "PYTHON=/opt/py/bin/python3.12")
+    assert "/opt/py/bin/python3.12 -m venv .venv-python3.12" in other
+    assert ".venv-python3.12/bin/python -m pytest -q" in other
+    for minor in ("12", "13"):
+        found = subprocess.run(["make", "-s", f"print-python-3.{minor}"], cwd=REPO_ROOT, capture_output=True,
+                               text=True, timeout=60).stdout.strip()
+        if found:  # the target runs the suite with that interpreter, in its own virtualenv
+            assert found.endswith(f"python3.{minor}")
+            plan = planned("-W", "setup.py", f"test-py3{minor}")
+            assert f"{found} -m venv .venv-python3.{minor}" in plan
+            assert f".venv-python3.{minor}/bin/python -m pytest" in plan
 
 
 def test_dockerfile_installs_pins_project_and_template_entry() -> None:

@@ -5,4 +5,8 @@
 - ``reader``: ``find_output`` and Parquet reads; used by backfills, training sets, inspect and plot.
 - ``done_set``: which inputs earlier runs already did.
 - ``summary`` / ``inspection`` / ``timeline_plot``: what a run did, for people.
+- ``current``: the current view (latest ok result per file and config) and each row's state;
+  ``compaction`` removes runs holding superseded rows only.
+- ``tf_reader``: frames as a streaming ``tf.data.Dataset``; ``bigquery``: the schema BigQuery gives
+  an external table over the Parquet.
 """

@@ -22,11 +22,14 @@ from schemas.tables import (
     error_kinds,
     read_model_metadata,
 )
+from transforms.output.current import STATES, SUPERSEDED, classify
 from transforms.output.reader import OutputDir, find_output, read_footers, read_parts
 
-# The only files columns the summary reads ('uri' only when several runs are compared).
+# The only files columns the summary reads ('uri' and 'config_id' only when several runs are compared).
+RUN_KEY_COLUMNS = ("uri", "config_id")
 FILES_COLUMNS = pa.schema([
     pa.field("uri", pa.string()),
+    pa.field("config_id", pa.string()),
     pa.field("status", pa.string()),
     pa.field("error", pa.string()),
     pa.field("duration_s", pa.float64()),
@@ -78,6 +81,16 @@ class RunSummary:
     started_at: float | None
     wall_s: float | None
     numbers: TableSummary
+    rows: dict[str, int] | None = None  # {current, latest, superseded} files rows; None: not compared
+
+
+@dataclasses.dataclass(frozen=True)
+class CurrentView:
+    """Current against superseded rows over the published runs (``transforms.output.current``)."""
+
+    rows: dict[str, int]  # {current, latest, superseded}
+    compactable_runs: tuple[str, ...]  # published runs holding superseded rows only
+    compactable_bytes: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +101,7 @@ class OutputSummary:
     runs: tuple[RunSummary, ...]  # oldest first
     totals: TableSummary
     distinct_files: int  # distinct URIs over all runs' files rows
+    current: CurrentView | None = None  # None when one run is summarized
 
 
 # -- computing --------------------------------------------------------------------------------------
@@ -147,10 +161,10 @@ def summarize_output(out_dir: str | OutputDir, run_id: str | None = None, top_la
     file_parts = [(i, part) for i, run in enumerate(runs) for part in run.files]
     footers = read_footers([part for _, part in frame_parts])
     compare_runs = len(runs) > 1
-    columns = [c for c in FILES_COLUMNS.names if compare_runs or c != "uri"]
+    columns = [c for c in FILES_COLUMNS.names if compare_runs or c not in RUN_KEY_COLUMNS]
     file_tables = read_parts([part for _, part in file_parts], columns, read_dictionary=[LABEL_LEAF])
 
-    summaries, uris, all_counts = [], [], collections.Counter()
+    summaries, uris, all_counts, run_tables = [], [], collections.Counter(), []
     for i, run in enumerate(runs):
         run_footers = [f for (owner, _), f in zip(frame_parts, footers) if owner == i]
         tables = [t for (owner, _), t in zip(file_parts, file_tables) if owner == i]
@@ -164,6 +178,7 @@ def summarize_output(out_dir: str | OutputDir, run_id: str | None = None, top_la
         all_counts.update(label_counts)
         if compare_runs:
             uris.append(table["uri"])
+            run_tables.append(table)
         record = run.record
         summaries.append(RunSummary(
             run_id=run.run_id,
@@ -181,9 +196,18 @@ def summarize_output(out_dir: str | OutputDir, run_id: str | None = None, top_la
     totals = _totals([s.numbers for s in summaries], all_counts, top_labels)
     distinct = (len(pc.unique(pa.chunked_array([c for u in uris for c in u.chunks], pa.string())))
                 if compare_runs else totals.files)
+    current = None
+    if compare_runs:
+        published = [i for i, run in enumerate(runs) if run.published]
+        states = classify([runs[i] for i in published], [run_tables[i] for i in published])
+        summaries = [dataclasses.replace(s, rows=states.counts(s.run_id)) if runs[i].published else s
+                     for i, s in enumerate(summaries)]
+        compactable = tuple(states.superseded_runs())
+        current = CurrentView(rows=states.counts(), compactable_runs=compactable, compactable_bytes=sum(
+            run.frames_bytes + run.files_bytes for run in runs if run.run_id in compactable))
     return OutputSummary(out_dir=found.root, total_bytes=found.total_bytes,
                          in_progress_bytes=found.in_progress_bytes, runs=tuple(summaries), totals=totals,
-                         distinct_files=distinct)
+                         distinct_files=distinct, current=current)
 
 
 def _number(value) -> float | None:
@@ -250,6 +274,8 @@ def format_text(summary: OutputSummary, max_runs: int = TEXT_MAX_RUNS) -> str:
     totals = summary.totals
     if len(runs) > 1 and summary.distinct_files != totals.files:
         lines.append(f"  {summary.distinct_files:,} distinct files over all runs (some were tagged again)")
+    if summary.current is not None:
+        lines += _current_lines(summary)
     other = {s: c for s, c in totals.by_status.items() if s not in STATUSES}
     if other:
         lines.append("  other statuses: " + ", ".join(f"{s} {c:,}" for s, c in other.items()))
@@ -266,6 +292,18 @@ def format_text(summary: OutputSummary, max_runs: int = TEXT_MAX_RUNS) -> str:
     labels = "   ".join(f"{label} {count:,}" for label, count in totals.top_labels)
     lines.append(f"  {labels or 'none'}")
     return "\n".join(lines)
+
+
+def _current_lines(summary: OutputSummary) -> list[str]:
+    view = summary.current
+    rows = view.rows
+    lines = [f"  current view: {rows['current']:,} current rows (latest ok per file and config), "
+             f"{rows['latest']:,} latest attempt(s) not ok, {rows[SUPERSEDED]:,} superseded rows"]
+    if view.compactable_runs:
+        size = human_bytes(view.compactable_bytes)
+        lines.append(f"  {len(view.compactable_runs)} run(s) hold superseded rows only ({size}): "
+                     f"python -m beam_jobs.compact {summary.out_dir}")
+    return lines
 
 
 def _table(rows: list[tuple[str, ...]], right_from: int) -> list[str]:
@@ -299,9 +337,14 @@ def to_json(summary: OutputSummary) -> dict:
         "bytes_in_progress": summary.in_progress_bytes,
         "distinct_files": summary.distinct_files,
         "runs": [{"run_id": r.run_id, "status": r.status, "models": list(r.models),
-                  "started_at": r.started_at, "wall_s": r.wall_s, **_numbers_json(r.numbers)}
+                  "started_at": r.started_at, "wall_s": r.wall_s, **_numbers_json(r.numbers),
+                  **({"rows": dict(r.rows)} if r.rows is not None else {})}
                  for r in summary.runs],
         "totals": _numbers_json(summary.totals),
+        **({"current_view": {"rows": {s: summary.current.rows[s] for s in STATES},
+                             "compactable_runs": list(summary.current.compactable_runs),
+                             "compactable_bytes": summary.current.compactable_bytes}}
+           if summary.current is not None else {}),
     }
 
 

@@ -1,0 +1,81 @@
+"""compact: remove the runs of a tag_audio output whose every row is superseded by a later result.
+
+    python -m beam_jobs.compact OUT_DIR [--dry_run]
+
+A run is removed only when it is published and holds no current row (the
+latest ok result of a file and config) and no latest attempt of a file; the
+current view and the next run's done-set are the same afterwards.  Runs still
+'running' are never touched.  Removed runs' records move to
+``runs/compacted/``.  It holds the output's lease while it works: while a
+tag_audio run works on OUT_DIR it removes nothing and exits with status 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from transforms.output.compaction import CompactionPlan, compact, holding_output, plan_compaction
+from transforms.output.inspection import human_bytes
+from transforms.output.lease import OutputBusyError
+
+BUSY = 3  # as tag_audio: another run holds the output
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m beam_jobs.compact", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="tag_audio output directory (local or gs://).")
+    parser.add_argument("--dry_run", action="store_true", help="Print what would be removed; remove nothing.")
+    return parser
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        plan = plan_compaction(args.out_dir)  # read only: a missing or empty OUT_DIR stops here
+        if args.dry_run or _report(args.out_dir, plan, dry_run=True, quiet=True) != 0:
+            return _report(args.out_dir, plan, dry_run=True)
+        with holding_output(args.out_dir) as lease:  # planned again: runs may have ended meanwhile
+            plan = plan_compaction(args.out_dir)
+            status = _report(args.out_dir, plan, dry_run=False)
+            if status == 0:
+                removed = compact(plan, lease)
+                print(f"removed {len(removed)} run(s), {human_bytes(plan.bytes)}; "
+                      "their records are in runs/compacted/")
+            return status
+    except FileNotFoundError as e:
+        print(f"compact: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    except OutputBusyError as e:
+        print(f"compact: {e}", file=sys.stderr)
+        return BUSY
+
+
+def _report(out_dir: str, plan: CompactionPlan, dry_run: bool, quiet: bool = False) -> int:
+    if not plan.remove and not plan.kept and not plan.untouched:
+        if not quiet:
+            print(f"compact: no tag_audio output (frames/, files/ or run records) under {out_dir}",
+                  file=sys.stderr)
+        return 2
+    if quiet:
+        return 0
+    verb = "would remove" if dry_run else "removing"
+    print(f"compact  {plan.out_dir}")
+    for removal in plan.remove:
+        print(f"  {verb}  {removal.run.label}  {removal.run.status}  {removal.files_rows:,} files rows and "
+              f"{removal.frames_rows:,} frames, all superseded, {human_bytes(removal.bytes)}")
+    print(f"  keeping  {len(plan.kept)} published run(s) with current or latest rows")
+    for run in plan.untouched:
+        print(f"  never touched  {run.label}  status {run.status or 'unknown (no record)'}: not published")
+    if dry_run:
+        print(f"dry run: {len(plan.remove)} run(s), {human_bytes(plan.bytes)} would be removed; nothing was")
+    return 0
+
+
+def main() -> None:
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()
