@@ -24,8 +24,9 @@ from apache_beam.options.pipeline_options import (
 from audio_models.loading import known_kinds
 from beam_jobs import command
 from schemas.tables import FrameColumns
+from transforms.answers import event_options
 from transforms.decoding.pool import DEFAULT_TIMEOUT_S
-from transforms.output.layout import RunRecord
+from transforms.output.layout import EVENTS, RunRecord
 from transforms.output.lease import DEFAULT_TTL_S, OutputBusyError
 from transforms.output.summary import format_summary
 from transforms.storage import RetryPolicy
@@ -156,6 +157,12 @@ class TagAudioOptions(PipelineOptions):
         parser.add_argument(
             "--run_id", default=None,
             help="Name of this run's partition (default: UTC start time plus a random suffix).")
+        parser.add_argument(
+            "--events", type=_truthy, nargs="?", const=True, default=False,
+            help="Also write OUT_DIR/events/: per class, sound events with start, end, peak and mean "
+                 "score, and UTC times when a recording's start is known (see the --event_* and time "
+                 "options).")
+        event_options.add_event_arguments(parser)
 
 
 def _frame_columns(opts: TagAudioOptions) -> FrameColumns:
@@ -209,7 +216,13 @@ def prepare_job(options: PipelineOptions) -> tuple[TagAudioConfig, RunRecord]:
         # DirectRunner first tries Prism, which downloads a binary; FnApiRunner runs offline.
         standard.runner = "FnApiRunner"
     own = _own_option_names()
-    return tagging.prepare(
+    events = None
+    if opts.events:
+        try:
+            events = event_options.event_settings_from(opts)
+        except event_options.EventOptionsError as e:
+            raise tagging.UsageError(f"--events: {e}") from None
+    config, record = tagging.prepare(
         opts.input, opts.output, manifest=opts.input_manifest, model=opts.model, model_path=opts.model_path,
         hop_s=opts.hop_s, model_options=_model_options(opts), extensions=_extensions(opts),
         force=opts.force, run_id=opts.run_id, check_output=not _only_builds_a_job(options),
@@ -218,7 +231,13 @@ def prepare_job(options: PipelineOptions) -> tuple[TagAudioConfig, RunRecord]:
         decode_processes=opts.decode_processes, processes_per_machine=sdk_processes_per_machine(options),
         decode_timeout_s=opts.decode_timeout_s, retry_failed=opts.retry_failed,
         max_failed_fraction=opts.max_failed_fraction,
-        io_retry=RetryPolicy(opts.io_retries, opts.io_retry_s))
+        io_retry=RetryPolicy(opts.io_retries, opts.io_retry_s), events=events)
+    if events is not None:
+        try:
+            event_options.check_for_model(events, config.spec.class_names, "--event_class")
+        except event_options.EventOptionsError as e:
+            raise tagging.UsageError(str(e)) from None
+    return config, record
 
 
 def build_pipeline(options: PipelineOptions):
@@ -261,6 +280,9 @@ def run(argv: list[str] | None = None) -> int:
         return 3
     print(format_plan(final.plan, opts.retry_failed))
     print(format_summary(final))
+    if config.events is not None:
+        print(f"  events     {final.layout.table_dir(EVENTS)}/  (python -m beam_jobs.events --events "
+              f"{config.output} --raven DIR exports them)")
     return 0 if final.status != "failed" else 1
 
 

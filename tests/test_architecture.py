@@ -9,7 +9,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Left to right: each may import only those before it (and itself).
 ORDER = ("schemas", "transforms.storage", "audio_models", "transforms.decoding", "transforms.output",
-         "transforms.tagging", "transforms.training", "beam_jobs")
+         "transforms.answers", "transforms.tagging", "transforms.training", "beam_jobs")
 
 
 def _rank(module: str) -> int | None:

@@ -4,6 +4,7 @@ Layout under OUT_DIR (one dataset per table, one Hive partition per run)::
 
     frames/run=<id>/part-*.parquet     # readers: pyarrow.dataset / DuckDB / BigQuery / Spark
     files/run=<id>/part-*.parquet
+    events/run=<id>/part-*.parquet     # with tag_audio --events, or written by beam_jobs.events
     runs/<id>.json                     # run record: 'running' at start, final status written last
     _staging/run=<id>/...              # work in progress; readers skip '_' paths
 
@@ -24,7 +25,8 @@ from transforms import storage
 
 FRAMES = "frames"
 FILES = "files"
-TABLES = (FRAMES, FILES)
+EVENTS = "events"
+TABLES = (FRAMES, FILES, EVENTS)
 STAGING = "_staging"
 RUNS = "runs"
 RUN_PREFIX = "run="

@@ -14,25 +14,28 @@ import time
 import apache_beam as beam
 
 from transforms import storage
-from transforms.output.layout import FAILED, FILES, FRAMES, SUCCEEDED, RunLayout, RunRecord
+from transforms.output.layout import FAILED, FILES, FRAMES, SUCCEEDED, TABLES, RunLayout, RunRecord
 from transforms.output.lease import Lease
 
 UNLISTABLE = "unreadable"  # the error kind of an input that could not be listed at all
 
 
-def publish(layout: RunLayout, staged: list[str]) -> dict[str, list[str]]:
-    """Moves staged Parquet files to their run partitions. Idempotent (a retried step is harmless)."""
-    published: dict[str, list[str]] = {FRAMES: [], FILES: []}
+def publish(layout: RunLayout, staged: list[str], tables: tuple[str, ...] = (FRAMES, FILES)
+            ) -> dict[str, list[str]]:
+    """Moves staged Parquet files to their run partitions. Idempotent (a retried step is harmless).
+
+    ``tables``: the run's partitions made even when nothing was staged for them."""
+    published: dict[str, list[str]] = {table: [] for table in tables}
     sources, destinations = [], []
     staging = layout.staging_dir()
     for path in sorted(set(staged)):
-        table = FRAMES if f"/{FRAMES}/" in path[len(staging):] else FILES
+        table = next((t for t in TABLES if f"/{t}/" in path[len(staging):]), FILES)
         destination = storage.join(layout.table_dir(table), path.rsplit("/", 1)[-1])
-        published[table].append(destination)
+        published.setdefault(table, []).append(destination)
         if storage.exists(path):
             sources.append(path)
             destinations.append(destination)
-    for table in (FRAMES, FILES):
+    for table in published:
         storage.makedirs(layout.table_dir(table))
     storage.rename(sources, destinations)
     # Leftovers (the sink's temp dir) would be harmless under '_staging'; best effort.

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from schemas.tables import class_names_from, read_model_metadata
 from transforms import storage
 from transforms.output.layout import (
+    EVENTS,
     FILES,
     FRAMES,
     PARQUET_SUFFIX,
@@ -47,6 +48,7 @@ class RunOutput:
     run_id: str
     frames: tuple[StoredFile, ...] = ()
     files: tuple[StoredFile, ...] = ()
+    events: tuple[StoredFile, ...] = ()  # only with tag_audio --events or beam_jobs.events
     record_path: str | None = None
     record: RunRecord | None = None
 
@@ -70,7 +72,7 @@ class RunOutput:
     def parts(self, table: str) -> tuple[StoredFile, ...]:
         if table not in TABLES:
             raise ValueError(f"unknown table {table!r}; expected one of {TABLES}")
-        return self.frames if table == FRAMES else self.files
+        return {FRAMES: self.frames, FILES: self.files, EVENTS: self.events}[table]
 
     @property
     def label(self) -> str:
@@ -150,12 +152,17 @@ class Footer:
 # -- finding runs -----------------------------------------------------------------------------------
 
 def _split_root(out_dir: str) -> tuple[str, str]:
-    """(OUT_DIR, the path given): a table or run directory given as OUT_DIR names its OUT_DIR."""
+    """(OUT_DIR, the path given): a table or run directory given as OUT_DIR names its OUT_DIR.
+
+    An OUT_DIR that is merely named like a table (``--output results/events``) has its own ``runs/``.
+    """
     root = out_dir.rstrip("/") or out_dir
     segments = root.split("/")
     for depth in (1, 2):
         if len(segments) > depth and segments[-depth] in TABLES and (
                 depth == 1 or segments[-1].startswith(RUN_PREFIX)):
+            if depth == 1 and storage.exists(storage.join(root, RUNS)):
+                break
             return "/".join(segments[:-depth]), root
     return root, root
 
@@ -181,7 +188,7 @@ def find_output(out_dir: str) -> OutputDir:
         if relative[0] == RUNS:
             records[run_id] = obj.path
         elif relative[-1].endswith(PARQUET_SUFFIX) and not relative[-1].startswith(("_", ".")):
-            parts.setdefault(run_id, {FRAMES: [], FILES: []})[relative[0]].append(obj)
+            parts.setdefault(run_id, {table: [] for table in TABLES})[relative[0]].append(obj)
     if base != root:  # only the runs below the directory given
         records = {rid: path for rid, path in records.items() if rid in parts}
     run_ids = list(set(parts) | set(records))
@@ -191,6 +198,7 @@ def find_output(out_dir: str) -> OutputDir:
             run_id=rid,
             frames=tuple(sorted(parts.get(rid, {}).get(FRAMES, []), key=lambda f: f.path)),
             files=tuple(sorted(parts.get(rid, {}).get(FILES, []), key=lambda f: f.path)),
+            events=tuple(sorted(parts.get(rid, {}).get(EVENTS, []), key=lambda f: f.path)),
             record_path=records.get(rid),
             record=record,
         )
@@ -304,6 +312,11 @@ def read_frames(run: RunOutput, columns: Sequence[str] | None = None,
 def read_files(run: RunOutput, columns: Sequence[str] | None = None,
                uri: str | Iterable[str] | None = None) -> pa.Table:
     return read_table(run.files, columns, uri)
+
+
+def read_events(run: RunOutput, columns: Sequence[str] | None = None,
+                uri: str | Iterable[str] | None = None) -> pa.Table:
+    return read_table(run.events, columns, uri)
 
 
 def model_info(run: RunOutput) -> ModelInfo | None:

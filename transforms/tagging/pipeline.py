@@ -16,8 +16,9 @@ from apache_beam.io.parquetio import WriteToParquetBatched
 from audio_models.loading import ModelSource
 from audio_models.spec import ModelSpec
 from schemas.tables import FrameColumns, config_id, files_schema
+from transforms.answers.event_pipeline import EventContext, EventSettings, FramesToEvents
 from transforms.decoding.pool import DEFAULT_TIMEOUT_S
-from transforms.output.layout import FILES, FRAMES, RunRecord
+from transforms.output.layout import EVENTS, FILES, FRAMES, RunRecord
 from transforms.output.lease import Lease
 from transforms.output.publish import PublishRun
 from transforms.output.summary import SummarizeFiles
@@ -51,6 +52,7 @@ class TagAudioConfig:
     max_failed_fraction: float = 1.0
     lease: Lease | None = None  # held by the run; workers renew it, the publish step checks it
     io_retry: RetryPolicy = RetryPolicy()  # reads through transient storage errors, then 'transient'
+    events: EventSettings | None = None  # also write the events table (tag_audio --events)
 
     @property
     def framing(self) -> Framing:
@@ -125,7 +127,15 @@ class TagAudio(beam.PTransform):
                          | "WriteFiles" >> WriteToParquetBatched(
                              layout.staging_prefix(FILES), schema, codec="zstd", file_name_suffix=".parquet"))
 
-        staged = ((frames_written, files_written)
+        written = [frames_written, files_written]
+        if c.events is not None:  # a recording's events need all its frames: grouped by URI inside
+            events = EventContext.for_spec(c.events, c.spec)
+            written.append(inferred.frames
+                           | "Events" >> FramesToEvents(events)
+                           | "WriteEvents" >> WriteToParquetBatched(
+                               layout.staging_prefix(EVENTS), events.schema, codec="zstd",
+                               file_name_suffix=".parquet"))
+        staged = (written
                   | "AllWritten" >> beam.Flatten()
                   | "ListWritten" >> beam.combiners.ToList())
         return (file_rows

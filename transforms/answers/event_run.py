@@ -1,0 +1,86 @@
+"""Events from the frames of earlier runs, published as a run of their own (``beam_jobs.events``).
+
+The events land in ``OUT/events/run=<id>/`` with a run record in ``OUT/runs/<id>.json``
+(OUT may be the frames' own output directory or another one), staged and then
+published as tag_audio publishes (``transforms.output.publish``), so a run killed
+half-way leaves nothing a reader takes as output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+
+import apache_beam as beam
+from apache_beam.io.parquetio import ReadAllFromParquetBatched, WriteToParquetBatched
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from schemas.tables import PACKAGE_VERSION
+from transforms.answers.event_pipeline import EventContext, FramesToEvents
+from transforms.output.layout import EVENTS, SUCCEEDED, RunRecord, new_run_id
+from transforms.output.publish import publish
+
+FRAME_COLUMNS = ("uri", "frame_index", "start_s", "end_s")
+
+
+class PublishEvents(beam.DoFn):
+    """Runs once, after the events are written: moves them into place, then writes the final record."""
+
+    def __init__(self, record: RunRecord):
+        self._record = record
+
+    def process(self, staged: list[str], events: int, recordings: int):
+        published = publish(self._record.layout, staged, tables=(EVENTS,))
+        finished = time.time()
+        final = dataclasses.replace(
+            self._record, status=SUCCEEDED, counts={"events": events, "recordings_with_events": recordings},
+            finished_at=finished,
+            wall_s=finished - self._record.started_at,
+            outputs={table: len(paths) for table, paths in published.items()})
+        final.write()
+        yield final.to_json()
+
+
+@beam.ptransform_fn
+def EventsFromFrameFiles(pbegin, frame_files: Sequence[str], score_column: str,  # noqa: N802
+                         context: EventContext, record: RunRecord):
+    """Frames Parquet files -> events Parquet of a new run, published; returns the final record."""
+    layout = record.layout
+    tables = (pbegin
+              | "ListFrameFiles" >> beam.Create(list(frame_files))
+              | "ReadFrames" >> ReadAllFromParquetBatched(columns=[*FRAME_COLUMNS, score_column],
+                                                          with_filename=True)
+              | "Events" >> FramesToEvents(context))
+    staged = (tables
+              | "WriteEvents" >> WriteToParquetBatched(layout.staging_prefix(EVENTS), context.schema,
+                                                       codec="zstd", file_name_suffix=".parquet")
+              | "ListWritten" >> beam.combiners.ToList())
+    events = (tables
+              | "EventRows" >> beam.Map(lambda t: t.num_rows)
+              | "CountEvents" >> beam.CombineGlobally(sum))
+    recordings = (tables
+                  | "EventUris" >> beam.FlatMap(lambda t: set(t.column("uri").to_pylist()))
+                  | "DistinctUris" >> beam.Distinct()
+                  | "CountRecordings" >> beam.combiners.Count.Globally())
+    return (staged
+            | "Publish" >> beam.ParDo(PublishEvents(record), events=beam.pvalue.AsSingleton(events),
+                                      recordings=beam.pvalue.AsSingleton(recordings)))
+
+
+def new_record(output: str, parameters: dict, model: dict, run_id: str | None = None) -> RunRecord:
+    return RunRecord(run_id=run_id or new_run_id(), out_dir=output.rstrip("/"), started_at=time.time(),
+                     version=PACKAGE_VERSION, parameters=dict(parameters), model=dict(model))
+
+
+def run_events(frame_files: Sequence[str], score_column: str, context: EventContext, record: RunRecord,
+               options: PipelineOptions) -> RunRecord:
+    """Writes the 'running' record, runs the pipeline and returns the final record."""
+    record.write()
+    pipeline = beam.Pipeline(options=options)
+    _ = pipeline | "EventsFromFrames" >> EventsFromFrameFiles(frame_files, score_column, context, record)
+    pipeline.run().wait_until_finish()
+    final = RunRecord.read(record.layout.record_path())
+    if final is None or not final.published:
+        raise RuntimeError(f"the events run ended without its final record at {record.layout.record_path()}")
+    return final
