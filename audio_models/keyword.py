@@ -22,7 +22,6 @@ plan a job without loading TensorFlow's graph.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import tempfile
@@ -274,57 +273,6 @@ def load_keyword_model(path: str, hop_samples: int | None = None) -> KeywordMode
     loaded = tf.saved_model.load(storage.local_copy(path))
     return KeywordModel(spec, loaded, document.get("signature", SIGNATURE),
                         document.get("input", WAVEFORM_INPUT))
-
-
-# --- reading the frames back as keyword events --------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class KeywordEvent:
-    """A keyword heard over consecutive frames: ``[start_s, end_s)`` and the best frame's score."""
-
-    label: str
-    start_s: float
-    end_s: float
-    score: float
-    peak_s: float  # centre of the best-scoring frame: the best single estimate of when it was said
-
-
-def keyword_events(start_s: Sequence[float], end_s: Sequence[float], scores: np.ndarray,
-                   class_names: Sequence[str], min_score: float = 0.5,
-                   ignore: Sequence[str] = ("_silence_", "_unknown_")) -> list[KeywordEvent]:
-    """Merges consecutive frames (in time order) whose top label is the same keyword.
-
-    A frame counts when its top label is not in ``ignore`` and scores at least
-    ``min_score``; overlapping or touching frames of one label form one event.
-    """
-    scores = np.asarray(scores, np.float32)
-    order = np.argsort(np.asarray(start_s, np.float64), kind="stable")
-    events: list[KeywordEvent] = []
-    current: dict | None = None
-    for row in order:
-        top = int(np.argmax(scores[row]))
-        label, score = class_names[top], float(scores[row, top])
-        start, end = float(start_s[row]), float(end_s[row])
-        hit = label not in ignore and score >= min_score
-        if current is not None and (not hit or label != current["label"] or start > current["end"]):
-            events.append(_event(current))
-            current = None
-        if not hit:
-            continue
-        if current is None:
-            current = {"label": label, "start": start, "end": end, "score": score,
-                       "peak": (start + end) / 2}
-        else:
-            current["end"] = max(current["end"], end)
-            if score > current["score"]:
-                current["score"], current["peak"] = score, (start + end) / 2
-    if current is not None:
-        events.append(_event(current))
-    return events
-
-
-def _event(state: dict) -> KeywordEvent:
-    return KeywordEvent(state["label"], state["start"], state["end"], state["score"], state["peak"])
 
 
 # --- registration with tag_audio's model loading ------------------------------------------------

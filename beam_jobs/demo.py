@@ -2,9 +2,10 @@
 
     python -m beam_jobs.demo [--output demo_out]
 
-Runs tag_audio (FnApiRunner, local files, a model shipped in the repository,
-nothing downloaded), then reads the frames back from Parquet and prints where
-each keyword was heard.  Also renders a timeline plot of the first recording.
+Runs tag_audio with events on (FnApiRunner, local files, a model shipped in the
+repository, nothing downloaded), then reads the events table back from Parquet
+and prints where each keyword was heard.  Also renders a timeline plot of the
+first recording.
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
-import pyarrow.dataset as ds
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from audio_models.keyword import keyword_events
-from schemas.tables import class_names_from
+from transforms.answers.event_pipeline import EventSettings
+from transforms.answers.thresholds import rules_above
 from transforms.output.inspection import format_text, summarize_output
+from transforms.output.reader import find_output, read_events, read_files
 from transforms.output.summary import format_summary
 from transforms.output.timeline_plot import plot_timeline
 from transforms.tagging import run as tagging
@@ -41,27 +41,27 @@ def spoken_keywords(expected_json: Path = EXAMPLE_AUDIO / "expected.json") -> di
 
 
 def print_keywords(out_dir: Path, min_score: float, stream=sys.stdout) -> int:
-    """Prints one line per keyword event per file, from the frames Parquet; returns the event count.
+    """Prints one line per keyword event per file, from the events Parquet of the latest run; returns the
+    event count.
 
     Next to what the model heard, each file shows what was actually said, so hits
     and false alarms can be told apart at a glance.
     """
     said = spoken_keywords()
-    dataset = ds.dataset(out_dir / "frames", format="parquet", partitioning="hive")
-    class_names = class_names_from(dataset.schema)
-    table = dataset.to_table(columns=["uri", "start_s", "end_s", "scores"]).to_pandas()
+    run = find_output(str(out_dir)).published[-1]
+    table = read_events(run, ["uri", "label", "start_s", "end_s", "peak_score"]).to_pylist()
     count = 0
-    for uri, frames in sorted(table.groupby("uri"), key=lambda item: item[0]):
-        events = keyword_events(frames.start_s.to_numpy(), frames.end_s.to_numpy(),
-                                np.stack(frames.scores.to_numpy()), class_names, min_score=min_score)
+    for uri in sorted(set(read_files(run, ["uri"]).column("uri").to_pylist())):
+        events = sorted((e for e in table if e["uri"] == uri and e["peak_score"] >= min_score),
+                        key=lambda e: e["start_s"])
         name = Path(uri).name
         print(f"{name}:", file=stream)
         if name in said:
             words = ", ".join(f"{k['label']} at {k['start_s']:.1f} s" for k in said[name])
             print(f"  said:   {words}", file=stream)
         for event in events:
-            print(f"  heard:  {event.label:<6} {event.start_s:5.2f} - {event.end_s:5.2f} s  "
-                  f"score {event.score:.2f}", file=stream)
+            print(f"  heard:  {event['label']:<6} {event['start_s']:5.2f} - {event['end_s']:5.2f} s  "
+                  f"score {event['peak_score']:.2f}", file=stream)
         if not events:
             print("  (no keyword above the threshold)", file=stream)
         count += len(events)
@@ -72,14 +72,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default=str(REPO / "demo_out"), help="Where the demo writes its output.")
-    parser.add_argument("--min_score", type=float, default=0.5, help="Keyword score threshold.")
+    parser.add_argument("--min_score", type=float, default=0.5,
+                        help="Keyword score at which an event starts (it goes on down to 0.3).")
     args = parser.parse_args(argv)
 
     out = Path(args.output)
     shutil.rmtree(out, ignore_errors=True)  # the demo always starts fresh
     try:
         config, record = tagging.prepare([str(EXAMPLE_AUDIO)], str(out), model="keyword",
-                                         model_path=str(EXAMPLE_MODEL), hop_s=0.25)
+                                         model_path=str(EXAMPLE_MODEL), hop_s=0.25,
+                                         events=EventSettings(rules_above(args.min_score)))
     except tagging.UsageError as e:
         print(f"demo: {e}", file=sys.stderr)
         return 2
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_summary(final))
     if final.status != "succeeded":
         return 1
-    print("\nKeywords heard (from the frames Parquet):")
+    print("\nKeywords heard (from the events Parquet):")
     print_keywords(out, args.min_score)
 
     print("\nWhat is in the output (python -m beam_jobs.inspect):")

@@ -258,7 +258,9 @@ def _times(word: dict) -> dict:
 def check(model_dir: str, audio_dir: Path = AUDIO_DIR, min_score: float = 0.5, hop_s: float = 0.5) -> int:
     """Runs the model over every recording; prints found / missed keywords and extra detections."""
     sys.path.insert(0, str(HERE.parent))  # run from a checkout: the package is the parent folder
-    from audio_models.keyword import keyword_events, load_keyword_model
+    from audio_models.keyword import load_keyword_model
+    from transforms.answers.events import events_from_scores
+    from transforms.answers.thresholds import rules_above
     from transforms.decoding.stream import decode_all
     from transforms.decoding.windows import frames_of
 
@@ -271,7 +273,8 @@ def check(model_dir: str, audio_dir: Path = AUDIO_DIR, min_score: float = 0.5, h
         windows = frames_of(waveform, spec.window_samples, spec.hop_samples)
         scores = model.predict(windows)["scores"]
         starts = np.arange(len(windows)) * spec.hop_s
-        events = keyword_events(starts, starts + spec.window_s, scores, spec.class_names, min_score)
+        events = events_from_scores(starts, starts + spec.window_s, scores, spec.class_names, spec.hop_s,
+                                    rules_above(min_score))
         matched = set()
         print(f"{entry['file']}: \"{entry['text']}\"")
         for keyword in entry["keywords"]:
@@ -285,12 +288,12 @@ def check(model_dir: str, audio_dir: Path = AUDIO_DIR, min_score: float = 0.5, h
             found_total += 1
             event = events[hit]
             print(f"  found  {keyword['label']:>5} at {keyword['start_s']:.2f}-{keyword['end_s']:.2f} s: "
-                  f"heard {event.start_s:.1f}-{event.end_s:.1f} s, score {event.score:.2f}")
+                  f"heard {event.start_s:.1f}-{event.end_s:.1f} s, score {event.peak_score:.2f}")
         for i, event in enumerate(events):
             if i not in matched:
                 extra_total += 1
                 print(f"  extra  {event.label:>5} at {event.start_s:.1f}-{event.end_s:.1f} s, "
-                      f"score {event.score:.2f}")
+                      f"score {event.peak_score:.2f}")
     print(f"found {found_total} of {expected_total} keywords; {extra_total} extra detections "
           f"(min score {min_score}, hop {hop_s} s)")
     return found_total

@@ -18,7 +18,6 @@ import tensorflow as tf  # noqa: E402
 from audio_models import keyword  # noqa: E402
 from audio_models.loading import ModelUnavailableError, load_model, load_spec, resolve_source  # noqa: E402
 from beam_jobs import train_keyword  # noqa: E402
-from schemas.tables import class_names_from  # noqa: E402
 from tests.audio_factory import sine, write_audio  # noqa: E402
 from tests.pipeline_helpers import read_table, run_tag_audio  # noqa: E402
 from transforms.training import keyword_clips as kd  # noqa: E402
@@ -237,20 +236,6 @@ def test_a_folder_that_is_no_keyword_export_is_a_one_line_error(tmp_path):
         load_spec(resolve_source("keyword", str(tmp_path)))
 
 
-def test_keyword_events_merge_consecutive_frames_of_one_keyword():
-    names = ("_silence_", "_unknown_", "yes", "no")
-    scores = np.array([[0.9, 0.05, 0.03, 0.02],  # silence
-                       [0.1, 0.1, 0.7, 0.1],  # yes
-                       [0.0, 0.1, 0.85, 0.05],  # yes, stronger
-                       [0.2, 0.2, 0.4, 0.2],  # yes, but below min_score
-                       [0.0, 0.0, 0.1, 0.9]])  # no
-    starts = np.arange(5) * 0.5
-    events = keyword.keyword_events(starts, starts + 1.0, scores, names, min_score=0.5)
-    assert [(e.label, e.start_s, e.end_s, e.peak_s) for e in events] == [
-        ("yes", 0.5, 2.0, 1.5), ("no", 2.0, 3.0, 2.5)]
-    assert events[0].score == pytest.approx(0.85)
-
-
 # --- tag_audio with the shipped model -----------------------------------------------------------
 
 def test_tag_audio_finds_each_word_of_a_long_file_at_the_right_time(tmp_path):
@@ -277,19 +262,17 @@ def test_tag_audio_finds_each_word_of_a_long_file_at_the_right_time(tmp_path):
 
     out = tmp_path / "out"
     assert run_tag_audio(["--input", str(inputs), "--output", str(out), "--model", "keyword",
-                          "--model_path", str(SHIPPED_MODEL), "--hop_s", "0.5"]) == 0
-    table = read_table(out, "frames")
-    names = class_names_from(table.schema)
-    frames = table.to_pandas()
+                          "--model_path", str(SHIPPED_MODEL), "--hop_s", "0.5", "--events"]) == 0
+    frames = read_table(out, "frames").to_pandas()
     short = frames[frames.uri.str.endswith("short.flac")]
     assert len(short) == 1 and short.end_s.iloc[0] == pytest.approx(1.0)  # padded to one window, kept
     long = frames[frames.uri.str.endswith("long.flac")].sort_values("frame_index")
     assert len(long) == 2 * len(pieces) - 1
-    events = keyword.keyword_events(long.start_s.to_numpy(), long.end_s.to_numpy(),
-                                    np.stack(long.scores.to_numpy()), names)
+    events = read_table(out, "events").to_pandas()
+    events = events[events.uri.str.endswith("long.flac")]
     for label, centre in expected:
-        assert any(e.label == label and abs(e.peak_s - centre) <= 0.5 for e in events), (
-            f"{label} at {centre:.2f} s not found in {events}")
+        assert ((events.label == label) & ((events.peak_s - centre).abs() <= 0.5)).any(), (
+            f"{label} at {centre:.2f} s not found in {events[['label', 'start_s', 'end_s', 'peak_s']]}")
 
 
 def _confident_clips(model, clips, labels) -> list[tuple[str, np.ndarray]]:
