@@ -1,7 +1,8 @@
 """Building a training set: tagged frames + a labels file -> tf.Transform'ed TFRecord splits for a head.
 
 Frames of tag_audio's OUT_DIR are joined with LABELS.csv (path or URI, label,
-optional fold; matched by URI or path suffix), split into train/eval/test per
+optional fold; matched by URI or path suffix; optionally a time span per row,
+``uri,start_s,end_s,label``), split into train/eval/test per
 URI (by fold, or by a hash of the URI), optionally pooled per clip, and run
 through a tf.Transform ``preprocessing_fn`` analysed on the training split
 (z-scored features, label vocabulary).  DS_DIR receives the TFRecord shards,
@@ -30,6 +31,8 @@ from transforms.training.frame_source import FramesNotUsableError, FrameSource, 
 from transforms.training.labelled_rows import LabelsFileError, LabelTable, SplitRule
 
 RAW_SAMPLE_SIZE = 64  # raw held-out rows kept for checking an export against training
+SPAN_COLUMNS = ("start_s", "end_s")  # frames columns that time-span labels are matched against
+NEGATIVE_LABEL = "_negative_"  # --negatives_from_labelled_files without a label
 
 
 def layout_for(source: FrameSource, features: str, pooling: str) -> ts.FeatureLayout:
@@ -46,7 +49,7 @@ def _raw_metadata(layout: ts.FeatureLayout):
 
 @beam.ptransform_fn
 def BuildTrainingSet(pbegin, source: FrameSource, labels: LabelTable, rule: SplitRule,  # noqa: N802
-                     layout: ts.FeatureLayout, ds_dir: str):
+                     layout: ts.FeatureLayout, ds_dir: str, negative_label: str | None = None):
     """The whole job: read frames -> label and split -> (pool) -> tf.Transform -> TFRecords + report."""
     import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam
@@ -54,7 +57,7 @@ def BuildTrainingSet(pbegin, source: FrameSource, labels: LabelTable, rule: Spli
     frame_tables = (pbegin
                     | "ListFrameFiles" >> beam.Create(source.frame_files)
                     | "ReadFrames" >> ReadAllFromParquetBatched(
-                        columns=[ts.URI, ts.FRAME_INDEX, *layout.columns], with_filename=True))
+                        columns=[ts.URI, ts.FRAME_INDEX, *SPAN_COLUMNS, *layout.columns], with_filename=True))
     latest_run = None
     if len(source.runs) > 1:  # a URI tagged by several runs: its latest run's frames only
         latest_run = beam.pvalue.AsDict(
@@ -63,7 +66,7 @@ def BuildTrainingSet(pbegin, source: FrameSource, labels: LabelTable, rule: Spli
                                                     .to_pylist()})
             | "LatestRun" >> beam.CombinePerKey(max))
     labelled = frame_tables | "AttachLabels" >> beam.ParDo(
-        tset.AttachLabels(labels, rule, layout), latest_run=latest_run).with_outputs(
+        tset.AttachLabels(labels, rule, layout, negative_label), latest_run=latest_run).with_outputs(
         tset.UNLABELLED, tset.EXCLUDED, tset.CLIPS, main="rows")
     rows = labelled.rows
     if layout.pooled:
@@ -126,7 +129,8 @@ def BuildTrainingSet(pbegin, source: FrameSource, labels: LabelTable, rule: Spli
 
 
 def dataset_document(source: FrameSource, labels: LabelTable, rule: SplitRule, layout: ts.FeatureLayout,
-                     label_names: list[str], report: dict, started: float) -> dict:
+                     label_names: list[str], report: dict, started: float,
+                     negative_label: str | None = None) -> dict:
     """dataset.json: everything train_head and the export need to know about DS_DIR."""
     return {
         "version": PACKAGE_VERSION,
@@ -138,10 +142,22 @@ def dataset_document(source: FrameSource, labels: LabelTable, rule: SplitRule, l
         "frames_dir": source.out_dir,
         "runs": list(source.run_ids),
         "labels_file": labels.source,
+        "negative_label": negative_label,
         "split_rule": {**dataclasses.asdict(rule), "description": rule.describe()},
         "splits": {split: {key: report["splits"][split][key] for key in ("clips", "frames")}
                    for split in ts.SPLITS},
     }
+
+
+def _check_spans(labels: LabelTable, layout: ts.FeatureLayout, negative_label: str | None) -> None:
+    if labels.has_spans and layout.pooled:
+        raise ValueError(f"{labels.source} labels time spans, which label frames: use --pooling none")
+    if negative_label is not None and not labels.has_spans:
+        raise ValueError(f"--negatives_from_labelled_files needs rows with time spans (uri,start_s,end_s,"
+                         f"label); {labels.source} labels whole files only")
+    if negative_label is not None and negative_label in labels.labels:
+        raise ValueError(f"the negative label {negative_label!r} is also a label in {labels.source}: "
+                         "choose another with --negatives_from_labelled_files LABEL")
 
 
 def _prepare_output(ds_dir: str, overwrite: bool) -> None:
@@ -182,6 +198,7 @@ class TrainingSetRequest:
     split: SplitRule = SplitRule()
     runs: tuple[str, ...] = ()  # run ids of OUT_DIR to use (default: every succeeded run)
     overwrite: bool = False
+    negative_label: str | None = None  # the other frames of files labelled by spans take this label
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,12 +217,14 @@ def build_training_set(request: TrainingSetRequest, options: PipelineOptions) ->
         request.split.check_folds(labels)
         source = find_frames(request.frames, request.runs)
         layout = layout_for(source, request.features, request.pooling)
+        _check_spans(labels, layout, request.negative_label)
         _prepare_output(ds_dir, request.overwrite)
     except (LabelsFileError, FramesNotUsableError, FileExistsError, ValueError) as e:
         raise TrainingSetError(str(e)) from None
 
     pipeline = beam.Pipeline(options=options)
-    _ = pipeline | "BuildTrainingSet" >> BuildTrainingSet(source, labels, request.split, layout, ds_dir)
+    _ = pipeline | "BuildTrainingSet" >> BuildTrainingSet(source, labels, request.split, layout, ds_dir,
+                                                          request.negative_label)
     pipeline.run().wait_until_finish()
 
     report = storage.read_json(ts.ds_path(ds_dir, ts.REPORT_FILE))
@@ -216,7 +235,8 @@ def build_training_set(request: TrainingSetRequest, options: PipelineOptions) ->
     label_names = [v.decode() if isinstance(v, bytes) else v for v in
                    tft.TFTransformOutput(ts.ds_path(ds_dir, ts.TRANSFORM_DIR)).vocabulary_by_name(
                        ts.LABEL_VOCABULARY)]
-    document = dataset_document(source, labels, request.split, layout, label_names, report, started)
+    document = dataset_document(source, labels, request.split, layout, label_names, report, started,
+                                request.negative_label)
     storage.write_json(ts.ds_path(ds_dir, ts.DATASET_FILE), document)
     try:
         storage.delete_tree(ts.ds_path(ds_dir, ts.TRANSFORM_TEMP_DIR))
@@ -235,7 +255,14 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tag_audio output directory (local or gs://) whose frames/ to read.")
     parser.add_argument("--labels", default=None,
                         help="CSV (local or gs://) with columns path (or uri), label and optionally fold; "
-                             "a path labels every frames URI it equals or ends with.")
+                             "a path labels every frames URI it equals or ends with. With start_s and "
+                             "end_s columns (uri,start_s,end_s,label), the frames that overlap a span take "
+                             "its label.")
+    parser.add_argument("--negatives_from_labelled_files", nargs="?", const=NEGATIVE_LABEL, default=None,
+                        metavar="LABEL",
+                        help=f"With time-span labels: the frames of a labelled file that overlap no span "
+                             f"become examples of LABEL (default {NEGATIVE_LABEL}) instead of being left "
+                             "out.")
     parser.add_argument("--output", default=None, help="Training-set directory DS_DIR (local or gs://).")
     parser.add_argument("--features", default="embedding", choices=tuple(ts.FEATURE_SETS),
                         help="Frame columns to learn from: embedding (YAMNet's 1024-d), logmel "
@@ -271,4 +298,5 @@ def split_rule_from(opts: argparse.Namespace) -> SplitRule:
 
 def request_from(opts: argparse.Namespace) -> TrainingSetRequest:
     return TrainingSetRequest(opts.frames, opts.labels, opts.output, opts.features, opts.pooling,
-                              split_rule_from(opts), _folds(opts.runs), opts.overwrite)
+                              split_rule_from(opts), _folds(opts.runs), opts.overwrite,
+                              opts.negatives_from_labelled_files)

@@ -9,17 +9,24 @@ URI takes the label of the row whose path equals it or is its longest suffix
 on '/' boundaries, so ``audio/1-100032-A.ogg`` labels
 ``gs://bucket/esc10/audio/1-100032-A.ogg`` and ``/data/esc10/audio/1-100032-A.ogg``.
 
+Rows may also name a time span (``uri,start_s,end_s,label``): the frames of
+that file that overlap a span take its label (the span they overlap most, when
+several do); its other frames are left out, or become negatives of a label of
+the user's choice (``negative_label``).  A file is labelled either whole or by
+spans, and all rows of one file share its fold.
+
 Splits are decided per URI (by fold, or by a salted SHA-256 of the URI), never
 per frame, so the frames of one clip always land in one split.
 """
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import hashlib
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -33,6 +40,8 @@ from transforms import storage
 PATH_HEADERS = ("path", "uri", "file", "filename")
 LABEL_HEADERS = ("label", "class", "category")
 FOLD_HEADERS = ("fold",)
+START_HEADERS = ("start_s", "start", "begin_s", "begin")
+END_HEADERS = ("end_s", "end")
 
 
 class LabelsFileError(ValueError):
@@ -47,6 +56,12 @@ class LabelRow:
     label: str
     fold: str | None
     line: int  # 1-based line in the labels file, for messages
+    start_s: float | None = None  # a span of the file, in seconds; None: the whole file
+    end_s: float | None = None
+
+    @property
+    def is_span(self) -> bool:
+        return self.start_s is not None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +70,10 @@ class LabelTable:
     has_fold: bool
     source: str
     duplicate_rows: int = 0  # identical repeated rows, collapsed
+
+    @property
+    def has_spans(self) -> bool:
+        return any(row.is_span for row in self.rows)
 
     @property
     def labels(self) -> list[str]:
@@ -72,23 +91,40 @@ def normalise_path(path: str) -> str:
     return path
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_labels(text: str, source: str = "labels") -> LabelTable:
-    """Parses a labels CSV: header ``path,label[,fold]`` (or those columns without a header)."""
+    """Parses a labels CSV: header ``path,label[,fold]`` or ``uri,start_s,end_s,label[,fold]`` (or those
+    columns without a header)."""
     records = [(i + 1, row) for i, row in enumerate(csv.reader(io.StringIO(text)))
                if row and any(cell.strip() for cell in row)]
     if not records:
         raise LabelsFileError(f"{source} is empty: expected rows of path,label[,fold]")
     header = [cell.strip().lower() for cell in records[0][1]]
+    start_col = end_col = None
     if any(name in LABEL_HEADERS for name in header):
         path_col = _column(header, PATH_HEADERS, source)
         label_col = _column(header, LABEL_HEADERS, source)
         fold_col = next((header.index(n) for n in FOLD_HEADERS if n in header), None)
+        start_col = next((header.index(n) for n in START_HEADERS if n in header), None)
+        end_col = next((header.index(n) for n in END_HEADERS if n in header), None)
+        if (start_col is None) != (end_col is None):
+            raise LabelsFileError(f"{source}: a time span needs both a start_s and an end_s column")
         records = records[1:]
+    elif len(records[0][1]) >= 4 and all(_is_number(c.strip()) for c in records[0][1][1:3]):
+        path_col, start_col, end_col, label_col = 0, 1, 2, 3  # no header: uri,start_s,end_s,label[,fold]
+        fold_col = 4 if len(records[0][1]) > 4 else None
     else:  # no header: positional path,label[,fold]
         path_col, label_col = 0, 1
         fold_col = 2 if len(records[0][1]) > 2 else None
 
-    by_path: dict[str, LabelRow] = {}
+    by_key: dict[tuple, LabelRow] = {}
     duplicates = 0
     problems: list[str] = []
     for line, row in records:
@@ -98,21 +134,67 @@ def parse_labels(text: str, source: str = "labels") -> LabelTable:
             problems.append(f"line {line}: needs a path and a label, got {row!r}")
             continue
         fold = cells[fold_col] if fold_col is not None and fold_col < len(cells) and cells[fold_col] else None
-        entry = LabelRow(normalise_path(cells[path_col]), cells[label_col], fold, line)
-        previous = by_path.get(entry.path)
+        span, problem = _span(cells, start_col, end_col)
+        if problem:
+            problems.append(f"line {line}: {problem}")
+            continue
+        entry = LabelRow(normalise_path(cells[path_col]), cells[label_col], fold, line, *span)
+        key = (entry.path, entry.start_s, entry.end_s)
+        previous = by_key.get(key)
         if previous is None:
-            by_path[entry.path] = entry
+            by_key[key] = entry
         elif (previous.label, previous.fold) == (entry.label, entry.fold):
             duplicates += 1
         else:
-            problems.append(f"line {line}: {entry.path} is labelled {entry.label!r} (fold {entry.fold}) but "
-                            f"line {previous.line} says {previous.label!r} (fold {previous.fold})")
+            problems.append(f"line {line}: {entry.path}{_span_text(entry)} is labelled {entry.label!r} "
+                            f"(fold {entry.fold}) but line {previous.line} says {previous.label!r} "
+                            f"(fold {previous.fold})")
+    problems += _file_conflicts(by_key.values())
     if problems:
         shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
         raise LabelsFileError(f"{source}: {len(problems)} unusable row(s): {shown}")
-    if not by_path:
+    if not by_key:
         raise LabelsFileError(f"{source} has a header but no rows")
-    return LabelTable(tuple(by_path.values()), fold_col is not None, source, duplicates)
+    return LabelTable(tuple(by_key.values()), fold_col is not None, source, duplicates)
+
+
+def _span(cells: list[str], start_col: int | None, end_col: int | None
+          ) -> tuple[tuple[float | None, float | None], str | None]:
+    """((start_s, end_s), problem): (None, None) for a whole-file row (no span columns, or both empty)."""
+    if start_col is None or end_col is None:
+        return (None, None), None
+    start = cells[start_col] if start_col < len(cells) else ""
+    end = cells[end_col] if end_col < len(cells) else ""
+    if not start and not end:
+        return (None, None), None
+    if not (_is_number(start) and _is_number(end)):
+        return (None, None), f"start_s and end_s must both be seconds, got {start!r} and {end!r}"
+    if not 0 <= float(start) < float(end):
+        return (None, None), f"needs 0 <= start_s < end_s, got {start} and {end}"
+    return (float(start), float(end)), None
+
+
+def _span_text(row: LabelRow) -> str:
+    return f" [{row.start_s:g}, {row.end_s:g}] s" if row.is_span else ""
+
+
+def _file_conflicts(rows: Iterable[LabelRow]) -> list[str]:
+    """A file is labelled whole or by spans, and in one fold."""
+    by_path: dict[str, list[LabelRow]] = {}
+    for row in rows:
+        by_path.setdefault(row.path, []).append(row)
+    problems = []
+    for path, entries in by_path.items():
+        if len(entries) < 2:
+            continue
+        first = min(entries, key=lambda r: r.line)
+        if any(not r.is_span for r in entries):
+            problems.append(f"line {first.line}: {path} has a whole-file label and other rows; label it "
+                            "whole or by time spans")
+        elif len({r.fold for r in entries}) > 1:
+            problems.append(f"line {first.line}: the spans of {path} are in different folds "
+                            f"({', '.join(sorted(str(r.fold) for r in entries))}); a file is in one fold")
+    return problems
 
 
 def _column(header: list[str], names: tuple[str, ...], source: str) -> int:
@@ -132,17 +214,38 @@ def read_labels(path: str) -> LabelTable:
 
 
 class LabelIndex:
-    """Finds a URI's label row: exact match, else the longest path suffix on '/' boundaries."""
+    """Finds a URI's label rows: exact match, else the longest path suffix on '/' boundaries."""
 
     def __init__(self, table: LabelTable):
-        self._rows = {row.path: row for row in table.rows}
+        self._rows: dict[str, list[LabelRow]] = {}
+        for row in table.rows:
+            self._rows.setdefault(row.path, []).append(row)
 
     def match(self, uri: str) -> LabelRow | None:
+        """The URI's label row (its first, for a file labelled by spans)."""
+        rows = self.match_rows(uri)
+        return rows[0] if rows else None
+
+    def match_rows(self, uri: str) -> list[LabelRow] | None:
+        """Every row of the path that labels ``uri``: one whole-file row, or its spans."""
         for candidate in uri_suffixes(uri):
-            row = self._rows.get(candidate)
-            if row is not None:
-                return row
+            rows = self._rows.get(candidate)
+            if rows is not None:
+                return rows
         return None
+
+
+def span_labels(start_s: np.ndarray, end_s: np.ndarray, spans: Sequence[LabelRow],
+                negative_label: str | None = None) -> list[str | None]:
+    """Per frame ``[start_s, end_s)``: the label of the span it overlaps most (the first such span on a
+    tie), else ``negative_label`` (None: the frame is left out)."""
+    best = np.zeros(len(start_s))
+    chosen = np.full(len(start_s), -1)
+    for i, span in enumerate(spans):
+        overlap = np.minimum(end_s, span.end_s) - np.maximum(start_s, span.start_s)
+        better = overlap > best
+        best[better], chosen[better] = overlap[better], i
+    return [spans[i].label if i >= 0 else negative_label for i in chosen]
 
 
 def uri_suffixes(uri: str) -> Iterator[str]:
@@ -303,13 +406,17 @@ class AttachLabels(beam.DoFn):
     """(file name, frames table) -> (split, raw instance) per labelled frame, plus side outputs.
 
     With ``latest_run`` (uri -> run id), frames of a URI tagged by several runs
-    are taken from its latest run only.
+    are taken from its latest run only.  Frames of a file labelled by spans take
+    the label of the span they overlap; the others take ``negative_label``, or
+    are left out without one.
     """
 
-    def __init__(self, labels: LabelTable, rule: SplitRule, layout: ts.FeatureLayout):
+    def __init__(self, labels: LabelTable, rule: SplitRule, layout: ts.FeatureLayout,
+                 negative_label: str | None = None):
         self._labels = labels
         self._rule = rule
         self._layout = layout
+        self._negative_label = negative_label
 
     def setup(self):
         self._index = LabelIndex(self._labels)
@@ -326,19 +433,28 @@ class AttachLabels(beam.DoFn):
         for uri, rows in rows_by_uri.items():
             if latest_run and latest_run.get(uri, run) != run:
                 continue
-            match = self._index.match(uri)
-            if match is None:
+            matches = self._index.match_rows(uri)
+            if matches is None:
                 yield pvalue.TaggedOutput(UNLABELLED, uri)
                 continue
+            match = matches[0]
             split = self._rule.assign(uri, match.fold)
             if split is None:
                 yield pvalue.TaggedOutput(EXCLUDED, (uri, match.fold, match.path))
                 continue
-            yield pvalue.TaggedOutput(CLIPS, (uri, ClipFacts(split, match.label, match.path, len(rows))))
-            for row in rows:
+            if match.is_span:
+                times = [table.column(c).to_numpy(zero_copy_only=False)[rows] for c in ("start_s", "end_s")]
+                labels = span_labels(*times, matches, self._negative_label)
+            else:
+                labels = [match.label] * len(rows)
+            for label, count in collections.Counter(x for x in labels if x is not None).items():
+                yield pvalue.TaggedOutput(CLIPS, (uri, ClipFacts(split, label, match.path, count)))
+            for row, label in zip(rows, labels):
+                if label is None:
+                    continue
                 # Keyed by frame column: a frame row's raw feature names are its columns' names.
                 instance = {column: arrays[column][row] for column in self._layout.columns}
-                instance.update({ts.LABEL: match.label, ts.URI: uri,
+                instance.update({ts.LABEL: label, ts.URI: uri,
                                  ts.FRAME_INDEX: int(frame_index[row]), ts.NUM_FRAMES: 1})
                 yield split, instance
 

@@ -28,18 +28,21 @@ EXCLUDED_FILES = "excluded_files.txt"
 
 
 class CountClips(beam.CombineFn):
-    """(uri, ClipFacts) with one element per URI -> class counts per split and label-row hits."""
+    """(uri, [ClipFacts, one per label]) with one element per URI -> class counts per split (a file counts
+    as a clip of each label its frames have) and label-row hits."""
 
     def create_accumulator(self):
         return {"counts": {}, "label_paths": {}}
 
     def add_input(self, accumulator, element):
-        _, facts = element
-        per_label = accumulator["counts"].setdefault(facts.split, {}).setdefault(facts.label, [0, 0])
-        per_label[0] += 1
-        per_label[1] += facts.frames
+        _, per_label_facts = element
+        for facts in per_label_facts:
+            per_label = accumulator["counts"].setdefault(facts.split, {}).setdefault(facts.label, [0, 0])
+            per_label[0] += 1
+            per_label[1] += facts.frames
         paths = accumulator["label_paths"]
-        paths[facts.label_path] = paths.get(facts.label_path, 0) + 1
+        path = per_label_facts[0].label_path
+        paths[path] = paths.get(path, 0) + 1
         return accumulator
 
     def merge_accumulators(self, accumulators):
@@ -58,10 +61,15 @@ class CountClips(beam.CombineFn):
         return accumulator
 
 
-def merge_clip_pieces(pieces) -> ClipFacts:
-    """One URI's facts from its pieces (a file's frames may span several Parquet tables)."""
-    pieces = list(pieces)
-    return dataclasses.replace(pieces[0], frames=sum(p.frames for p in pieces))
+def merge_clip_pieces(pieces) -> list[ClipFacts]:
+    """One URI's facts from its pieces (a file's frames may span several Parquet tables), one per label
+    (a file labelled by time spans has frames of several)."""
+    by_label: dict[str, ClipFacts] = {}
+    for piece in pieces:
+        seen = by_label.get(piece.label)
+        by_label[piece.label] = piece if seen is None else dataclasses.replace(
+            seen, frames=seen.frames + piece.frames)
+    return [by_label[label] for label in sorted(by_label)]
 
 
 def files_without_frames(element, labels: LabelTable):
