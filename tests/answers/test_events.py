@@ -44,16 +44,18 @@ def one_class(scores, **thresholds):
     return detect_events(track(scores), [(0, "a", ClassThresholds(**thresholds))], HOP)
 
 
-def test_hysteresis_starts_at_on_and_goes_on_while_above_off():
-    # frame:      0    1    2    3    4    5    6    7
-    scores = [0.1, 0.4, 0.6, 0.45, 0.7, 0.35, 0.2, 0.9]
+def test_hysteresis_keeps_the_run_above_off_around_a_frame_above_on():
+    # frame:      0    1    2    3    4    5    6    7    8    9
+    scores = [0.1, 0.4, 0.6, 0.45, 0.7, 0.35, 0.2, 0.9, 0.45, 0.42]
     events = one_class(scores, on=0.5, off=0.4)
-    # frame 1 (0.4 >= off) precedes the first frame >= on: not part of the event; 3 (0.45) keeps it going.
+    # Frames 1-4 stay >= off (0.4) and 2 and 4 reach on: one event, the lead-in frame 1 included.
     # Frame k stands for [centre - hop/2, centre + hop/2] = [0.5k + 0.25, 0.5k + 0.75].
-    assert spans(events) == [("a", 1.25, 2.75), ("a", 3.75, 4.25)]
-    assert events[0].num_frames == 3
+    assert spans(events) == [("a", 0.75, 2.75), ("a", 3.75, 5.25)]
+    assert events[0].num_frames == 4
     assert events[0].peak_score == pytest.approx(0.7) and events[0].peak_s == pytest.approx(2.5)
-    assert events[0].mean_score == pytest.approx((0.6 + 0.45 + 0.7) / 3)
+    assert events[0].mean_score == pytest.approx((0.4 + 0.6 + 0.45 + 0.7) / 4)
+    # A run above off that never reaches on is no event.
+    assert one_class([0.1, 0.45, 0.45, 0.1], on=0.5, off=0.4) == []
     # Without hysteresis (off = on) the dip at frame 3 cuts the event in two.
     assert spans(one_class(scores, on=0.5, off=0.5)) == [
         ("a", 1.25, 1.75), ("a", 2.25, 2.75), ("a", 3.75, 4.25)]

@@ -1,10 +1,13 @@
 """Sound events from per-frame scores: hysteresis, gap merging, minimum duration (pure functions).
 
-Per class, over one recording's frames in order: an event starts at a frame
-scoring at least ``on`` and goes on while frames score at least ``off``
-(``off <= on``, so a dip between the two does not cut it); events closer than
-``merge_gap_s`` become one; events shorter than ``min_duration_s`` are
-dropped.  Peak and mean score are taken over the frames that make the event.
+Per class, over one recording's frames in order, hysteresis with two
+thresholds (``off <= on``): an event is a run of consecutive frames scoring at
+least ``off`` in which some frame reaches ``on``, so a dip between the two
+does not cut it and the frames leading up to the peak belong to it as much as
+those after it (the regions of ``skimage.filters.apply_hysteresis_threshold``,
+in one dimension).  Events closer than ``merge_gap_s`` become one; events
+shorter than ``min_duration_s`` are dropped.  Peak and mean score are taken
+over the frames that make the event.
 
 Time: frames overlap (YAMNet: 0.96 s windows every 0.48 s), so an event does
 not run from its first window's start to its last window's end, which would
@@ -98,11 +101,9 @@ def class_events(track: FrameTrack, column: int, thresholds: ClassThresholds, ho
     sums: list[float] = []
     for begin, end in zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [rows.size]])):
         run = rows[begin:end]
-        started = np.flatnonzero(scores[run] >= thresholds.on)
-        if started.size == 0:
-            continue
-        run = run[started[0]:]
         values = scores[run]
+        if values.max() < thresholds.on:
+            continue
         best = run[int(np.argmax(values))]
         start_s, _ = _slot(int(track.frame_index[run[0]]), float(track.centre_s[run[0]]), hop_s)
         _, end_s = _slot(int(track.frame_index[run[-1]]), float(track.centre_s[run[-1]]), hop_s)
