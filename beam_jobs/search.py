@@ -4,11 +4,12 @@
         [--top_k 100] [--max_per_file N] --output DIR [--runs ID,ID] [--model_path PATH] \\
         [--engine auto|local|beam] [Beam options]
 
-A query is a sound file, or a span of one (``recording.flac@12.5-17``); a URI
-that the frames hold is answered from its own frames, anything else is embedded
-with the model that made them (refused when the model is another).  Every frame
-of OUT_DIR (every succeeded run of one model, or --runs) is scored by cosine
-similarity with each query and the top k kept.  DIR receives hits.parquet
+A query is a sound file, or a span of one (``recording.flac@12.5-17``); a span
+of a file the frames hold is answered from its own frames, anything else is
+embedded with the model that made them (refused when the model is another).
+Every frame of OUT_DIR (every succeeded run of one model, or --runs) is scored
+by cosine similarity with each query (its best match among the query's frames,
+or with their mean: --query_pooling) and the top k kept.  DIR receives hits.parquet
 (query, rank, uri, frame_index, start_s, end_s, score), index.html (spectrogram
 thumbnails, players for local files, yes/no marks that download as a labels CSV
 for build_training_set) and search.json.
@@ -29,6 +30,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from schemas.tables import METADATA_PREFIX
 from transforms import storage
 from transforms.answers.queries import FramesModel, QueryError, embed_queries
+from transforms.answers.search import POOLINGS, QuerySet
 from transforms.answers.search_page import write_page
 from transforms.answers.search_run import SearchSettings, hits_table, search_beam, search_local, write_hits
 from transforms.training.frame_source import FramesNotUsableError, check_columns, find_frames
@@ -47,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--top_k", type=int, default=100, help="Hits kept per query.")
     parser.add_argument("--max_per_file", type=int, default=0,
                         help="At most this many hits of one file per query (0: no limit).")
+    parser.add_argument("--query_pooling", default="max", choices=POOLINGS,
+                        help="max: a frame scores its best cosine with any frame of the query (finds copies "
+                             "of any part of it); mean: its cosine with the query's mean direction.")
     parser.add_argument("--output", default=None, help="Where hits.parquet and index.html are written.")
     parser.add_argument("--runs", default="", help="Comma-separated run ids of --frames to search "
                         "(default: every succeeded run; they must share one model and framing).")
@@ -88,7 +93,8 @@ def run(argv: list[str] | None = None) -> int:
     except (FramesNotUsableError, QueryError) as e:
         return _fail(str(e))
     embedded = time.perf_counter()
-    settings = SearchSettings(tuple(names), vectors, opts.top_k, opts.max_per_file)
+    settings = SearchSettings(tuple(names), QuerySet.of(vectors, opts.query_pooling), opts.top_k,
+                              opts.max_per_file)
     metadata = {(METADATA_PREFIX + k).encode(): v.encode() for k, v in source.metadata.items()}
     options = PipelineOptions(pipeline_args)
     standard = options.view_as(StandardOptions)
@@ -105,7 +111,8 @@ def run(argv: list[str] | None = None) -> int:
     page = write_page(output, table, thumbnails=not opts.no_thumbnails,
                       title=f"Search of {source.out_dir} ({source.metadata.get('model_identity')})")
     summary = {"frames": source.out_dir, "runs": list(source.run_ids), "queries": names, "top_k": opts.top_k,
-               "max_per_file": opts.max_per_file, "engine": engine, "frames_scanned": scanned,
+               "max_per_file": opts.max_per_file, "query_pooling": opts.query_pooling, "engine": engine,
+               "frames_scanned": scanned,
                "embed_queries_s": round(embedded - started, 2), "scan_s": round(scan_s, 2),
                "frames_per_s": round(scanned / scan_s) if scan_s > 0 else None,
                "model": source.base_model()}

@@ -19,7 +19,7 @@ from tests.audio_factory import write_audio
 from tests.pipeline_helpers import run_tag_audio
 from tests.savedmodel_factory import save_batched_encoder
 from transforms.answers import search_run
-from transforms.answers.search import Candidates, best, query_vector, table_candidates, unit_rows
+from transforms.answers.search import Candidates, QuerySet, best, query_vector, table_candidates, unit_rows
 
 DIM = 6
 
@@ -46,12 +46,14 @@ def corpus_tables(seed: int = 0) -> list[pa.Table]:
 
 
 def brute_force(tables: list[pa.Table], query: np.ndarray, k: int, max_per_file: int) -> list[tuple]:
+    """``query``: one unit vector, or ``[m, D]`` of them (a frame scores its best cosine with any)."""
     rows = pa.concat_tables(tables).to_pylist()
     scored = []
     for r in rows:
         e = np.asarray(r["embedding"], np.float64)
         norm = np.linalg.norm(e)
-        scored.append((float(e @ query / norm) if norm else 0.0, r["uri"], r["frame_index"]))
+        scored.append((float(np.max(np.atleast_2d(query) @ e) / norm) if norm else 0.0, r["uri"],
+                       r["frame_index"]))
     scored.sort(key=lambda s: (-s[0], s[1], s[2]))
     kept, per_file = [], {}
     for score, uri, index in scored:
@@ -73,9 +75,12 @@ def assert_same_hits(found: list[tuple], expected: list[tuple]) -> None:
 @pytest.mark.parametrize("k, max_per_file", [(7, 0), (25, 2), (300, 0), (5, 1)])
 def test_top_k_of_shards_equals_brute_force_in_process(tmp_path, k, max_per_file):
     tables = corpus_tables()
-    queries = unit_rows(np.random.default_rng(1).normal(size=(3, DIM)))
+    rng = np.random.default_rng(1)
     first = np.asarray(pa.concat_tables(tables)["embedding"][0].as_py())
-    queries[2] = unit_rows(first[None])[0]  # scores the tied frames highest
+    per_query = [rng.normal(size=(1, DIM)), rng.normal(size=(4, DIM)),  # a query of four frames: max pooling
+                 first[None]]  # scores the tied frames highest
+    queries = QuerySet.of(per_query, "max")
+    rows_of = [unit_rows(m) for m in per_query]
     settings = search_run.SearchSettings(("a", "b", "c"), queries, k, max_per_file)
     paths = []
     for i, table in enumerate(tables):
@@ -84,18 +89,18 @@ def test_top_k_of_shards_equals_brute_force_in_process(tmp_path, k, max_per_file
     hits, scanned = search_run.search_local(paths, settings, threads=3)
     assert scanned == sum(t.num_rows for t in tables)
     for q in range(3):
-        assert_same_hits(as_list(hits[q]), brute_force(tables, queries[q], k, max_per_file))
+        assert_same_hits(as_list(hits[q]), brute_force(tables, rows_of[q], k, max_per_file))
     # Shards of any size give the same answer: one row at a time, merged in another order.
     rows = [t.slice(i, 1) for t in tables[::-1] for i in range(t.num_rows)]
     merged = best(Candidates.concat([c for r in rows for q, c in table_candidates(r, queries, k, max_per_file)
                                      if q == 2]), k, max_per_file)
-    assert_same_hits(as_list(merged), brute_force(tables, queries[2], k, max_per_file))
+    assert_same_hits(as_list(merged), brute_force(tables, rows_of[2], k, max_per_file))
 
 
 def test_top_k_as_a_beam_pipeline_equals_brute_force(tmp_path):
     tables = corpus_tables(seed=4)
     queries = unit_rows(np.random.default_rng(5).normal(size=(2, DIM)))
-    settings = search_run.SearchSettings(("a", "b"), queries, 9, 2)
+    settings = search_run.SearchSettings(("a", "b"), QuerySet.single(queries), 9, 2)
     paths = []
     for i, table in enumerate(tables):
         paths.append(str(tmp_path / f"part-{i}.parquet"))
@@ -112,9 +117,14 @@ def test_top_k_as_a_beam_pipeline_equals_brute_force(tmp_path):
         assert_same_hits(found, brute_force(tables, queries[q], 9, 2))
 
 
-def test_a_query_is_the_mean_direction_of_its_frames():
+def test_a_query_is_the_mean_direction_of_its_frames_or_each_of_them():
     frames = np.array([[3.0, 0.0], [0.0, 0.5]])
     np.testing.assert_allclose(query_vector(frames), [np.sqrt(0.5), np.sqrt(0.5)])
+    corpus = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
+    np.testing.assert_allclose(QuerySet.of([frames], "mean").scores(corpus), [[np.sqrt(0.5)], [1.0], [0.0]],
+                               atol=1e-6)
+    np.testing.assert_allclose(QuerySet.of([frames, frames[:1]], "max").scores(corpus),
+                               [[1.0, 1.0], [np.sqrt(0.5), np.sqrt(0.5)], [0.0, 0.0]], atol=1e-6)
 
 
 # --- the job, end to end ------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import numpy as np
 
 from schemas.tables import config_id
 from transforms import storage
-from transforms.answers.search import embedding_matrix, query_vector
+from transforms.answers.search import embedding_matrix
 from transforms.output.reader import read_parts
 from transforms.storage import StoredFile
 
@@ -148,8 +148,9 @@ def embed_file(model, query: Query) -> np.ndarray:
 
 
 def embed_queries(texts: list[str], frame_files: list[str], frames: FramesModel,
-                  model_path: str | None = None) -> tuple[list[str], np.ndarray]:
-    """(query names, unit vectors ``[Q, D]``); the model is loaded only for queries outside the corpus."""
+                  model_path: str | None = None) -> tuple[list[str], list[np.ndarray]]:
+    """(query names, each query's frame embeddings ``[n, D]``); the model is loaded only for queries that
+    the corpus does not answer."""
     queries = [parse_query(t) for t in texts]
     if len(set(q.text for q in queries)) != len(queries):
         raise QueryError("the same query is given twice")
@@ -161,9 +162,9 @@ def embed_queries(texts: list[str], frame_files: list[str], frames: FramesModel,
             embeddings = embed_file(model, query)
         if embeddings.size == 0 or not np.isfinite(embeddings).all():
             raise QueryError(f"query {query.text!r} gives no usable embedding")
-        vectors.append(query_vector(embeddings))
-    dims = {v.size for v in vectors}
+        vectors.append(embeddings)
+    dims = {v.shape[1] for v in vectors}
     expected = int(frames.metadata.get("embedding_dim", 0) or 0)
     if len(dims) > 1 or (expected and dims != {expected}):
         raise QueryError(f"query embeddings have {sorted(dims)} dimensions; the frames have {expected}")
-    return [q.text for q in queries], np.stack(vectors)
+    return [q.text for q in queries], vectors

@@ -1,7 +1,10 @@
-"""Search by example, the pure part: cosine similarity of frames to query vectors, and an exact top k.
+"""Search by example, the pure part: cosine similarity of frames to queries, and an exact top k.
 
-A query is one unit vector (the mean of its frames' unit embeddings).  Every
-frame scores the cosine of its embedding with it.  ``Candidates`` holds some
+A query is made of its frames' embeddings, pooled one of two ways: ``mean``
+(one unit vector, the mean direction of its frames; a frame scores its cosine
+with it) or ``max`` (a frame scores its best cosine with any of the query's
+frames, so a copy of any part of the query scores as high as that part).
+``Candidates`` holds some
 hits of one query; ``best`` picks the top k of any set of them exactly, so the
 top k of the whole corpus is the top k of the per-shard top ks (Beam's
 combiner, or the in-process loop over record batches).
@@ -103,21 +106,57 @@ def embedding_matrix(table: pa.Table, column: str = "embedding") -> np.ndarray:
 
 def cosine_scores(embeddings: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """``[rows, D]`` embeddings against ``[Q, D]`` unit queries -> ``[rows, Q]`` cosine similarities."""
-    norms = np.linalg.norm(embeddings, axis=1)
+    norms = np.sqrt(np.einsum("ij,ij->i", embeddings, embeddings))  # no [rows, D] temporary, unlike norm()
     scores = embeddings @ queries.T
     return np.divide(scores, norms[:, None], out=np.zeros_like(scores), where=norms[:, None] > 0)
+
+
+POOLINGS = ("mean", "max")
+
+
+@dataclasses.dataclass(frozen=True)
+class QuerySet:
+    """Unit vectors ``[rows, D]``; query q owns rows ``offsets[q]`` up to the next offset, and a frame
+    scores its best cosine with them."""
+
+    vectors: np.ndarray
+    offsets: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.offsets.size)
+
+    @classmethod
+    def of(cls, per_query: Sequence[np.ndarray], pooling: str = "mean") -> QuerySet:
+        """From each query's frame embeddings ``[n, D]``: one mean direction each, or (``max``) all."""
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
+        rows = [query_vector(m)[None] if pooling == "mean" else unit_rows(m) for m in per_query]
+        sizes = np.array([r.shape[0] for r in rows])
+        return cls(np.concatenate(rows).astype(np.float32), np.concatenate([[0], np.cumsum(sizes)[:-1]]))
+
+    @classmethod
+    def single(cls, vectors: np.ndarray) -> QuerySet:
+        """One unit vector per query."""
+        return cls(np.asarray(vectors, np.float32), np.arange(len(vectors)))
+
+    def scores(self, embeddings: np.ndarray) -> np.ndarray:
+        """``[rows, Q]``: each frame's score for each query."""
+        scores = cosine_scores(embeddings, self.vectors)
+        if self.offsets.size == self.vectors.shape[0]:
+            return scores
+        return np.maximum.reduceat(scores, self.offsets, axis=1)
 
 
 def _kth_largest(values: np.ndarray, k: int) -> float:
     return float(np.partition(values, values.size - k)[values.size - k])
 
 
-def table_candidates(table: pa.Table, queries: np.ndarray, k: int, max_per_file: int = 0
+def table_candidates(table: pa.Table, queries: QuerySet, k: int, max_per_file: int = 0
                      ) -> Iterator[tuple[int, Candidates]]:
     """(query index, the top k of this table for that query) for every query: one shard's answer."""
     if table.num_rows == 0:
         return
-    scores = cosine_scores(embedding_matrix(table), queries)
+    scores = queries.scores(embedding_matrix(table))
     uris = table.column("uri").combine_chunks()
     encoded = pc.dictionary_encode(uris)
     codes = encoded.indices.to_numpy(zero_copy_only=False)

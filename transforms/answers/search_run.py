@@ -1,8 +1,8 @@
 """Scanning the frames for the queries' top k: in this process, or as a Beam pipeline.
 
-In process (a laptop): Parquet record batches of the embedding column, one
-matrix product per batch, each batch's top k per query merged into a running
-top k; a few parts are read at once.  As a Beam job (Dataflow, billions of
+In process (a laptop): Parquet row groups of the embedding column, one matrix
+product per row group, each group's top k per query merged into a running top
+k; a few parts are read at once.  As a Beam job (Dataflow, billions of
 frames): each Parquet batch is scored where it is read and reduced to its top
 k per query, and a CombineFn merges those per query, the per-worker partial
 merges first (combiner lifting); the last step writes the hits Parquet.  Both
@@ -17,24 +17,22 @@ import os
 from collections.abc import Sequence
 
 import apache_beam as beam
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.parquetio import ReadAllFromParquetBatched
 
 from schemas.answers import hits_schema
 from transforms import storage
-from transforms.answers.search import SEARCH_COLUMNS, Candidates, best, table_candidates
+from transforms.answers.search import SEARCH_COLUMNS, Candidates, QuerySet, best, table_candidates
 
 HITS_FILE = "hits.parquet"
-BATCH_ROWS = 16_384  # rows scored per matrix product (16 MB of 1024-d float32 embeddings)
 READ_THREADS = max(2, min(8, os.cpu_count() or 2))
 
 
 @dataclasses.dataclass(frozen=True)
 class SearchSettings:
     names: tuple[str, ...]  # one per query, as given
-    vectors: np.ndarray  # [Q, D] unit vectors
+    queries: QuerySet
     top_k: int = 100
     max_per_file: int = 0  # > 0: at most this many hits of one file
 
@@ -50,10 +48,12 @@ def _scan_part(path: str, settings: SearchSettings) -> tuple[list[Candidates], i
     hits = [Candidates.empty() for _ in settings.names]
     rows = 0
     with storage.open_read(path) as f:
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=BATCH_ROWS, columns=list(SEARCH_COLUMNS)):
-            table = pa.Table.from_batches([batch])
+        parquet = pq.ParquetFile(f)
+        for group in range(parquet.num_row_groups):
+            # Whole row groups on this thread: parts are what runs in parallel (READ_THREADS).
+            table = parquet.read_row_group(group, columns=list(SEARCH_COLUMNS), use_threads=False)
             rows += table.num_rows
-            _merge(hits, table_candidates(table, settings.vectors, settings.top_k, settings.max_per_file),
+            _merge(hits, table_candidates(table, settings.queries, settings.top_k, settings.max_per_file),
                    settings)
     return hits, rows
 
@@ -82,7 +82,7 @@ class ScoreFrames(beam.DoFn):
     def process(self, table: pa.Table):
         self._frames.inc(table.num_rows)
         s = self._settings
-        yield from table_candidates(table, s.vectors, s.top_k, s.max_per_file)
+        yield from table_candidates(table, s.queries, s.top_k, s.max_per_file)
 
 
 class TopHits(beam.CombineFn):
