@@ -31,6 +31,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import av  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bench.events_esc10 import pink_noise  # noqa: E402
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RATE = 44100
 SNRS_DB = (20, 10)
@@ -67,12 +69,6 @@ def encode(path: Path, samples: np.ndarray, codec: str, container: str, bit_rate
         out.mux(stream.encode(None))
 
 
-def pink_noise(n: int, rng) -> np.ndarray:
-    spectrum = np.fft.rfft(rng.normal(size=n)) / np.sqrt(np.maximum(np.arange(n // 2 + 1), 1))
-    noise = np.fft.irfft(spectrum, n)
-    return noise / np.sqrt(np.mean(noise ** 2))
-
-
 def plant(esc10: Path, corpus: Path, count: int, rng) -> dict[str, dict[str, str]]:
     """Links the 240 clips into ``corpus`` and writes the copies; returns original -> kind -> copy name."""
     from transforms.decoding.stream import decode_all
@@ -95,7 +91,7 @@ def plant(esc10: Path, corpus: Path, count: int, rng) -> dict[str, dict[str, str
         encode(corpus / f"{names['gain_-12dB']}.flac", clip * 10 ** (-12 / 20), "flac", "flac")
         sounding = clip[np.abs(clip) > 1e-4]
         power = np.mean(sounding ** 2) if sounding.size else 1e-6
-        noise = pink_noise(clip.size, rng)
+        noise = pink_noise(clip.size, rng, 1.0)
         for snr in SNRS_DB:
             noisy = clip + noise * np.sqrt(power / 10 ** (snr / 10))
             encode(corpus / f"{names[f'noise_{snr}dB_snr']}.flac", noisy, "flac", "flac")
