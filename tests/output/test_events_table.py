@@ -46,3 +46,27 @@ def test_publish_moves_staged_events_and_makes_only_the_run_tables(tmp_path):
     published = publish(layout, [str(staged)], tables=(EVENTS,))
     assert list(published) == [EVENTS] and Path(published[EVENTS][0]).exists()
     assert not (tmp_path / "frames").exists() and not staged.exists()
+
+
+def test_compaction_takes_a_superseded_runs_events_and_keeps_events_only_runs(tmp_path):
+    import json
+
+    from transforms.output.compaction import compact, plan_compaction
+
+    out = tmp_path / "out"
+    old, new, events_only = "20250101T000000Z-aaaaaa", "20250102T000000Z-bbbbbb", "20250103T000000Z-cccccc"
+    write_run(out, three_files(), run_id=old)
+    write_run(out, three_files(), run_id=new)  # the same files again: every row of the old run is superseded
+    for run_id in (old, events_only):
+        path = Path(RunLayout(str(out), run_id).table_dir(EVENTS)) / "part-00000-of-00001.parquet"
+        path.parent.mkdir(parents=True)
+        pq.write_table(_events("/data/in/ok.wav"), path)
+    Path(RunLayout(str(out), events_only).record_path()).write_text(json.dumps(
+        {"run_id": events_only, "status": "succeeded", "started_at": 1.8e9, "out_dir": str(out)}))
+
+    plan = plan_compaction(str(out))
+    assert [r.run.run_id for r in plan.remove] == [old]
+    assert compact(plan) == [old]
+    assert not (out / EVENTS / f"run={old}").exists()
+    runs = {run.run_id: run for run in find_output(str(out)).runs}
+    assert set(runs) == {new, events_only} and len(runs[events_only].events) == 1

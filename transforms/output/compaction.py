@@ -62,7 +62,7 @@ def plan_compaction(out_dir: str | OutputDir) -> CompactionPlan:
     superseded = set(states.superseded_runs())
     remove = []
     for run in found.published:
-        if run.run_id in superseded:
+        if run.run_id in superseded and run.files:  # an events-only run (beam_jobs.events) has no rows here
             counts = states.counts(run.run_id)
             remove.append(RunRemoval(run, files_rows=sum(counts.values()),
                                      frames_rows=count_rows(run.frames)))
@@ -88,7 +88,7 @@ def remove_run(removal: RunRemoval, states: RowStates) -> None:
         raise ValueError(f"run {run.run_id} is not published (status {run.status}); it is never removed")
     if run.run_id in states.kept_runs() or run.run_id not in states.run_ids:
         raise ValueError(f"run {run.run_id} holds current or latest rows; it is never removed")
-    for parts in (run.frames, run.files):
+    for parts in (run.frames, run.files, run.events):  # a run's events go with the frames they came from
         storage.delete([p.path for p in parts])
         for directory in sorted({storage.parent(p.path) for p in parts}):
             storage.delete_tree(directory)  # the run's partition directory (local: now empty)
