@@ -232,11 +232,6 @@ def prepare_job(options: PipelineOptions) -> tuple[TagAudioConfig, RunRecord]:
         decode_timeout_s=opts.decode_timeout_s, retry_failed=opts.retry_failed,
         max_failed_fraction=opts.max_failed_fraction,
         io_retry=RetryPolicy(opts.io_retries, opts.io_retry_s), events=events)
-    if events is not None:
-        try:
-            event_options.check_for_model(events, config.spec.class_names, "--event_class")
-        except event_options.EventOptionsError as e:
-            raise tagging.UsageError(str(e)) from None
     return config, record
 
 

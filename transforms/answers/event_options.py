@@ -55,11 +55,16 @@ def event_settings_from(opts: argparse.Namespace) -> EventSettings:
         raise EventOptionsError(str(e)) from None
 
 
-def check_for_model(settings: EventSettings, class_names, what: str) -> None:
-    """The classes asked for exist in the model; raises EventOptionsError naming ``what``."""
+def classes_problem(settings: EventSettings, class_names) -> str | None:
+    """Why the classes asked for cannot be found in the model's; None when they can."""
     try:
         chosen = settings.rules.for_classes(class_names)
     except ThresholdsError as e:
-        raise EventOptionsError(f"{what}: {e}") from None
-    if not chosen:
-        raise EventOptionsError(f"{what}: no class to detect events of")
+        return str(e)
+    return None if chosen else "no class to detect events of"
+
+
+def check_for_model(settings: EventSettings, class_names, what: str) -> None:
+    """The classes asked for exist in the model; raises EventOptionsError naming ``what``."""
+    if problem := classes_problem(settings, class_names):
+        raise EventOptionsError(f"{what}: {problem}")

@@ -23,6 +23,7 @@ from audio_models.loading import ModelUnavailableError, load_spec, one_line, res
 from audio_models.spec import ModelSpec
 from schemas.tables import PACKAGE_VERSION, FrameColumns
 from transforms import storage
+from transforms.answers.event_options import classes_problem
 from transforms.output.layout import STAGING, RunRecord, new_run_id
 from transforms.output.lease import DEFAULT_TTL_S, Lease, Renewer
 from transforms.output.reader import published_runs
@@ -98,6 +99,9 @@ def prepare(inputs: Sequence[str], output: str, *, manifest: str | None = None, 
     columns = settings.get("columns", FrameColumns())
     if problem := features_problem(columns, spec):
         raise UsageError(f"--features: {problem}")
+    events = settings.get("events")
+    if events is not None and (problem := classes_problem(events, spec.class_names)):
+        raise UsageError(f"--event_class: {problem}")
     if columns.top_k > 0 and spec.num_classes == 0:
         raise UsageError(f"--top_k {columns.top_k}: model {spec.identity} has no class scores (embeddings "
                          "only); drop --top_k to write its embeddings")
