@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from beam_jobs import command
 from schemas.tables import METADATA_PREFIX
 from transforms.answers.event_options import (
     EventOptionsError,
@@ -130,10 +130,5 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
-def main() -> None:
-    logging.getLogger().setLevel(logging.WARNING)
-    sys.exit(run())
-
-
 if __name__ == "__main__":
-    main()
+    command(run)

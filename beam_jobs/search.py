@@ -21,12 +21,12 @@ default with --runner) runs a Beam pipeline, e.g. on Dataflow.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from beam_jobs import command
 from schemas.tables import METADATA_PREFIX
 from transforms import storage
 from transforms.answers.queries import FramesModel, QueryError, embed_queries
@@ -128,10 +128,5 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
-def main() -> None:
-    logging.getLogger().setLevel(logging.WARNING)
-    sys.exit(run())
-
-
 if __name__ == "__main__":
-    main()
+    command(run)
