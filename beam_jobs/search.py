@@ -117,8 +117,9 @@ def run(argv: list[str] | None = None) -> int:
                "frames_per_s": round(scanned / scan_s) if scan_s > 0 else None,
                "model": source.base_model()}
     storage.write_json(storage.join(output, SUMMARY_FILE), summary)
+    rows = table.select(["query", "uri", "start_s", "end_s", "score"]).to_pylist()
     for name in names:
-        top = [r for r in table.slice(0).to_pylist() if r["query"] == name][:3]
+        top = [r for r in rows if r["query"] == name][:3]
         best = "; ".join(f"{r['uri'].rsplit('/', 1)[-1]} {r['start_s']:.2f}-{r['end_s']:.2f} s "
                          f"({r['score']:.3f})" for r in top)
         print(f"{name}: {best or 'no hits'}")

@@ -97,29 +97,26 @@ def class_events(track: FrameTrack, column: int, thresholds: ClassThresholds, ho
         return []
     frames = track.frame_index[rows]
     breaks = np.flatnonzero(np.diff(frames) != 1) + 1
-    runs: list[tuple[int, float, float, float, float, int]] = []  # first row, start, end, peak_s, peak, n
-    sums: list[float] = []
+    merged: list[list] = []  # [start_s, end_s, peak_s, peak, frames, score sum] per event
     for begin, end in zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [rows.size]])):
-        run = rows[begin:end]
+        run = rows[begin:end]  # consecutive frames >= off
         values = scores[run]
         if values.max() < thresholds.on:
             continue
         best = run[int(np.argmax(values))]
         start_s, _ = _slot(int(track.frame_index[run[0]]), float(track.centre_s[run[0]]), hop_s)
         _, end_s = _slot(int(track.frame_index[run[-1]]), float(track.centre_s[run[-1]]), hop_s)
-        runs.append((int(run[0]), start_s, end_s, float(track.centre_s[best]), float(scores[best]), run.size))
-        sums.append(float(values.sum(dtype=np.float64)))
-    merged: list[list] = []
-    for (_, start_s, end_s, peak_s, peak, n), total in zip(runs, sums):
+        peak_s, peak = float(track.centre_s[best]), float(scores[best])
+        total = float(values.sum(dtype=np.float64))
         if merged and start_s - merged[-1][1] < thresholds.merge_gap_s:
             last = merged[-1]
             last[1] = end_s
             if peak > last[3]:
                 last[2], last[3] = peak_s, peak
-            last[4] += n
+            last[4] += run.size
             last[5] += total
         else:
-            merged.append([start_s, end_s, peak_s, peak, n, total])
+            merged.append([start_s, end_s, peak_s, peak, run.size, total])
     return [Event(class_index, label, start_s, end_s, peak_s, peak, total / n, n)
             for start_s, end_s, peak_s, peak, n, total in merged
             if end_s - start_s >= thresholds.min_duration_s]
