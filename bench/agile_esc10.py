@@ -32,7 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from bench.esc10_head import build, read_truth, train  # noqa: E402
+from bench.esc10_head import build, esc10_setup, read_truth, train  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,14 +66,12 @@ def tag_runs(esc10: Path, model: Path, truth: dict, out: Path) -> dict[str, str]
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    shared, work = Path(args.shared), Path(args.work)
-    esc10, model = shared / "data" / "esc10", shared / "models" / "yamnet-approx"
-    if not (esc10 / "labels.csv").exists() or not model.exists():
-        print(f"needs {esc10} and {model}", file=sys.stderr)
+    setup = esc10_setup(args)
+    if setup is None:
         return 2
+    esc10, model, work, seeds = setup
     from beam_jobs import search
 
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     truth = read_truth(esc10 / "labels.csv")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

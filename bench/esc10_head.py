@@ -202,7 +202,7 @@ def esc10_setup(args) -> tuple[Path, Path, Path, list[int]] | None:
         print(f"needs {esc10} and {model}", file=sys.stderr)
         return None
     work.mkdir(parents=True, exist_ok=True)
-    return esc10, model, work, [int(s) for s in args.seeds.split(",") if s.strip()]
+    return esc10, model, work, [int(s) for s in getattr(args, "seeds", "").split(",") if s.strip()]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from bench.esc10_head import esc10_setup  # noqa: E402
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RATE = 16000
 HOP_S = 0.48
@@ -191,11 +193,10 @@ def tune(out: Path, truth: list[dict]) -> dict[str, dict]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    shared, work = Path(args.shared), Path(args.work)
-    esc10, model = shared / "data" / "esc10", shared / "models" / "yamnet-approx"
-    if not (esc10 / "labels.csv").exists() or not model.exists():
-        print(f"needs {esc10} and {model}", file=sys.stderr)
+    setup = esc10_setup(args)
+    if setup is None:
         return 2
+    esc10, model, work, _ = setup
     rng = np.random.default_rng(args.seed)
     shutil.rmtree(work, ignore_errors=True)
     tune_truth = make_recordings(esc10, ("1", "2"), work / "tune_audio", args.seconds, rng)

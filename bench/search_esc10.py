@@ -31,6 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import av  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bench.esc10_head import esc10_setup  # noqa: E402
 from bench.events_esc10 import pink_noise  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -101,11 +102,10 @@ def plant(esc10: Path, corpus: Path, count: int, rng) -> dict[str, dict[str, str
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    shared, work = Path(args.shared), Path(args.work)
-    esc10, model = shared / "data" / "esc10", shared / "models" / "yamnet-approx"
-    if not (esc10 / "labels.csv").exists() or not model.exists():
-        print(f"needs {esc10} and {model}", file=sys.stderr)
+    setup = esc10_setup(args)
+    if setup is None:
         return 2
+    esc10, model, work, _ = setup
     from beam_jobs import search, tag_audio
 
     if not (args.reuse and (work / "planted.json").exists()):
