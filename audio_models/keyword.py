@@ -1,27 +1,37 @@
-"""The keyword-spotting CNN: TensorFlow's "simple audio recognition" recipe, exported and reloaded.
+"""The keyword-spotting model: two recipes, their export for serving, and reloading.
 
-Recipe: |STFT| (frame 255, step 128) of a one-second 16 kHz waveform ->
-resize to 32x32 -> normalise (mean/variance of the training set) ->
-Conv2D 32 -> Conv2D 64 -> MaxPool -> Dropout 0.25 -> Flatten -> Dense 128 ->
-Dropout 0.5 -> Dense(labels).
+``ds_cnn`` (the default): a log-mel frontend with per-utterance normalisation
+(40 mel bands of 30 ms frames every 10 ms, ``log(mel + 1e-6)``, minus the
+clip's mean, over its standard deviation) feeding a depthwise-separable CNN:
+a 10x4 convolution (strides 2 in time, 4 in frequency), then blocks of 3x3 depthwise + 1x1 pointwise
+convolutions (batch norm and ReLU after each, optionally with skip
+connections), global average pooling, Dense 128 (the embedding) and
+Dense(labels).
 
-Training uses the Keras model from ``build_classifier``.  The export is a
-plain ``tf.Module`` that re-states the same forward pass with ``tf.nn`` ops
-over the trained weights, so the SavedModel needs no Keras to load and its
-serving signature is exactly ours:
+``seed``: TensorFlow's "simple audio recognition" recipe, kept for
+comparison: |STFT| (frame 255, step 128) -> resize to 32x32 -> normalise
+(mean/variance of the training set) -> Conv2D 32 -> Conv2D 64 -> MaxPool ->
+Dropout 0.25 -> Flatten -> Dense 128 -> Dropout 0.5 -> Dense(labels).
+
+Training uses Keras models on the frontend's features (``features``).  The
+export is a plain ``tf.Module`` that re-states the forward pass, frontend
+included, with ``tf.nn`` ops over the trained weights (batch norm folded into
+the convolutions), so the SavedModel needs no Keras to load and its serving
+signature is exactly ours:
 
     serving_default(waveform: float32 [B, 16000]) ->
         scores [B, L] (softmax), class_ids [B] int32, class_names [B] string,
         embedding [B, 128] (the ReLU output of the Dense(128) layer)
 
-The STFT frontend is inside the export.  The spec travels with the weights as
-``assets/model_spec.json`` and ``assets/labels.txt``; ``load_keyword_spec``
-reads only those (plus the variables, for the fingerprint), so a driver can
-plan a job without loading TensorFlow's graph.
+The spec travels with the weights as ``assets/model_spec.json`` and
+``assets/labels.txt``; ``load_keyword_spec`` reads only those (plus the
+variables, for the fingerprint), so a driver can plan a job without loading
+TensorFlow's graph.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -51,9 +61,25 @@ WAVEFORM_INPUT = "waveform"
 CLASS_IDS = "class_ids"
 CLASS_NAMES = "class_names"
 
+SEED, DS_CNN = "seed", "ds_cnn"
+RECIPES = (DS_CNN, SEED)
+
+# The ds_cnn frontend: log-mel of 30 ms frames every 10 ms -> [B, 98, 40].
+MEL_FRAME_LENGTH = 480
+MEL_FRAME_STEP = 160
+MEL_FFT_LENGTH = 512
+MEL_BANDS = 40
+MEL_LOWER_HZ = 20.0
+MEL_UPPER_HZ = 7600.0
+LOG_OFFSET = 1e-6
+# Per-utterance normalisation divides by max(std, this): a near-constant input (digital silence, a
+# faint noise floor) stays near zero instead of being blown up to unit variance.
+MIN_UTTERANCE_STD = 0.5
+
 # Keras layer names; the export reads the trained weights by these names.
 _CONV1, _CONV2, _EMBEDDING_DENSE, _LOGITS = "conv1", "conv2", "embedding", "logits"
 _NORMALIZATION = "normalization"
+_STEM = "stem"
 
 
 # --- frontend -----------------------------------------------------------------------------------
@@ -73,6 +99,60 @@ def spectrogram_shape() -> tuple[int, int, int]:
 def resized_spectrogram(waveforms):
     """What the Normalization layer sees: the 32x32 resized spectrogram."""
     return tf.image.resize(spectrogram(waveforms), IMAGE_SIZE)
+
+
+def log_mel(waveforms, mfcc: int = 0):
+    """``[B, 16000]`` -> per-utterance normalised log-mel ``[B, 98, 40]`` (or its first ``mfcc`` MFCCs)."""
+    stft = tf.signal.stft(waveforms, frame_length=MEL_FRAME_LENGTH, frame_step=MEL_FRAME_STEP,
+                          fft_length=MEL_FFT_LENGTH)
+    power = tf.square(tf.abs(stft))
+    matrix = tf.signal.linear_to_mel_weight_matrix(MEL_BANDS, MEL_FFT_LENGTH // 2 + 1, SAMPLE_RATE,
+                                                   MEL_LOWER_HZ, MEL_UPPER_HZ)
+    features = tf.math.log(tf.matmul(power, matrix) + LOG_OFFSET)
+    if mfcc > 0:
+        features = tf.signal.mfccs_from_log_mel_spectrograms(features)[..., :mfcc]
+    mean, variance = tf.nn.moments(features, axes=[1, 2], keepdims=True)
+    return (features - mean) / tf.maximum(tf.sqrt(variance), MIN_UTTERANCE_STD)
+
+
+def log_mel_shape(mfcc: int = 0) -> tuple[int, int]:
+    return 1 + (WINDOW_SAMPLES - MEL_FRAME_LENGTH) // MEL_FRAME_STEP, mfcc or MEL_BANDS
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """What a keyword model is made of: the recipe and, for ``ds_cnn``, its frontend and size."""
+
+    recipe: str = DS_CNN
+    mfcc: int = 0  # > 0: that many MFCCs instead of the log-mel bands
+    width: int = 64  # channels of every convolution
+    frequency_stride: int = 4  # of the first convolution (its time stride is 2)
+    blocks: int = 4  # depthwise-separable blocks
+    residual: bool = False  # skip connections around the blocks
+    dropout: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ValueError(f"recipe must be one of {RECIPES}, not {self.recipe!r}")
+
+    def features(self, waveforms):
+        """What the Keras classifier takes: the frontend's output for ``[B, 16000]`` waveforms."""
+        return spectrogram(waveforms) if self.recipe == SEED else log_mel(waveforms, self.mfcc)
+
+    def frontend_document(self) -> dict:
+        if self.recipe == SEED:
+            return {"type": "stft_resized", "stft_frame_length": FRAME_LENGTH, "stft_frame_step": FRAME_STEP,
+                    "image_size": list(IMAGE_SIZE)}
+        return {"type": "mfcc" if self.mfcc else "log_mel", "frame_length": MEL_FRAME_LENGTH,
+                "frame_step": MEL_FRAME_STEP, "fft_length": MEL_FFT_LENGTH, "mel_bands": MEL_BANDS,
+                "mel_hz": [MEL_LOWER_HZ, MEL_UPPER_HZ], "log_offset": LOG_OFFSET,
+                "mfcc": self.mfcc, "normalisation": "per utterance: (x - mean) / max(std, "
+                                                    f"{MIN_UTTERANCE_STD})"}
+
+    def document(self) -> dict:
+        if self.recipe == SEED:
+            return {"recipe": SEED}
+        return dataclasses.asdict(self)
 
 
 # --- the Keras model used for training ----------------------------------------------------------
@@ -113,57 +193,150 @@ def normalization_stats(waveforms: np.ndarray, batch_size: int = 256) -> tuple[f
     return float(mean), float(max(total_sq / count - mean * mean, 0.0))
 
 
+def build_ds_cnn(num_labels: int, architecture: Architecture, seed: int = 0):
+    """The depthwise-separable CNN on features ``[B, T, F]``, returning logits ``[B, num_labels]``."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+    width = architecture.width
+    inputs = keras.Input(shape=log_mel_shape(architecture.mfcc), name="features")
+    x = layers.Reshape((*log_mel_shape(architecture.mfcc), 1))(inputs)
+    x = layers.Conv2D(width, (10, 4), strides=(2, architecture.frequency_stride), padding="same",
+                      use_bias=False, name=_STEM)(x)
+    x = layers.ReLU()(layers.BatchNormalization(name=f"{_STEM}_bn")(x))
+    for block in range(architecture.blocks):
+        y = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"dw{block}")(x)
+        y = layers.ReLU()(layers.BatchNormalization(name=f"dw{block}_bn")(y))
+        y = layers.Conv2D(width, 1, use_bias=False, name=f"pw{block}")(y)
+        y = layers.ReLU()(layers.BatchNormalization(name=f"pw{block}_bn")(y))
+        x = layers.Add()([x, y]) if architecture.residual else y
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(architecture.dropout)(x)
+    x = layers.Dense(EMBEDDING_DIM, activation="relu", name=_EMBEDDING_DENSE)(x)
+    x = layers.Dropout(architecture.dropout)(x)
+    outputs = layers.Dense(num_labels, name=_LOGITS)(x)
+    return keras.Model(inputs, outputs, name="keyword_ds_cnn")
+
+
+def embedding_model(classifier):
+    """The classifier cut at its embedding: features -> ``[B, 128]``."""
+    import keras
+
+    return keras.Model(classifier.inputs, classifier.get_layer(_EMBEDDING_DENSE).output)
+
+
 # --- export -------------------------------------------------------------------------------------
 
-class KeywordServingModule(tf.Module):
-    """The exported model: the recipe's forward pass in ``tf.nn`` ops over trained Keras weights."""
+def layer_names(architecture: Architecture) -> list[str]:
+    """The layers whose (kernel, bias) the export stores, in forward order."""
+    if architecture.recipe == SEED:
+        return [_CONV1, _CONV2, _EMBEDDING_DENSE, _LOGITS]
+    names = [_STEM]
+    for block in range(architecture.blocks):
+        names += [f"dw{block}", f"pw{block}"]
+    return names + [_EMBEDDING_DENSE, _LOGITS]
 
-    def __init__(self, classifier, labels: Sequence[str], weights_dtype: str = "float32"):
-        super().__init__(name="keyword_cnn")
+
+def trained_weights(classifier, architecture: Architecture) -> dict[str, np.ndarray]:
+    """What the export stores, from a trained Keras classifier: per layer ``<name>_kernel`` and
+    ``<name>_bias`` (batch norm folded into the convolution before it), plus the seed recipe's
+    normalisation ``norm_mean`` and ``norm_variance``."""
+    weights = {}
+    for name in layer_names(architecture):
+        layer = classifier.get_layer(name)
+        if architecture.recipe == SEED or name in (_EMBEDDING_DENSE, _LOGITS):
+            kernel, bias = layer.get_weights()
+        else:
+            kernel, bias = _folded(layer, classifier.get_layer(f"{name}_bn"), depthwise=name.startswith("dw"))
+        weights[f"{name}_kernel"], weights[f"{name}_bias"] = kernel, bias
+    if architecture.recipe == SEED:
         norm = classifier.get_layer(_NORMALIZATION)
         # Keras keeps mean/variance broadcastable to the input; ours are per-channel scalars.
-        self.norm_mean = tf.Variable(np.asarray(norm.mean, np.float32).reshape(-1)[:1],
-                                     trainable=False, name="norm_mean")
-        self.norm_variance = tf.Variable(np.asarray(norm.variance, np.float32).reshape(-1)[:1],
-                                         trainable=False, name="norm_variance")
-        self.kernels, self.biases = {}, {}
-        for name in (_CONV1, _CONV2, _EMBEDDING_DENSE, _LOGITS):
-            kernel, bias = classifier.get_layer(name).get_weights()
-            # float16 storage halves the export; the forward pass casts back to float32.
-            self.kernels[name] = tf.Variable(kernel.astype(weights_dtype), trainable=False,
-                                             name=f"{name}_kernel")
-            self.biases[name] = tf.Variable(bias.astype(np.float32), trainable=False, name=f"{name}_bias")
+        weights["norm_mean"] = np.asarray(norm.mean, np.float32).reshape(-1)[:1]
+        weights["norm_variance"] = np.asarray(norm.variance, np.float32).reshape(-1)[:1]
+    return weights
+
+
+def _folded(conv_layer, bn_layer, depthwise: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A bias-free convolution followed by batch norm, as one kernel and bias (inference statistics)."""
+    kernel = conv_layer.get_weights()[0]
+    gamma, beta, mean, variance = bn_layer.get_weights()
+    scale = gamma / np.sqrt(variance + bn_layer.epsilon)
+    if depthwise:  # [kh, kw, channels, 1]: the scale is per input channel
+        kernel = kernel * scale[np.newaxis, np.newaxis, :, np.newaxis]
+    else:  # [kh, kw, in, out]
+        kernel = kernel * scale
+    return kernel, beta - mean * scale
+
+
+class KeywordServingModule(tf.Module):
+    """The exported model: frontend and forward pass in ``tf.nn`` ops over the trained weights."""
+
+    def __init__(self, weights: dict[str, np.ndarray], labels: Sequence[str], architecture: Architecture,
+                 weights_dtype: str = "float32"):
+        super().__init__(name="keyword_cnn" if architecture.recipe == SEED else "keyword_ds_cnn")
+        self.architecture = architecture
+        names = layer_names(architecture)
+        # float16 storage halves the export (kernels only); the forward pass casts back to float32.
+        self.kernels = [tf.Variable(np.asarray(weights[f"{name}_kernel"]).astype(weights_dtype),
+                                    trainable=False, name=f"{name}_kernel") for name in names]
+        self.biases = [tf.Variable(np.asarray(weights[f"{name}_bias"], np.float32), trainable=False,
+                                   name=f"{name}_bias") for name in names]
+        if architecture.recipe == SEED:
+            self.norm_mean = tf.Variable(weights["norm_mean"], trainable=False, name="norm_mean")
+            self.norm_variance = tf.Variable(weights["norm_variance"], trainable=False, name="norm_variance")
         self.labels = tf.constant(list(labels), tf.string)
 
-    def _weights(self, name: str):
-        return tf.cast(self.kernels[name], tf.float32), self.biases[name]
+    def _weights(self, index: int):
+        return tf.cast(self.kernels[index], tf.float32), self.biases[index]
 
-    # autograph=False: the graph is plain ops with no Python control flow to convert.
+    # autograph=False: the graph is plain ops; the Python branches below are resolved when tracing.
     @tf.function(input_signature=[tf.TensorSpec([None, WINDOW_SAMPLES], tf.float32, name=WAVEFORM_INPUT)],
                  autograph=False)
     def serve(self, waveform):
+        if self.architecture.recipe == SEED:
+            x = self._seed_body(waveform)
+        else:
+            x = self._ds_cnn_body(waveform)
+        kernel, bias = self._weights(-2)
+        embedding = tf.nn.relu(tf.matmul(x, kernel) + bias)
+        kernel, bias = self._weights(-1)
+        return _outputs(tf.nn.softmax(tf.matmul(embedding, kernel) + bias), embedding, self.labels)
+
+    def _seed_body(self, waveform):
         x = resized_spectrogram(waveform)
         # Keras' Normalization: (x - mean) / max(sqrt(var), epsilon).
         x = (x - self.norm_mean) / tf.maximum(tf.sqrt(self.norm_variance), 1e-7)
-        for name in (_CONV1, _CONV2):
-            kernel, bias = self._weights(name)
+        for index in (0, 1):
+            kernel, bias = self._weights(index)
             x = tf.nn.relu(tf.nn.conv2d(x, kernel, strides=1, padding="VALID") + bias)
         x = tf.nn.max_pool2d(x, ksize=2, strides=2, padding="VALID")
-        x = tf.reshape(x, [tf.shape(x)[0], -1])  # Keras' Flatten of channels-last maps
-        kernel, bias = self._weights(_EMBEDDING_DENSE)
-        embedding = tf.nn.relu(tf.matmul(x, kernel) + bias)
-        kernel, bias = self._weights(_LOGITS)
-        scores = tf.nn.softmax(tf.matmul(embedding, kernel) + bias)
-        class_ids = tf.argmax(scores, axis=-1, output_type=tf.int32)
-        return {
-            SCORES: scores,
-            CLASS_IDS: class_ids,
-            CLASS_NAMES: tf.gather(self.labels, class_ids),
-            EMBEDDING: embedding,
-        }
+        return tf.reshape(x, [tf.shape(x)[0], -1])  # Keras' Flatten of channels-last maps
+
+    def _ds_cnn_body(self, waveform):
+        architecture = self.architecture
+        x = log_mel(waveform, architecture.mfcc)[..., tf.newaxis]
+        kernel, bias = self._weights(0)
+        x = tf.nn.relu(tf.nn.conv2d(x, kernel, strides=[1, 2, architecture.frequency_stride, 1],
+                                    padding="SAME") + bias)
+        for block in range(architecture.blocks):
+            kernel, bias = self._weights(1 + 2 * block)
+            y = tf.nn.relu(tf.nn.depthwise_conv2d(x, kernel, strides=[1, 1, 1, 1], padding="SAME") + bias)
+            kernel, bias = self._weights(2 + 2 * block)
+            y = tf.nn.relu(tf.nn.conv2d(y, kernel, strides=1, padding="SAME") + bias)
+            x = x + y if architecture.residual else y
+        return tf.reduce_mean(x, axis=[1, 2])
 
 
-def spec_document(labels: Sequence[str], hop_samples: int = DEFAULT_HOP_SAMPLES) -> dict:
+def _outputs(scores, embedding, labels) -> dict:
+    class_ids = tf.argmax(scores, axis=-1, output_type=tf.int32)
+    return {SCORES: scores, CLASS_IDS: class_ids, CLASS_NAMES: tf.gather(labels, class_ids),
+            EMBEDDING: embedding}
+
+
+def spec_document(labels: Sequence[str], hop_samples: int = DEFAULT_HOP_SAMPLES,
+                  architecture: Architecture = Architecture()) -> dict:
     """The JSON stored as ``assets/model_spec.json``."""
     return {
         "kind": KIND,
@@ -176,28 +349,65 @@ def spec_document(labels: Sequence[str], hop_samples: int = DEFAULT_HOP_SAMPLES)
         "scores_output": SCORES,
         "embedding_output": EMBEDDING,
         "embedding_dim": EMBEDDING_DIM,
-        "frontend": {"stft_frame_length": FRAME_LENGTH, "stft_frame_step": FRAME_STEP,
-                     "image_size": list(IMAGE_SIZE)},
+        "frontend": architecture.frontend_document(),
+        "architecture": architecture.document(),
     }
 
 
 def export_keyword_model(classifier, labels: Sequence[str], export_dir: str,
                          weights_dtype: str = "float32",
-                         hop_samples: int = DEFAULT_HOP_SAMPLES) -> ModelSpec:
+                         hop_samples: int = DEFAULT_HOP_SAMPLES,
+                         architecture: Architecture = Architecture()) -> ModelSpec:
     """Writes a SavedModel with the serving signature above plus its spec assets; returns the spec.
 
     ``weights_dtype='float16'`` stores the kernels at half size (biases and
     normalisation stay float32); they are cast to float32 when the model runs.
     """
+    return write_export(trained_weights(classifier, architecture), labels, export_dir, architecture,
+                        weights_dtype, hop_samples)
+
+
+def convert_keyword_model(source: str, export_dir: str, weights_dtype: str) -> ModelSpec:
+    """Writes the exported model at ``source`` again with its kernels stored as ``weights_dtype``."""
+    document = read_spec_document(source)
+    loaded = tf.saved_model.load(storage.local_copy(source))
+    architecture = architecture_of(document)
+    return write_export(stored_weights(loaded, architecture), document["labels"], export_dir, architecture,
+                        weights_dtype, int(document["hop_samples"]))
+
+
+def stored_weights(module, architecture: Architecture) -> dict[str, np.ndarray]:
+    """The weights a serving module (live or restored from a SavedModel) stores, named as
+    ``trained_weights`` names them; kernels in their stored dtype."""
+    weights = {}
+    for index, name in enumerate(layer_names(architecture)):
+        # Exports written before the ds_cnn recipe keyed their seed-recipe variables by layer name.
+        key = name if hasattr(module.kernels, "keys") else index
+        weights[f"{name}_kernel"] = module.kernels[key].numpy()
+        weights[f"{name}_bias"] = module.biases[key].numpy()
+    if architecture.recipe == SEED:
+        weights["norm_mean"] = module.norm_mean.numpy()
+        weights["norm_variance"] = module.norm_variance.numpy()
+    return weights
+
+
+def architecture_of(document: dict) -> Architecture:
+    """The architecture a spec document records (exports without one are the seed recipe's)."""
+    return Architecture(**document.get("architecture", {"recipe": SEED}))
+
+
+def write_export(weights: dict[str, np.ndarray], labels: Sequence[str], export_dir: str,
+                 architecture: Architecture, weights_dtype: str = "float32",
+                 hop_samples: int = DEFAULT_HOP_SAMPLES) -> ModelSpec:
     if weights_dtype not in ("float32", "float16"):
         raise ValueError(f"weights_dtype must be float32 or float16, not {weights_dtype!r}")
-    module = KeywordServingModule(classifier, labels, weights_dtype)
+    module = KeywordServingModule(weights, labels, architecture, weights_dtype)
     with tempfile.TemporaryDirectory() as staging:
         # Tracked assets are copied into <export_dir>/assets/ under their base names.
         spec_path = os.path.join(staging, SPEC_ASSET)
         labels_path = os.path.join(staging, LABELS_ASSET)
         with open(spec_path, "w") as f:
-            json.dump(spec_document(labels, hop_samples), f, indent=2)
+            json.dump(spec_document(labels, hop_samples, architecture), f, indent=2)
         with open(labels_path, "w") as f:
             f.write("".join(f"{label}\n" for label in labels))
         module.spec_asset = tf.saved_model.Asset(spec_path)
@@ -255,8 +465,8 @@ class KeywordModel:
     def predict(self, windows: np.ndarray, with_logmel: bool = False) -> dict[str, np.ndarray]:
         """``windows [B, 16000]`` -> ``scores [B, L]`` and ``embedding [B, 128]``.
 
-        The frontend is an STFT, not a log-mel: ``with_logmel`` is accepted and
-        ignored (no ``logmel`` output), as the protocol allows.
+        The frontend is inside the export and not an output: ``with_logmel`` is
+        accepted and ignored (no ``logmel`` output), as the protocol allows.
         """
         windows = checked_windows(windows, self.spec)
         if windows.shape[0] == 0:

@@ -1,16 +1,17 @@
-"""Trains the keyword-spotting CNN on a folder of labelled clips and exports it for tag_audio.
+"""Trains the keyword-spotting model on a folder of labelled clips and exports it for tag_audio.
 
-    python -m beam_jobs.train_keyword --data DIR --output MODEL_DIR [--augment]
+    python -m beam_jobs.train_keyword --data DIR --output MODEL_DIR [--augment] [--recipe seed]
 
 ``DIR`` holds one folder per label; every clip is decoded, resampled to 16 kHz
 and padded or cut to one second.  Clips are split into train / validation /
 test by speaker (the 8-hex-digit prefix of Speech Commands file names; clips
-without one are split by file name).  The model trains with Adam and early
-stopping on the validation loss, is tested on the held-out speakers, and is
-exported to ``MODEL_DIR`` as a SavedModel that ``tag_audio --model keyword
---model_path MODEL_DIR`` runs.  ``MODEL_DIR`` also receives ``metrics.json``
-(test accuracy overall and per label, confusion matrix, split sizes) and
-``confusion_matrix.png``.
+without one are split by file name).  The default recipe (``ds_cnn``) is a
+log-mel depthwise-separable CNN trained on a cosine schedule; ``--recipe
+seed`` is TensorFlow's "simple audio" recipe, kept for comparison.  The model
+is tested on the held-out speakers and exported to ``MODEL_DIR`` as a
+SavedModel that ``tag_audio --model keyword --model_path MODEL_DIR`` runs.
+``MODEL_DIR`` also receives ``metrics.json`` (test accuracy overall and per
+label, confusion matrix, split sizes) and ``confusion_matrix.png``.
 """
 
 from __future__ import annotations
@@ -20,62 +21,107 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 
+from audio_models.keyword import DS_CNN, RECIPES, Architecture
 from transforms.training import keyword_clips as kd
 from transforms.training.keyword_trainer import (
     CONFUSION_FILE,
     METRICS_FILE,
+    RECIPE_OPTIMISATION,
     RECOMMENDED_AUGMENT,
     TrainConfig,
     percent,
     train,
 )
 
+_AUGMENT_OPTIONS = tuple(f.name for f in dataclasses.fields(kd.AugmentOptions))
+_OPTIMISATION_OPTIONS = ("epochs", "batch_size", "learning_rate", "schedule", "warmup_epochs", "weight_decay",
+                         "patience", "lr_patience", "label_smoothing", "mixup")
+
+
+def _describe(options: kd.AugmentOptions) -> str:
+    return ", ".join(f"{f.name}={getattr(options, f.name)}" for f in dataclasses.fields(options)
+                     if getattr(options, f.name))
+
 
 def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
+    ds_cnn, seed = RECIPE_OPTIMISATION[DS_CNN], RECIPE_OPTIMISATION["seed"]
     parser = argparse.ArgumentParser(
         prog="python -m beam_jobs.train_keyword",
-        description="Train the keyword-spotting CNN (TensorFlow 'simple audio recognition' recipe) on a "
-                    "folder with one sub-folder of clips per label, test it on held-out speakers and "
-                    "export it as a SavedModel for tag_audio --model keyword.")
+        description="Train the keyword-spotting model on a folder with one sub-folder of clips per label, "
+                    "test it on held-out speakers and export it as a SavedModel for "
+                    "tag_audio --model keyword. Options left unset take the recipe's value.")
     parser.add_argument("--data", required=True, help="dataset folder: one sub-folder per label")
     parser.add_argument("--output", required=True,
                         help="model directory (local or gs://) for the SavedModel, metrics.json and "
                              "confusion_matrix.png")
-    parser.add_argument("--epochs", type=int, default=150, help="maximum epochs (early stopping ends sooner)")
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--patience", type=int, default=20,
-                        help="early stopping: epochs without a better validation loss before stopping")
-    parser.add_argument("--learning_rate", type=float, default=1e-3, help="initial Adam learning rate")
-    parser.add_argument("--lr_patience", type=int, default=0,
-                        help="if > 0, halve the learning rate after this many epochs without a better "
-                             "validation loss (default 0: constant, as the recipe trains)")
+    parser.add_argument("--recipe", choices=RECIPES, default=DS_CNN,
+                        help="ds_cnn: log-mel + depthwise-separable CNN, cosine schedule (default); "
+                             "seed: TensorFlow's 'simple audio' CNN, Adam with early stopping")
+    model = parser.add_argument_group("ds_cnn model")
+    model.add_argument("--mfcc", type=int, default=0,
+                       help="use this many MFCCs of the log-mel bands as features (default 0: log-mel)")
+    model.add_argument("--width", type=int, default=Architecture.width, help="channels of every convolution")
+    model.add_argument("--frequency_stride", type=int, default=Architecture.frequency_stride,
+                       help="frequency stride of the first convolution (its time stride is 2)")
+    model.add_argument("--blocks", type=int, default=Architecture.blocks,
+                       help="depthwise-separable blocks")
+    model.add_argument("--residual", action="store_true", help="skip connections around the blocks")
+    model.add_argument("--dropout", type=float, default=Architecture.dropout)
+    training = parser.add_argument_group("optimisation")
+    training.add_argument("--epochs", type=int,
+                          help=f"epochs (ds_cnn {ds_cnn.epochs}; seed: at most {seed.epochs}, early "
+                               "stopping ends sooner)")
+    training.add_argument("--batch_size", type=int,
+                          help=f"ds_cnn {ds_cnn.batch_size}, seed {seed.batch_size}")
+    training.add_argument("--learning_rate", type=float,
+                          help=f"peak (cosine) or constant learning rate: ds_cnn {ds_cnn.learning_rate}, "
+                               f"seed {seed.learning_rate}")
+    training.add_argument("--schedule", choices=("constant", "cosine"),
+                          help="learning-rate schedule: cosine = linear warm-up, then cosine decay to zero "
+                               f"(ds_cnn {ds_cnn.schedule}, seed {seed.schedule})")
+    training.add_argument("--warmup_epochs", type=int, help=f"cosine warm-up (ds_cnn {ds_cnn.warmup_epochs})")
+    training.add_argument("--weight_decay", type=float,
+                          help=f"AdamW weight decay, 0 for Adam (ds_cnn {ds_cnn.weight_decay}, "
+                               f"seed {seed.weight_decay})")
+    training.add_argument("--patience", type=int,
+                          help="early stopping: epochs without a better validation loss before stopping, "
+                               f"0 for none (ds_cnn {ds_cnn.patience}, seed {seed.patience})")
+    training.add_argument("--lr_patience", type=int,
+                          help="if > 0, halve the learning rate after this many epochs without a better "
+                               "validation loss (default 0)")
+    training.add_argument("--label_smoothing", type=float,
+                          help=f"ds_cnn {ds_cnn.label_smoothing}, seed {seed.label_smoothing}")
+    training.add_argument("--mixup", type=float,
+                          help="if > 0, mix pairs of training clips with a weight from Beta(this, this) "
+                               "(default 0)")
     parser.add_argument("--validation_percent", type=float, default=10.0,
                         help="share of speakers held out for validation")
     parser.add_argument("--test_percent", type=float, default=10.0,
                         help="share of speakers held out for test")
-    parser.add_argument("--augment", action="store_true",
-                        help="turn on the recommended augmentations: "
-                             f"time shift {RECOMMENDED_AUGMENT.time_shift_s} s, background noise from "
-                             f"{kd.SILENCE_LABEL} (p={RECOMMENDED_AUGMENT.noise_probability}, gain up to "
-                             f"{RECOMMENDED_AUGMENT.noise_max_gain}), "
-                             f"gain +-{RECOMMENDED_AUGMENT.gain_db} dB, reversed keywords as "
-                             f"{kd.UNKNOWN_LABEL} (p={RECOMMENDED_AUGMENT.reverse_to_unknown}), "
-                             f"{RECOMMENDED_AUGMENT.spliced_unknown:.0%} extra spliced "
-                             f"{kd.UNKNOWN_LABEL} clips; "
-                             "the options below override single values")
-    parser.add_argument("--time_shift_s", type=float, default=None,
-                        help="shift clips by up to +-this many seconds (zero-filled)")
-    parser.add_argument("--noise_probability", type=float, default=None,
-                        help=f"chance of mixing a training-split {kd.SILENCE_LABEL} clip into a clip")
-    parser.add_argument("--noise_max_gain", type=float, default=None,
-                        help="mixed noise is scaled by uniform(0, this)")
-    parser.add_argument("--gain_db", type=float, default=None, help="random gain of up to +-this many dB")
-    parser.add_argument("--reverse_to_unknown", type=float, default=None,
-                        help=f"chance of playing a keyword clip backwards as an extra {kd.UNKNOWN_LABEL} "
-                             "example (fewer false alarms on other speech)")
-    parser.add_argument("--spliced_unknown", type=float, default=None,
-                        help=f"add this fraction of extra {kd.UNKNOWN_LABEL} clips spliced from halves of "
-                             "two keyword clips (fewer false alarms between words)")
+    augment = parser.add_argument_group("augmentation")
+    augment.add_argument("--augment", action="store_true",
+                         help="turn on the recipe's recommended augmentations (ds_cnn: "
+                              f"{_describe(RECOMMENDED_AUGMENT[DS_CNN])}; seed: "
+                              f"{_describe(RECOMMENDED_AUGMENT['seed'])}); the options below override "
+                              "single values")
+    augment.add_argument("--time_shift_s", type=float,
+                         help="shift clips by up to +-this many seconds (zero-filled)")
+    augment.add_argument("--noise_probability", type=float,
+                         help=f"chance of mixing a training-split {kd.SILENCE_LABEL} clip into a clip")
+    augment.add_argument("--noise_max_gain", type=float, help="mixed noise is scaled by uniform(0, this)")
+    augment.add_argument("--gain_db", type=float, help="random gain of up to +-this many dB")
+    augment.add_argument("--reverse_to_unknown", type=float,
+                         help=f"chance of playing a keyword clip backwards as an extra {kd.UNKNOWN_LABEL} "
+                              "example (fewer false alarms on other speech)")
+    augment.add_argument("--spliced_unknown", type=float,
+                         help=f"add this fraction of extra {kd.UNKNOWN_LABEL} clips spliced from halves of "
+                              "two keyword clips (fewer false alarms between words)")
+    augment.add_argument("--speed", type=float,
+                         help="speed perturbation: play clips at a rate in [1 - this, 1 + this]")
+    augment.add_argument("--time_masks", type=int, help="SpecAugment: number of time masks")
+    augment.add_argument("--time_mask_frames", type=int, help="SpecAugment: widest time mask (10-ms frames)")
+    augment.add_argument("--frequency_masks", type=int, help="SpecAugment: number of frequency masks")
+    augment.add_argument("--frequency_mask_bins", type=int, help="SpecAugment: widest frequency mask (bands)")
     parser.add_argument("--weights_dtype", choices=("float32", "float16"), default="float32",
                         help="storage type of the exported kernels (float16 halves the model's size)")
     parser.add_argument("--hop_s", type=float, default=0.5,
@@ -83,19 +129,26 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     parser.add_argument("--max_clips_per_label", type=int, default=0,
                         help="use at most this many clips per label in each split (quick runs)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--clip_cache", default=None,
+                        help="folder where decoded clips are kept between runs on the same files")
     args = parser.parse_args(argv)
 
-    base = RECOMMENDED_AUGMENT if args.augment else kd.AugmentOptions()
-    overrides = {name: getattr(args, name) for name in
-                 ("time_shift_s", "noise_probability", "noise_max_gain", "gain_db", "reverse_to_unknown",
-                  "spliced_unknown")
-                 if getattr(args, name) is not None}
+    base = RECOMMENDED_AUGMENT[args.recipe] if args.augment else kd.AugmentOptions()
+    augment_options = dataclasses.replace(base, **_given(args, _AUGMENT_OPTIONS))
+    optimisation = dataclasses.replace(RECIPE_OPTIMISATION[args.recipe],
+                                       **_given(args, _OPTIMISATION_OPTIONS))
+    architecture = Architecture(recipe=args.recipe, mfcc=args.mfcc, width=args.width,
+                                frequency_stride=args.frequency_stride, blocks=args.blocks,
+                                residual=args.residual, dropout=args.dropout)
     return TrainConfig(
-        data_dir=args.data, output_dir=args.output, epochs=args.epochs, batch_size=args.batch_size,
-        patience=args.patience, learning_rate=args.learning_rate, lr_patience=args.lr_patience,
-        split=kd.SplitPercents(args.validation_percent, args.test_percent),
-        augment=dataclasses.replace(base, **overrides), weights_dtype=args.weights_dtype,
-        hop_s=args.hop_s, max_clips_per_label=args.max_clips_per_label, seed=args.seed)
+        data_dir=args.data, output_dir=args.output, architecture=architecture, optimisation=optimisation,
+        split=kd.SplitPercents(args.validation_percent, args.test_percent), augment=augment_options,
+        weights_dtype=args.weights_dtype, hop_s=args.hop_s, max_clips_per_label=args.max_clips_per_label,
+        seed=args.seed, clip_cache=args.clip_cache)
+
+
+def _given(args: argparse.Namespace, names: Sequence[str]) -> dict:
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
 def run(argv: Sequence[str] | None = None) -> dict:

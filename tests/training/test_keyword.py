@@ -12,7 +12,6 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from audio_models import keyword  # noqa: E402
@@ -34,17 +33,28 @@ def require_speech_commands() -> Path:
     return SPEECH_COMMANDS
 
 
-@pytest.fixture(scope="module")
-def tiny_training(tmp_path_factory):
-    """The trainer, end to end, on 4 clips per label and split, 2 epochs, augmentations on."""
+def _tiny_training(tmp_path_factory, *extra: str):
     data = require_speech_commands()
     out = tmp_path_factory.mktemp("keyword") / "model"
     started = time.monotonic()
     config = train_keyword.parse_args(["--data", str(data), "--output", str(out),
                                        "--max_clips_per_label", "4", "--epochs", "2", "--batch_size", "16",
-                                       "--augment"])
+                                       "--augment", *extra])
     result = train_keyword.train(config)
     return out, result, time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def tiny_training(tmp_path_factory):
+    """The trainer (default recipe), end to end, on 4 clips per label and split, 2 epochs, all
+    augmentations on (mixup too)."""
+    return _tiny_training(tmp_path_factory, "--mixup", "0.3")
+
+
+@pytest.fixture(scope="module")
+def tiny_seed_training(tmp_path_factory):
+    """The same with the seed recipe, kept for comparison."""
+    return _tiny_training(tmp_path_factory, "--recipe", "seed")
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +142,76 @@ def test_time_shift_and_gain_keep_one_second_and_stay_in_bounds():
     assert peaks.std() > 0.01
 
 
+def test_speed_perturbation_keeps_the_middle_and_moves_the_rest_in_proportion():
+    """An impulse at the middle stays there; one 0.25 s later lands 0.25 s / rate after the middle."""
+    waveform = np.zeros(kd.CLIP_SAMPLES, np.float32)
+    waveform[8000] = waveform[12000] = 1.0
+    dataset = kd.make_dataset(np.stack([waveform] * 32), np.zeros(32, np.int32), batch_size=32,
+                              augment=kd.AugmentOptions(speed=0.2), seed=5)
+    out = next(iter(dataset))[0].numpy()
+    assert out.shape == (32, kd.CLIP_SAMPLES)
+    for row in out:
+        assert row[8000] == pytest.approx(1.0, abs=1e-5)
+        late = np.flatnonzero(row[9000:] > 0) + 9000
+        assert late.min() >= 8000 + 4000 / 1.2 - 1 and late.max() <= 8000 + 4000 / 0.8 + 1
+        assert late.max() - late.min() <= 2  # one impulse, spread over neighbours by interpolation
+    assert len({int(np.argmax(row[9000:])) for row in out}) > 10  # the rate varies clip to clip
+
+
+def test_spec_augment_zeroes_whole_frames_and_whole_bands_within_the_limits():
+    options = kd.AugmentOptions(time_masks=2, time_mask_frames=10, frequency_masks=2, frequency_mask_bins=5)
+    features = tf.ones([16, 98, 40])
+    masked = kd.mask_features(features, options, tf.random.Generator.from_seed(1)).numpy()
+    for example in masked:
+        zero_frames = np.flatnonzero((example == 0).all(axis=1))
+        zero_bands = np.flatnonzero((example == 0).all(axis=0))
+        assert len(zero_frames) <= 20 and len(zero_bands) <= 10
+        kept = np.delete(np.delete(example, zero_frames, axis=0), zero_bands, axis=1)
+        assert np.all(kept == 1.0)  # nothing but whole frames and bands is touched
+    assert (masked == 0).any(axis=(1, 2)).sum() >= 12  # most examples get some mask
+
+
+def test_decoded_clips_are_cached_and_a_changed_file_is_decoded_again(tmp_path):
+    (tmp_path / "data" / "yes").mkdir(parents=True)
+    path = tmp_path / "data" / "yes" / "0000abcd_nohash_0.flac"
+    write_audio(path, sine(440, 0.5, 16000), 16000)
+    clips = kd.list_clips(tmp_path / "data")
+    first, _ = kd.load_clips(clips, ["yes"], str(tmp_path / "cache"))
+    cached = list((tmp_path / "cache").iterdir())
+    assert len(cached) == 1
+    again, _ = kd.load_clips(clips, ["yes"], str(tmp_path / "cache"))
+    np.testing.assert_array_equal(again, first)
+    write_audio(path, sine(880, 0.5, 16000), 16000)
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+    changed, _ = kd.load_clips(clips, ["yes"], str(tmp_path / "cache"))
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+    assert np.abs(changed - first).max() > 0.1
+
+
+def test_the_log_mel_frontend_ignores_gain_and_keeps_silence_at_zero():
+    tone = sine(1000, 1.0, 16000)[0].astype(np.float32) * 0.5
+    noise = np.random.default_rng(0).normal(0, 0.01, 16000).astype(np.float32)
+    waveforms = np.stack([tone + noise, 0.05 * (tone + noise), np.zeros(16000, np.float32)])
+    features = keyword.log_mel(waveforms).numpy()
+    assert features.shape == (3, *keyword.log_mel_shape())
+    np.testing.assert_allclose(features[1], features[0], atol=0.05)  # 26 dB quieter, same features
+    np.testing.assert_allclose(features[0].mean(), 0.0, atol=1e-4)
+    np.testing.assert_allclose(features[0].std(), 1.0, atol=1e-3)
+    assert np.all(np.isfinite(features[2])) and np.abs(features[2]).max() < 1e-3
+
+
+def test_the_recipe_picks_its_own_defaults_and_single_options_override_them():
+    common = ["--data", "d", "--output", "o", "--augment"]
+    new = train_keyword.parse_args(common)
+    assert new.architecture.recipe == "ds_cnn" and new.optimisation.schedule == "cosine"
+    assert new.augment.time_masks > 0 and new.augment.speed > 0
+    seed = train_keyword.parse_args(common + ["--recipe", "seed", "--patience", "5"])
+    assert seed.architecture.recipe == "seed" and seed.optimisation.schedule == "constant"
+    assert (seed.optimisation.epochs, seed.optimisation.patience) == (150, 5)
+    assert seed.augment.time_masks == 0 and seed.augment.speed == 0 and seed.augment.time_shift_s == 0.1
+    assert train_keyword.parse_args(common + ["--speed", "0"]).augment.speed == 0
+
+
 # --- training and export ------------------------------------------------------------------------
 
 def test_training_runs_end_to_end_on_a_tiny_subset_in_under_a_minute(tiny_training):
@@ -155,13 +235,16 @@ def test_training_runs_end_to_end_on_a_tiny_subset_in_under_a_minute(tiny_traini
     assert result.spec.class_names == tuple(labels)
 
 
-def test_export_reload_gives_the_same_predictions(tiny_training, test_clips, tmp_path):
-    out, result, _ = tiny_training
+@pytest.mark.parametrize("recipe", ["ds_cnn", "seed"])
+def test_export_reload_gives_the_same_predictions(recipe, request, test_clips, tmp_path):
+    out, result, _ = request.getfixturevalue("tiny_training" if recipe == "ds_cnn" else "tiny_seed_training")
     waveforms, _ = test_clips
     classifier = result.classifier
-    logits = classifier(keyword.spectrogram(waveforms), training=False).numpy()
-    embedder = keras.Model(classifier.inputs, classifier.get_layer("embedding").output)
-    embedding = embedder(keyword.spectrogram(waveforms), training=False).numpy()
+    architecture = keyword.architecture_of(json.loads((out / "assets" / "model_spec.json").read_text()))
+    assert architecture.recipe == recipe
+    features = architecture.features(waveforms)
+    logits = classifier(features, training=False).numpy()
+    embedding = keyword.embedding_model(classifier)(features, training=False).numpy()
 
     reloaded = keyword.load_keyword_model(str(out))
     outputs = reloaded.predict(waveforms)
@@ -170,12 +253,16 @@ def test_export_reload_gives_the_same_predictions(tiny_training, test_clips, tmp
 
     # float16 storage: half the weight bytes, the same decisions.
     keyword.export_keyword_model(classifier, result.spec.class_names, str(tmp_path / "f16"),
-                                 weights_dtype="float16")
+                                 weights_dtype="float16", architecture=architecture)
     half = keyword.load_keyword_model(str(tmp_path / "f16"))
     half_scores = half.predict(waveforms)["scores"]
     np.testing.assert_allclose(half_scores, outputs["scores"], atol=2e-3)
-    assert _variables_bytes(tmp_path / "f16") < 0.55 * _variables_bytes(out)
+    assert _variables_bytes(tmp_path / "f16") < 0.7 * _variables_bytes(out)
     assert half.spec.fingerprint != reloaded.spec.fingerprint
+
+    # Converting the float32 export gives the same model as exporting float16 from Keras.
+    keyword.convert_keyword_model(str(out), str(tmp_path / "converted"), "float16")
+    assert keyword.weights_fingerprint(str(tmp_path / "converted")) == half.spec.fingerprint
 
 
 def test_the_serving_signature_returns_scores_ids_names_and_embedding(tiny_training, test_clips):

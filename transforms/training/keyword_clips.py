@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from transforms import storage
 from transforms.decoding.stream import AudioStream
 
 SAMPLE_RATE = 16000
@@ -71,11 +74,25 @@ class AugmentOptions:
     # Extra _unknown_ clips, as a fraction of the training set, spliced from the second half of one
     # keyword clip and the first half of another: what a sliding window sees between two words.
     spliced_unknown: float = 0.0
+    # Speed perturbation: resample each clip by a factor in [1 - this, 1 + this] around its middle
+    # (tempo and pitch change together, as a faster or slower talker's would).
+    speed: float = 0.0
+    # SpecAugment on the features [time, frequency]: this many masks of up to this many frames / bins.
+    time_masks: int = 0
+    time_mask_frames: int = 0
+    frequency_masks: int = 0
+    frequency_mask_bins: int = 0
 
     @property
     def enabled(self) -> bool:
+        """Whether any waveform augmentation is on (splicing happens before the dataset, masks after)."""
         return (self.time_shift_s > 0 or (self.noise_probability > 0 and self.noise_max_gain > 0)
-                or self.gain_db > 0 or self.reverse_to_unknown > 0)  # splicing happens before the dataset
+                or self.gain_db > 0 or self.reverse_to_unknown > 0 or self.speed > 0)
+
+    @property
+    def masks_enabled(self) -> bool:
+        return (self.time_masks > 0 and self.time_mask_frames > 0) or (
+            self.frequency_masks > 0 and self.frequency_mask_bins > 0)
 
 
 def speaker_of(file_name: str) -> str | None:
@@ -151,14 +168,36 @@ def load_clip(uri: str, length: int = CLIP_SAMPLES, sample_rate: int = SAMPLE_RA
     return fit_to_length(decode_head(uri, length, sample_rate), length)
 
 
-def load_clips(clips: Sequence[LabelledClip], labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """``(waveforms [N, CLIP_SAMPLES] float32, label_ids [N] int32)`` for ``clips``."""
+def load_clips(clips: Sequence[LabelledClip], labels: Sequence[str],
+               cache_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(waveforms [N, CLIP_SAMPLES] float32, label_ids [N] int32)`` for ``clips``.
+
+    With ``cache_dir``, the decoded waveforms are kept there as one ``.npy`` per
+    list of clips, keyed by the clips' paths, sizes and modification times, so
+    repeated trainings on the same files skip decoding and a changed file is
+    decoded again.
+    """
     index = {label: i for i, label in enumerate(labels)}
+    label_ids = np.array([index[clip.label] for clip in clips], np.int32)
+    cache_path = storage.join(cache_dir, f"keyword-clips-{_clips_key(clips)}.npy") if cache_dir else None
+    if cache_path and storage.exists(cache_path):
+        return np.load(io.BytesIO(storage.read_bytes(cache_path))), label_ids
     waveforms = np.zeros((len(clips), CLIP_SAMPLES), np.float32)
     for row, clip in enumerate(clips):
         waveforms[row] = load_clip(clip.path)
-    label_ids = np.array([index[clip.label] for clip in clips], np.int32)
+    if cache_path:
+        buffer = io.BytesIO()
+        np.save(buffer, waveforms)
+        storage.write_bytes(cache_path, buffer.getvalue())
     return waveforms, label_ids
+
+
+def _clips_key(clips: Sequence[LabelledClip]) -> str:
+    digest = hashlib.sha1(f"{CLIP_SAMPLES}@{SAMPLE_RATE}".encode())
+    for clip in clips:
+        stat = os.stat(clip.path)
+        digest.update(f"\n{clip.path}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:20]
 
 
 def make_dataset(waveforms: np.ndarray, label_ids: np.ndarray, batch_size: int,
@@ -228,6 +267,9 @@ def _augmenter(options: AugmentOptions, noise_bank: np.ndarray | None, labels: S
             reverse = tf.logical_and(is_keyword[label], generator.uniform([]) < options.reverse_to_unknown)
             waveform = tf.cond(reverse, lambda: tf.reverse(waveform, [0]), lambda: waveform)
             label = tf.where(reverse, tf.constant(unknown_id, label.dtype), label)
+        if options.speed > 0:
+            waveform = _resample_about_middle(
+                waveform, generator.uniform([], 1.0 - options.speed, 1.0 + options.speed))
         if max_shift > 0:
             # Zero-filled shift: pad both sides, then take a random one-second slice.
             padded = tf.pad(waveform, [[max_shift, max_shift]])
@@ -244,3 +286,51 @@ def _augmenter(options: AugmentOptions, noise_bank: np.ndarray | None, labels: S
         return tf.clip_by_value(waveform, -1.0, 1.0), label
 
     return augment
+
+
+def _resample_about_middle(waveform, rate):
+    """``waveform`` played ``rate`` times as fast, by linear interpolation, keeping its middle in place.
+
+    Samples that would come from outside the clip are zero.
+    """
+    import tensorflow as tf
+
+    middle = CLIP_SAMPLES / 2.0
+    positions = middle + (tf.range(CLIP_SAMPLES, dtype=tf.float32) - middle) * rate
+    lower = tf.floor(positions)
+    fraction = positions - lower
+    lower = tf.cast(lower, tf.int32)
+    inside = tf.cast((lower >= 0) & (lower < CLIP_SAMPLES - 1), tf.float32)
+    lower = tf.clip_by_value(lower, 0, CLIP_SAMPLES - 2)
+    left, right = tf.gather(waveform, lower), tf.gather(waveform, lower + 1)
+    return (left * (1.0 - fraction) + right * fraction) * inside
+
+
+def mask_features(features, options: AugmentOptions, generator):
+    """SpecAugment: zeroes random bands of frames and of bins in ``features [B, T, F]``.
+
+    Zero is the mean of per-utterance normalised features, so a masked band
+    carries no information rather than a loud or silent patch.
+    """
+    import tensorflow as tf
+
+    shape = tf.shape(features)
+    keep = tf.ones_like(features)
+    if options.time_masks > 0 and options.time_mask_frames > 0:
+        masked = _bands(generator, shape[0], shape[1], options.time_masks, options.time_mask_frames)
+        keep = keep * tf.cast(~masked, features.dtype)[:, :, tf.newaxis]
+    if options.frequency_masks > 0 and options.frequency_mask_bins > 0:
+        masked = _bands(generator, shape[0], shape[2], options.frequency_masks, options.frequency_mask_bins)
+        keep = keep * tf.cast(~masked, features.dtype)[:, tf.newaxis, :]
+    return features * keep
+
+
+def _bands(generator, batch, length, count: int, max_width: int):
+    """``[batch, length]`` bool: ``count`` bands of width uniform in [0, max_width] per row."""
+    import tensorflow as tf
+
+    widths = generator.uniform([batch, count], 0, max_width + 1, dtype=tf.int32)
+    starts = generator.uniform([batch, count], 0, length, dtype=tf.int32)
+    index = tf.range(length)[tf.newaxis, tf.newaxis, :]
+    inside = (index >= starts[..., tf.newaxis]) & (index < (starts + widths)[..., tf.newaxis])
+    return tf.reduce_any(inside, axis=1)

@@ -1,11 +1,14 @@
-"""Training the keyword-spotting CNN on a folder of labelled clips, and its export for tag_audio.
+"""Training the keyword-spotting model on a folder of labelled clips, and its export for tag_audio.
 
 ``DIR`` holds one folder per label; every clip is decoded, resampled to 16 kHz
 and padded or cut to one second.  Clips are split into train / validation /
 test by speaker (the 8-hex-digit prefix of Speech Commands file names; clips
-without one are split by file name).  The model trains with Adam and early
-stopping on the validation loss, is tested on the held-out speakers, and is
-exported to ``MODEL_DIR`` as a SavedModel that ``tag_audio --model keyword
+without one are split by file name).  Two recipes (``audio_models.keyword``):
+``ds_cnn`` trains a log-mel depthwise-separable CNN for a fixed number of
+epochs with AdamW on a warm-up + cosine learning-rate schedule; ``seed``
+trains TensorFlow's "simple audio" CNN with Adam and early stopping on the
+validation loss.  The model is tested on the held-out speakers through its
+export in ``MODEL_DIR``, a SavedModel that ``tag_audio --model keyword
 --model_path MODEL_DIR`` runs.  ``MODEL_DIR`` also receives ``metrics.json``
 (test accuracy overall and per label, confusion matrix, split sizes) and
 ``confusion_matrix.png``.
@@ -21,6 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from audio_models.keyword import DS_CNN, SEED, Architecture
 from audio_models.spec import ModelSpec
 from transforms import storage
 from transforms.training import keyword_clips as kd
@@ -29,27 +33,56 @@ from transforms.training.evaluation import Evaluation, confusion_matrix, confusi
 METRICS_FILE = "metrics.json"
 CONFUSION_FILE = "confusion_matrix.png"
 
-# What --augment turns on; each value can still be set on its own.
-RECOMMENDED_AUGMENT = kd.AugmentOptions(time_shift_s=0.1, noise_probability=0.8, noise_max_gain=0.5,
-                                        gain_db=10.0, reverse_to_unknown=0.15,
-                                        spliced_unknown=0.1)
+# What --augment turns on for each recipe; each value can still be set on its own.
+RECOMMENDED_AUGMENT = {
+    SEED: kd.AugmentOptions(time_shift_s=0.1, noise_probability=0.8, noise_max_gain=0.5, gain_db=10.0,
+                            reverse_to_unknown=0.15, spliced_unknown=0.1),
+    DS_CNN: kd.AugmentOptions(time_shift_s=0.1, noise_probability=0.8, noise_max_gain=0.5, gain_db=10.0,
+                              reverse_to_unknown=0.15, spliced_unknown=0.1, speed=0.1,
+                              time_masks=2, time_mask_frames=10, frequency_masks=2, frequency_mask_bins=5),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimisation:
+    """How a model trains: epochs, batches, learning rate and its schedule, regularisation."""
+
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    schedule: str  # "constant" or "cosine" (linear warm-up, then cosine decay to zero)
+    warmup_epochs: int = 0
+    weight_decay: float = 0.0  # > 0: AdamW
+    patience: int = 0  # > 0: early stopping on the validation loss, best weights restored
+    lr_patience: int = 0  # > 0: halve the learning rate after this many epochs without progress
+    label_smoothing: float = 0.0
+    mixup: float = 0.0  # > 0: mix pairs of training clips with a weight ~ Beta(this, this)
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"schedule must be constant or cosine, not {self.schedule!r}")
+
+
+RECIPE_OPTIMISATION = {
+    SEED: Optimisation(epochs=150, batch_size=32, learning_rate=1e-3, schedule="constant", patience=20),
+    DS_CNN: Optimisation(epochs=40, batch_size=64, learning_rate=3e-3, schedule="cosine", warmup_epochs=2,
+                         weight_decay=1e-3, label_smoothing=0.1),
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     data_dir: str
     output_dir: str
-    epochs: int = 150
-    batch_size: int = 32
-    patience: int = 20
-    learning_rate: float = 1e-3
-    lr_patience: int = 0  # > 0: halve the learning rate after this many epochs without progress
+    architecture: Architecture = Architecture()
+    optimisation: Optimisation = RECIPE_OPTIMISATION[DS_CNN]
     split: kd.SplitPercents = kd.SplitPercents()
     augment: kd.AugmentOptions = kd.AugmentOptions()
     weights_dtype: str = "float32"
     hop_s: float = 0.5
     max_clips_per_label: int = 0  # > 0: at most this many clips per label in each split
     seed: int = 0
+    clip_cache: str | None = None  # a folder for decoded clips, reused by later runs on the same files
 
 
 def load_splits(config: TrainConfig) -> tuple[list[str], dict[str, list[kd.LabelledClip]]]:
@@ -68,7 +101,7 @@ def load_splits(config: TrainConfig) -> tuple[list[str], dict[str, list[kd.Label
 
 @dataclasses.dataclass
 class TrainingResult:
-    classifier: object  # the trained Keras model (spectrogram -> logits)
+    classifier: object  # the trained Keras model (frontend features -> logits)
     spec: ModelSpec  # the exported model's spec
     metrics: dict  # what metrics.json holds
 
@@ -79,16 +112,23 @@ def train(config: TrainConfig) -> TrainingResult:
 
     started = time.monotonic()
     labels, splits = load_splits(config)
-    data = {name: kd.load_clips(clips, labels) for name, clips in splits.items()}
+    data = {name: kd.load_clips(clips, labels, config.clip_cache) for name, clips in splits.items()}
     logging.info("clips: %s", {name: len(clips) for name, clips in splits.items()})
-    mean, variance = keyword.normalization_stats(data[kd.TRAIN][0])  # the recipe's Normalization.adapt
-    classifier = keyword.build_classifier(len(labels), mean, variance, seed=config.seed)
-    history, best_epoch = _fit(classifier, config, labels, data)
+    architecture = config.architecture
+    normalization = None
+    if architecture.recipe == SEED:
+        mean, variance = keyword.normalization_stats(data[kd.TRAIN][0])  # the recipe's Normalization.adapt
+        normalization = {"mean": mean, "variance": variance}
+        classifier = keyword.build_classifier(len(labels), mean, variance, seed=config.seed)
+    else:
+        classifier = keyword.build_ds_cnn(len(labels), architecture, seed=config.seed)
+    history, kept_epoch = _fit(classifier, config, labels, data)
     training_seconds = time.monotonic() - started
 
     spec = keyword.export_keyword_model(classifier, labels, config.output_dir,
                                         weights_dtype=config.weights_dtype,
-                                        hop_samples=int(round(config.hop_s * keyword.SAMPLE_RATE)))
+                                        hop_samples=int(round(config.hop_s * keyword.SAMPLE_RATE)),
+                                        architecture=architecture)
     # Tested through the export itself, so the numbers describe exactly what ships.
     evaluation = evaluate(keyword.load_keyword_model(config.output_dir), *data[kd.TEST], labels)
     metrics = {
@@ -97,13 +137,13 @@ def train(config: TrainConfig) -> TrainingResult:
         "test_per_label": evaluation.per_label(),
         "confusion_matrix": evaluation.confusion.tolist(),
         "confusion_matrix_axes": "rows: true label, columns: predicted label (order of 'labels')",
-        "validation_accuracy": _at_epoch(history, "val_accuracy", best_epoch),
+        "validation_accuracy": _at_epoch(history, "val_accuracy", kept_epoch),
         "epochs_run": len(history["loss"]),
-        "best_epoch": best_epoch + 1,
+        "best_epoch": kept_epoch + 1,
         "training_seconds": round(training_seconds, 1),
         "splits": {name: {"clips": len(clips), "speakers": len({c.speaker for c in clips if c.speaker})}
                    for name, clips in splits.items()},
-        "normalization": {"mean": mean, "variance": variance},
+        "normalization": normalization,
         "model": {"fingerprint": spec.fingerprint, "weights_dtype": config.weights_dtype,
                   "parameters": int(classifier.count_params())},
         "config": _config_document(config),
@@ -112,48 +152,104 @@ def train(config: TrainConfig) -> TrainingResult:
     return TrainingResult(classifier, spec, metrics)
 
 
+def training_dataset(config: TrainConfig, labels: list[str], waveforms: np.ndarray, label_ids: np.ndarray):
+    """``(dataset, clips per epoch)``: batches of ``(features, one-hot labels)``, augmented as configured.
+
+    Order: spliced ``_unknown_`` clips join the set, then per clip reversal,
+    speed, time shift, gain and background noise, then per batch the frontend,
+    SpecAugment masks and mixup.
+    """
+    import tensorflow as tf
+
+    noise_bank = None  # background noise for mixing: the training split's _silence_ clips only
+    if kd.SILENCE_LABEL in labels:
+        noise_bank = waveforms[label_ids == labels.index(kd.SILENCE_LABEL)]
+    spliced, spliced_ids = kd.spliced_unknowns(
+        waveforms, label_ids, labels, int(round(config.augment.spliced_unknown * len(label_ids))),
+        seed=config.seed)
+    waveforms = np.concatenate([waveforms, spliced])
+    label_ids = np.concatenate([label_ids, spliced_ids])
+    dataset = kd.make_dataset(waveforms, label_ids, config.optimisation.batch_size, shuffle=True,
+                              augment=config.augment, noise_bank=noise_bank, labels=labels, seed=config.seed)
+    generator = tf.random.Generator.from_seed(config.seed + 1)
+    architecture, augment, mixup = config.architecture, config.augment, config.optimisation.mixup
+
+    def prepare(waveform, label):
+        features = architecture.features(waveform)
+        if augment.masks_enabled:
+            features = kd.mask_features(features, augment, generator)
+        targets = tf.one_hot(label, len(labels))
+        if mixup > 0:
+            # One weight per batch; each clip is mixed with a partner from a shuffle of the batch.
+            weight = tf.maximum(_beta(generator, mixup), 0.5)  # the clip's own label stays the main one
+            partner = tf.random.shuffle(tf.range(tf.shape(features)[0]))
+            features = weight * features + (1.0 - weight) * tf.gather(features, partner)
+            targets = weight * targets + (1.0 - weight) * tf.gather(targets, partner)
+        return features, targets
+
+    return dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE), len(label_ids)
+
+
+def _beta(generator, alpha: float):
+    """A Beta(alpha, alpha) sample, as the ratio of two Gamma(alpha) samples."""
+    import tensorflow as tf
+
+    # tf.random.Generator draws no gammas; the stateless sampler takes seeds drawn from it.
+    seeds = generator.uniform_full_int([2, 2], dtype=tf.int32)
+    x = tf.random.stateless_gamma([], seeds[0], alpha)
+    y = tf.random.stateless_gamma([], seeds[1], alpha)
+    return x / (x + y)
+
+
 def _fit(classifier, config: TrainConfig, labels: list[str],
          data: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[dict, int]:
-    """Adam with early stopping on the validation loss; returns (Keras history, best epoch from 0)."""
+    """Trains ``classifier`` as ``config.optimisation`` says; returns (Keras history, kept epoch from 0)."""
     import keras
     import tensorflow as tf
 
-    from audio_models import keyword
-
-    train_waveforms, train_ids = data[kd.TRAIN]
-    noise_bank = None  # background noise for mixing: the training split's _silence_ clips only
-    if kd.SILENCE_LABEL in labels:
-        noise_bank = train_waveforms[train_ids == labels.index(kd.SILENCE_LABEL)]
-    spliced, spliced_ids = kd.spliced_unknowns(
-        train_waveforms, train_ids, labels, int(round(config.augment.spliced_unknown * len(train_ids))),
-        seed=config.seed)
-    train_waveforms = np.concatenate([train_waveforms, spliced])
-    train_ids = np.concatenate([train_ids, spliced_ids])
-
-    def spectrograms(dataset):
-        return dataset.map(lambda w, y: (keyword.spectrogram(w), y), num_parallel_calls=tf.data.AUTOTUNE)
-
-    train_ds = spectrograms(kd.make_dataset(train_waveforms, train_ids, config.batch_size, shuffle=True,
-                                            augment=config.augment, noise_bank=noise_bank,
-                                            labels=labels, seed=config.seed))
+    opt = config.optimisation
+    train_ds, train_count = training_dataset(config, labels, *data[kd.TRAIN])
     has_validation = len(data[kd.VALIDATION][0]) > 0
     val_ds = None
     if has_validation:
-        val_ds = spectrograms(kd.make_dataset(*data[kd.VALIDATION], config.batch_size))
+        architecture = config.architecture
+        val_ds = kd.make_dataset(*data[kd.VALIDATION], opt.batch_size).map(
+            lambda w, y: (architecture.features(w), tf.one_hot(y, len(labels))))
     monitor = "val_loss" if has_validation else "loss"
-    stopper = keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience,
-                                            restore_best_weights=True, verbose=1)
-    callbacks = [stopper]
-    if config.lr_patience > 0:
+    callbacks = []
+    stopper = None
+    if opt.patience > 0:
+        stopper = keras.callbacks.EarlyStopping(monitor=monitor, patience=opt.patience,
+                                                restore_best_weights=True, verbose=1)
+        callbacks.append(stopper)
+    if opt.lr_patience > 0:
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5,
-                                                           patience=config.lr_patience, min_lr=1e-5))
-    classifier.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                                                           patience=opt.lr_patience, min_lr=1e-5))
+    classifier.compile(optimizer=_optimizer(opt, train_count),
+                       loss=keras.losses.CategoricalCrossentropy(from_logits=True,
+                                                                 label_smoothing=opt.label_smoothing),
                        metrics=["accuracy"])
     # shuffle=False: the dataset reshuffles itself every epoch; Keras cannot shuffle a tf.data input.
-    history = classifier.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
+    history = classifier.fit(train_ds, validation_data=val_ds, epochs=opt.epochs, callbacks=callbacks,
                              shuffle=False, verbose=2)
-    return history.history, int(stopper.best_epoch)
+    # Early stopping restores its best epoch; a schedule keeps the last one (its rate has decayed to 0).
+    kept = int(stopper.best_epoch) if stopper is not None else len(history.history["loss"]) - 1
+    return history.history, kept
+
+
+def _optimizer(opt: Optimisation, train_count: int):
+    import keras
+
+    learning_rate = opt.learning_rate
+    if opt.schedule == "cosine":
+        steps = -(-train_count // opt.batch_size)
+        warmup = opt.warmup_epochs * steps
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            0.0 if warmup else opt.learning_rate, decay_steps=max(opt.epochs * steps - warmup, 1),
+            warmup_target=opt.learning_rate if warmup else None, warmup_steps=warmup)
+    if opt.weight_decay > 0:
+        return keras.optimizers.AdamW(learning_rate, weight_decay=opt.weight_decay)
+    return keras.optimizers.Adam(learning_rate)
 
 
 def evaluate(model, waveforms: np.ndarray, label_ids: np.ndarray, labels: Sequence[str],
@@ -168,7 +264,7 @@ def evaluate(model, waveforms: np.ndarray, label_ids: np.ndarray, labels: Sequen
 def write_reports(output_dir: str, metrics: dict, evaluation: Evaluation) -> None:
     storage.write_text(storage.join(output_dir, METRICS_FILE), json.dumps(metrics, indent=2) + "\n")
     accuracy = "n/a" if evaluation.accuracy is None else f"{evaluation.accuracy:.1%}"
-    title = f"Keyword CNN, held-out speakers: accuracy {accuracy}"
+    title = f"Keyword model, held-out speakers: accuracy {accuracy}"
     storage.write_bytes(storage.join(output_dir, CONFUSION_FILE), confusion_png(evaluation, title),
                         "image/png")
 
@@ -184,8 +280,6 @@ def _at_epoch(history: dict, key: str, epoch: int) -> float | None:
 
 def _config_document(config: TrainConfig) -> dict:
     document = dataclasses.asdict(config)
-    document.pop("output_dir")
+    for local_only in ("output_dir", "clip_cache"):
+        document.pop(local_only)
     return document
-
-
-
