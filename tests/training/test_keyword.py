@@ -46,8 +46,8 @@ def _tiny_training(tmp_path_factory, *extra: str):
 
 @pytest.fixture(scope="module")
 def tiny_training(tmp_path_factory):
-    """The trainer (default recipe), end to end, on 4 clips per label and split, 2 epochs, all
-    augmentations on (mixup too)."""
+    """The trainer (default recipe), end to end, on 4 clips per label and split, 2 epochs, every
+    augmentation on (SpecAugment masks and mixup too)."""
     return _tiny_training(tmp_path_factory, "--mixup", "0.3", "--time_masks", "1", "--time_mask_frames", "5",
                           "--frequency_masks", "1", "--frequency_mask_bins", "3")
 
