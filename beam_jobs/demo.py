@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     except tagging.UsageError as e:
         print(f"demo: {e}", file=sys.stderr)
         return 2
-    final = tagging.execute(config, record, PipelineOptions(runner="FnApiRunner"))
+    final = tagging.execute(config, record, PipelineOptions([], runner="FnApiRunner"))
     print(format_plan(final.plan, retry_failed=False))
     print(format_summary(final))
     if final.status != "succeeded":

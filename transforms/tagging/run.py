@@ -1,7 +1,7 @@
 """Running tag_audio from code: prepare (every read before the graph), execute, or only plan.
 
     config, record = prepare(["audio/"], "out/", model="yamnet", model_path="/models/yamnet")
-    final = execute(config, record, PipelineOptions(runner="FnApiRunner"))
+    final = execute(config, record, PipelineOptions([], runner="FnApiRunner"))
 
 ``beam_jobs.tag_audio`` is the command line over these; other jobs (the demo)
 call them directly.
