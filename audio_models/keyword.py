@@ -32,9 +32,6 @@ TensorFlow's graph.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import tempfile
 from collections.abc import Sequence
 
 import numpy as np
@@ -402,17 +399,9 @@ def write_export(weights: dict[str, np.ndarray], labels: Sequence[str], export_d
     if weights_dtype not in ("float32", "float16"):
         raise ValueError(f"weights_dtype must be float32 or float16, not {weights_dtype!r}")
     module = KeywordServingModule(weights, labels, architecture, weights_dtype)
-    with tempfile.TemporaryDirectory() as staging:
-        # Tracked assets are copied into <export_dir>/assets/ under their base names.
-        spec_path = os.path.join(staging, SPEC_ASSET)
-        labels_path = os.path.join(staging, LABELS_ASSET)
-        with open(spec_path, "w") as f:
-            json.dump(spec_document(labels, hop_samples, architecture), f, indent=2)
-        with open(labels_path, "w") as f:
-            f.write("".join(f"{label}\n" for label in labels))
-        module.spec_asset = tf.saved_model.Asset(spec_path)
-        module.labels_asset = tf.saved_model.Asset(labels_path)
-        tf.saved_model.save(module, export_dir, signatures={SIGNATURE: module.serve})
+    with (model_assets.spec_assets(module, spec_document(labels, hop_samples, architecture), labels),
+          storage.local_output_dir(export_dir) as local):  # TensorFlow writes local files only
+        tf.saved_model.save(module, local, signatures={SIGNATURE: module.serve})
     return load_keyword_spec(export_dir, hop_samples)
 
 

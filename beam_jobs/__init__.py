@@ -13,3 +13,13 @@ def command(run: Callable[[], int]) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger().setLevel(logging.WARNING)
     sys.exit(run())
+
+
+def parse_job_args(parser, argv: list[str] | None):
+    """(job options, Beam pipeline arguments) from ``argv`` (the command line when None); None after
+    printing the help that ``--help`` / ``-h`` asked for."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in argv or "-h" in argv:
+        parser.print_help()
+        return None
+    return parser.parse_known_args(argv)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from beam_jobs import command
+from beam_jobs import command, parse_job_args
 from transforms.training.build import (
     TrainingSetError,
     add_job_arguments,
@@ -39,12 +39,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str] | None = None) -> int:
     """Runs the job; returns the exit status (0 ok, 1 no training rows, 2 usage or input error)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = _parser()
-    if "--help" in argv or "-h" in argv:
-        parser.print_help()
+    parsed = parse_job_args(_parser(), argv)
+    if parsed is None:
         return 0
-    opts, pipeline_args = parser.parse_known_args(argv)
+    opts, pipeline_args = parsed
     if not (opts.frames and opts.labels and opts.output):
         return _fail("--frames OUT_DIR, --labels LABELS.csv and --output DS_DIR are required")
     try:

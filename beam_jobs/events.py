@@ -19,7 +19,7 @@ import sys
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from beam_jobs import command
+from beam_jobs import command, parse_job_args
 from schemas.tables import METADATA_PREFIX
 from transforms.answers.event_options import (
     EventOptionsError,
@@ -81,12 +81,10 @@ def _export(directory: str, opts: argparse.Namespace, run_id: str | None = None)
 
 def run(argv: list[str] | None = None) -> int:
     """Runs the job; returns the exit status (0 ok, 2 usage or input error)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = _parser()
-    if "--help" in argv or "-h" in argv:
-        parser.print_help()
+    parsed = parse_job_args(_parser(), argv)
+    if parsed is None:
         return 0
-    opts, pipeline_args = parser.parse_known_args(argv)
+    opts, pipeline_args = parsed
     if opts.events:
         if not (opts.raven or opts.audacity):
             return _fail("--events DIR exports events: give --raven DIR and/or --audacity DIR")

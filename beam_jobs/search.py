@@ -26,7 +26,7 @@ import time
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from beam_jobs import command
+from beam_jobs import command, parse_job_args
 from schemas.tables import METADATA_PREFIX
 from transforms import storage
 from transforms.answers.queries import FramesModel, QueryError, embed_queries
@@ -72,12 +72,10 @@ def _fail(message: str) -> int:
 
 def run(argv: list[str] | None = None) -> int:
     """Runs the search; returns the exit status (0 ok, 2 usage or input error)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = _parser()
-    if "--help" in argv or "-h" in argv:
-        parser.print_help()
+    parsed = parse_job_args(_parser(), argv)
+    if parsed is None:
         return 0
-    opts, pipeline_args = parser.parse_known_args(argv)
+    opts, pipeline_args = parsed
     if not (opts.frames and opts.query and opts.output):
         return _fail("--frames OUT_DIR, at least one --query and --output DIR are required")
     if opts.top_k < 1 or opts.max_per_file < 0:
