@@ -27,6 +27,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import fractions
+import itertools
 import math
 from collections.abc import Iterator
 
@@ -137,6 +139,76 @@ class _Frame:
         self.tolerance = tolerance
 
 
+class _FrameBlock:
+    """Consecutive frames of one sample format and channel layout, converted to mono together.
+
+    Converting frame by frame costs more Python than FFmpeg spends decoding
+    a small (Vorbis, AAC) frame; here FFmpeg's audio FIFO gathers the frames'
+    samples and they are converted once per ~16k samples.  ``begin`` is the
+    index of the first sample, in the rate of the frames.
+    """
+
+    __slots__ = ("_fifo", "_format", "_channels", "_rate", "begin", "samples", "_refused", "yielded")
+
+    def __init__(self):
+        self._fifo: av.AudioFifo | None = None
+        self._format = ""
+        self._channels = 0
+        self._rate = 0
+        self.begin = 0
+        self.samples = 0
+        self._refused: tuple[av.AudioFrame, int] | None = None
+        self.yielded = False  # whether any samples have gone out (through here or beside it)
+
+    def take(self, frame: av.AudioFrame, begin: int) -> bool:
+        """Adds a frame that starts at ``begin``; False when ``settle`` must run (full, or a new format)."""
+        if not self.samples:
+            self._start(frame, begin)
+        elif frame.format.name != self._format or frame.layout.nb_channels != self._channels:
+            self._refused = (frame, begin)
+            return False
+        frame.pts = None  # the FIFO would check timestamps against its own count: the timeline did
+        try:
+            self._fifo.write(frame)
+        except ValueError:  # a rate or time base the FIFO was not made for
+            self._refused = (frame, begin)
+            return False
+        self.samples += frame.samples
+        return self.samples < _RESAMPLE_BLOCK_SAMPLES
+
+    def settle(self, start_index: int) -> Iterator[tuple[int, np.ndarray]]:
+        """After ``take`` said False: sends the block, then starts the next one with a refused frame."""
+        refused, self._refused = self._refused, None
+        yield from self.flush(start_index)
+        if refused is not None and not self.take(*refused):
+            yield from self.settle(start_index)
+
+    def flush(self, start_index: int) -> Iterator[tuple[int, np.ndarray]]:
+        """``(rate, mono)`` of the block's samples from ``start_index`` on; empties the block."""
+        if not self.samples:
+            return
+        frame, begin, rate = self._fifo.read(), self.begin, self._rate
+        self._fifo, self.samples = None, 0
+        samples = frame_to_mono(frame)
+        if self._format.rstrip("p") in ("flt", "dbl") and not np.isfinite(samples).all():
+            first_bad = int(np.argmin(np.isfinite(samples)))
+            for out in AudioStream._trimmed(begin, samples[:first_bad], rate, start_index):
+                self.yielded = True  # what precedes is audio
+                yield out
+            raise DecodeError("non_finite", f"the audio holds NaN or infinite samples from "
+                                            f"{(begin + first_bad) / rate:.2f} s")
+        for out in AudioStream._trimmed(begin, samples, rate, start_index):
+            self.yielded = True
+            yield out
+
+    def _start(self, frame: av.AudioFrame, begin: int) -> None:
+        self._fifo = av.AudioFifo()
+        self._format = frame.format.name
+        self._channels = frame.layout.nb_channels
+        self._rate = frame.sample_rate
+        self.begin = begin
+
+
 class _Timeline:
     """Where each decoded frame sits, in source-rate samples from the file's first sample.
 
@@ -161,7 +233,8 @@ class _Timeline:
     """
 
     def __init__(self, rate: int, pts_origin: int, limit_samples: int | None, start_index: int = 0,
-                 anchor_first: bool = True, max_gap_s: float = _UNKNOWN_LENGTH_MAX_GAP_S):
+                 anchor_first: bool = True, max_gap_s: float = _UNKNOWN_LENGTH_MAX_GAP_S,
+                 time_base: fractions.Fraction | None = None):
         self.rate = rate
         self.pts_offset = pts_origin  # a frame with pts p (in samples) starts at p - pts_offset
         self.next_index = 0
@@ -170,6 +243,11 @@ class _Timeline:
         self.max_gap_s = max_gap_s  # and never longer than this
         self._anchor_first = anchor_first  # the next frame placed is the file's first decoded frame
         self._tolerances: dict[tuple[int, int, int], int] = {}  # (tb numerator, tb denominator, rate)
+        # Frames decoded from packets carry the stream's time base (PyAV stamps each demuxed packet
+        # with it): ``in_line`` reads it from here rather than build a Fraction per frame.
+        self._num, self._den = (0, 1) if time_base is None else (time_base.numerator, time_base.denominator)
+        self._in_line_rate = 0  # the rate ``_in_line_tolerance`` was worked out for
+        self._in_line_tolerance = 0
 
     def describe(self, frame: av.AudioFrame) -> _Frame:
         """The frame with its timestamp in samples and its tolerance (per time base, not per frame)."""
@@ -185,6 +263,31 @@ class _Timeline:
         # (pts * num) / den is the correctly rounded quotient, the float of the Fraction pts * time_base
         pts_samples = None if pts is None or not num else round(pts * num / den * rate)
         return _Frame(frame, rate, frame.samples, pts_samples, tolerance)
+
+    def in_line(self, frame: av.AudioFrame, timed: bool) -> int | None:
+        """The frame's index when it simply follows the previous one, counted; else None, nothing changed.
+
+        "Simply follows": ``place`` would put it at the running count without
+        looking at the frames after it (same rate, not the file's first frame,
+        no timestamp or one within the tolerance of the count), so it can be
+        placed without them.  ``timed`` is False for frames without a time base.
+        """
+        rate = self.rate
+        if self._anchor_first or frame.sample_rate != rate:
+            return None
+        begin = self.next_index
+        pts = frame.pts
+        if timed and pts is not None and self._num:
+            if rate != self._in_line_rate:
+                tick = self._num / self._den * rate
+                self._in_line_tolerance = max(math.ceil(2 * tick), math.ceil(0.002 * rate))
+                self._in_line_rate = rate
+            # The same arithmetic as ``describe``: the frame's time base is the stream's.
+            start = round(pts * self._num / self._den * rate) - self.pts_offset
+            if abs(start - begin) > self._in_line_tolerance:
+                return None
+        self.next_index = begin + frame.samples
+        return begin
 
     def frame_start(self, frame: _Frame) -> int | None:
         """The frame's index according to its timestamp alone."""
@@ -510,28 +613,61 @@ class AudioStream:
         stream = container.streams[self.info.stream_index]
         limit = None if self.info.duration_s is None else int((self.info.duration_s + 1.0) * rate)
         timeline = _Timeline(rate, origin, limit, start_index, anchor_first=mode == "sequential",
-                             max_gap_s=self.info.size_bytes / MIN_BYTES_PER_SECOND)
+                             max_gap_s=self.info.size_bytes / MIN_BYTES_PER_SECOND,
+                             time_base=stream.time_base)
         if mode == "container":
             self._container_seek(container, stream, decode_from + timeline.pts_offset, rate)
         skip_until = decode_from if mode == "skip_packets" else None
-        frames = self._frames(container, stream, timeline, skip_until)
+        block = _FrameBlock()
+        # Frames whose place depends on the frames after them (a landing to check after a seek, a
+        # timestamp that disagrees with the count, a new rate), each placed once _LOOKAHEAD_FRAMES
+        # successors are decoded.  Every other frame goes straight into ``block``.
+        careful: collections.deque[tuple[av.AudioFrame, bool]] = collections.deque()
         awaiting_landing = mode != "sequential"
-        yielded = False
-        for frame, following in _with_lookahead(frames, _LOOKAHEAD_FRAMES):
-            if may_fail and not yielded and frame.rate != timeline.rate:
-                raise _SeekFailedError(frame.rate)  # planned on the header's rate; the decoder differs
-            if awaiting_landing:
-                landed = timeline.landing(frame, following)
-                if landed is None or landed > start_index:
-                    if may_fail:
-                        raise _SeekFailedError()
-                    landed = start_index  # unreachable: the last attempt decodes sequentially
-                timeline.next_index = landed
-                awaiting_landing = False
-            # Past this point nothing raises _SeekFailedError: a retry would send these samples again.
-            for block in self._placed(frame, following[0] if following else None, timeline):
-                yielded = True
-                yield block
+        in_line = timeline.in_line
+        for item in itertools.chain(self._frames(container, stream, timeline, skip_until), [None]):
+            if item is not None:
+                if not careful and not awaiting_landing:  # the hot path: one check per frame
+                    begin = in_line(*item)
+                    if begin is not None:
+                        if not block.take(item[0], begin):
+                            yield from block.settle(timeline.start_index)
+                        continue
+                careful.append(item)
+            while careful:
+                frame, timed = careful[0]
+                if not awaiting_landing and (begin := in_line(frame, timed)) is not None:
+                    careful.popleft()
+                    if not block.take(frame, begin):
+                        yield from block.settle(timeline.start_index)
+                    continue
+                if item is not None and len(careful) <= _LOOKAHEAD_FRAMES:
+                    break  # wait for its successors
+                careful.popleft()
+                placed = timeline.describe(frame)
+                following = [timeline.describe(f) for f, _ in itertools.islice(careful, _LOOKAHEAD_FRAMES)]
+                if placed.rate != timeline.rate:
+                    yield from block.flush(timeline.start_index)  # in the old rate, before the count moves
+                    if may_fail and not block.yielded:
+                        raise _SeekFailedError(placed.rate)  # planned on the header rate; the decoder differs
+                if awaiting_landing:
+                    landed = timeline.landing(placed, following)
+                    if landed is None or landed > start_index:
+                        if may_fail:
+                            raise _SeekFailedError()
+                        landed = start_index  # unreachable: the last attempt decodes sequentially
+                    timeline.next_index = landed
+                    awaiting_landing = False
+                # Past this point nothing raises _SeekFailedError: a retry would send these samples again.
+                begin, gap = timeline.place(placed, following[0] if following else None)
+                if gap:
+                    yield from block.flush(timeline.start_index)
+                    for out in self._silence(begin, gap, placed.rate, timeline.start_index):
+                        block.yielded = True
+                        yield out
+                if not block.take(frame, begin):
+                    yield from block.settle(timeline.start_index)
+        yield from block.flush(timeline.start_index)
 
     def _first_frame_origin(self, rate: int, origin: int) -> int:
         """pts (in samples) that a decode from the file's start makes sample 0; leaves the file reopened."""
@@ -554,9 +690,11 @@ class AudioStream:
         return timeline.pts_offset
 
     def _frames(self, container: av.container.InputContainer, stream: av.AudioStream, timeline: _Timeline,
-                skip_until: int | None) -> Iterator[_Frame]:
-        """Decoded frames; packets ending before ``skip_until`` are read but not decoded."""
-        describe = timeline.describe
+                skip_until: int | None) -> Iterator[tuple[av.AudioFrame, bool]]:
+        """``(frame, timed)``: decoded frames; packets ending before ``skip_until`` are read, not decoded.
+
+        ``timed`` is False for the frames flushed at the end, which carry no time base.
+        """
         for packet in self._packets(container, stream, timeline):
             if skip_until is not None:
                 if self._packet_ends_before(packet, skip_until, timeline):
@@ -564,32 +702,19 @@ class AudioStream:
                 skip_until = None  # decoding has begun: every later packet is decoded
             quiet = timeline.next_index < timeline.start_index  # pre-roll errors are normal after a seek
             for frame in self._decode(stream, packet, timeline, quiet):
-                yield describe(frame)
+                yield frame, True
             if self._damage.stopped:
                 return
         for frame in self._decode(stream, None, timeline, quiet=False):
-            yield describe(frame)
+            yield frame, False
 
-    def _placed(self, placed: _Frame, following: _Frame | None, timeline: _Timeline
-                ) -> Iterator[tuple[int, np.ndarray]]:
-        """A frame's samples, after silence that fills any hole before it, from the timeline's start."""
-        rate = placed.rate
-        begin, gap = timeline.place(placed, following)
-        start_index = timeline.start_index  # after place(): in the frame's rate
-        if gap:
-            if begin > start_index:
-                self._damage.silence_samples += min(gap, begin - start_index)
-                self._damage.silence_rate = rate
-            for at in range(begin - gap, begin, rate):  # one second at a time: a hole can be long
-                yield from self._trimmed(at, np.zeros(min(rate, begin - at), np.float32), rate, start_index)
-        frame = placed.frame
-        samples = frame_to_mono(frame)
-        if frame.format.name.rstrip("p") in ("flt", "dbl") and not np.isfinite(samples).all():
-            first_bad = int(np.argmin(np.isfinite(samples)))
-            yield from self._trimmed(begin, samples[:first_bad], rate, start_index)  # what precedes is audio
-            raise DecodeError("non_finite", f"the audio holds NaN or infinite samples from "
-                                            f"{(begin + first_bad) / rate:.2f} s")
-        yield from self._trimmed(begin, samples, rate, start_index)
+    def _silence(self, begin: int, gap: int, rate: int, start_index: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Silence for the ``gap`` samples missing before index ``begin``, from ``start_index`` on."""
+        if begin > start_index:
+            self._damage.silence_samples += min(gap, begin - start_index)
+            self._damage.silence_rate = rate
+        for at in range(begin - gap, begin, rate):  # one second at a time: a hole can be long
+            yield from self._trimmed(at, np.zeros(min(rate, begin - at), np.float32), rate, start_index)
 
     @staticmethod
     def _trimmed(begin: int, samples: np.ndarray, rate: int, start_index: int
@@ -696,19 +821,6 @@ class AudioStream:
         self.problem = "; ".join(problems) or None
         if self._hash:
             self.sha256 = self._source.finish_sha256()
-
-
-def _with_lookahead(items: Iterator, count: int) -> Iterator[tuple]:
-    """Each item with the (up to) ``count`` items that follow it."""
-    window: collections.deque = collections.deque()
-    for item in items:
-        window.append(item)
-        if len(window) > count:
-            current = window.popleft()
-            yield current, list(window)
-    while window:
-        current = window.popleft()
-        yield current, list(window)
 
 
 def decode_all(uri: str, target_rate: int, start_sample: int = 0) -> np.ndarray:
