@@ -36,6 +36,7 @@ TEST_REQUIRES = [
     "polars==2.1.0",
     "datasets==5.2.0",
     "pyspark==4.3.0",
+    "imageio-ffmpeg==0.8.1",  # bench.decode: the ffmpeg command line the decoder is measured against
 ]
 
 setup(

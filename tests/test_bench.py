@@ -65,3 +65,18 @@ def test_per_file_loop_writes_one_row_per_frame(tmp_path):
     expected = sum(num_frames(decode_all(f, 16000).size, 15600, 7680) for f in corpus.files)
     assert result.frames == expected == pq.ParquetFile(tmp_path / "out.parquet").metadata.num_rows
     assert result.audio_seconds == pytest.approx(15.0, abs=0.1)
+
+
+def test_decode_bench_prints_every_row_with_a_cost_per_frame(capsys):
+    from bench import decode
+
+    assert decode.main(["--clips", "3", "--rounds", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    expected = ["product decoder (AudioStream), in process", "product decoder, 1 decoder process",
+                "product: open + probe only", "FFmpeg + soxr"]
+    if decode.ffmpeg_exe():
+        expected += ["ffmpeg CLI, 1 process per file", "ffmpeg CLI, start-up only"]
+    for label in expected:
+        row = next((line for line in lines if line.startswith(label)), None)
+        assert row is not None, (label, lines)
+        assert float(row[56:69]) > 0, row  # CPU-ms per frame
