@@ -18,7 +18,11 @@ DEVICE_CHOICES = ("auto", "cpu", "gpu")
 # rounds): batch 16: 1579, 24: 1721, 32: 1804-1855, 48: 1784, 64: 1575-1754, 128: 1708, 256: 1449.
 # Beyond ~48 windows the activations no longer stay in cache.
 CPU_BATCH_SIZE = 32
-# Large enough to keep a GPU busy (a batch needs a few hundred MB of activations); not measured here.
+# The rule (``python -m bench.gpu`` applies it to what it measures on the worker): the smallest batch
+# whose model-only rate is within 10% of the best one, since beyond it a larger batch buys little and
+# costs memory (~1 MB of activations per window) and latency.  YAMNet is small (69 M multiply-adds a
+# window): a data-centre GPU needs a few hundred windows per call to fill its cores.  No GPU was at
+# hand to measure; 256 is the guess until bench.gpu's rule says otherwise on the worker type.
 GPU_BATCH_SIZE = 256
 
 _log = logging.getLogger(__name__)

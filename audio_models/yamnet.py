@@ -19,6 +19,11 @@ measured on CPU (``python -m bench.model_throughput``):
 - the frontend is the official one, op for op (``logmel``): its log-mel
   output is bit-identical to the official graph's;
 - NHWC, no XLA: ``jit_compile`` made this model 15-40x slower on CPU.
+
+``compute_dtype`` 'float16' or 'bfloat16' runs the convolutions in that type
+(the log-mel frontend, the pooling and the classifier stay float32); whether
+the outputs stay close enough to float32 is measured by ``bench.gpu``, and the
+product runs float32.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ SAMPLE_RATE = logmel.SAMPLE_RATE
 WINDOW_SAMPLES = logmel.WINDOW_SAMPLES  # 15600: 0.975 s
 HOP_SAMPLES = logmel.HOP_SAMPLES  # 7680: 0.48 s
 BATCHNORM_EPSILON = 1e-4
+COMPUTE_DTYPES = ("float32", "float16", "bfloat16")
 
 
 def yamnet_spec(class_names: tuple[str, ...], fingerprint: str) -> ModelSpec:
@@ -69,21 +75,26 @@ class _ConvLayer:
     def __call__(self, net: tf.Tensor) -> tf.Tensor:
         # Weights enter the graph as constants (not captured tensors): oneDNN then converts each
         # filter to its blocked layout once and caches it, instead of on every call (~8% of the time).
-        kernel = tf.constant(self.kernel)
+        # In another compute type the cast of a constant is folded into a constant too.
+        kernel = tf.cast(tf.constant(self.kernel), net.dtype)
         if self.depthwise:
             net = tf.nn.depthwise_conv2d(net, kernel, [1, self.stride, self.stride, 1], "SAME")
         else:
             net = tf.nn.conv2d(net, kernel, self.stride, "SAME")
-        return tf.nn.relu(tf.nn.bias_add(net, tf.constant(self.bias)))
+        return tf.nn.relu(tf.nn.bias_add(net, tf.cast(tf.constant(self.bias), net.dtype)))
 
 
 class YamnetModel:
     """YAMNet behind the ``BatchedModel`` interface (``audio_models.spec``)."""
 
-    def __init__(self, weights: yw.YamnetWeights, spec: ModelSpec, device: str | None = None):
+    def __init__(self, weights: yw.YamnetWeights, spec: ModelSpec, device: str | None = None,
+                 compute_dtype: str = "float32"):
         """``weights`` as the ``yamnet_weights`` readers return them (checked, float32)."""
+        if compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"compute_dtype is one of {', '.join(COMPUTE_DTYPES)}, not {compute_dtype!r}")
         self.spec = spec
         self.device = device or selected_device()
+        self.compute_dtype = compute_dtype
         self._layers: list[_ConvLayer] = []
         for layer in yw.LAYER_DEFS:
             for name in yw.conv_layer_names(layer):
@@ -98,13 +109,13 @@ class YamnetModel:
 
     @classmethod
     def from_savedmodel(cls, model_dir: str, class_map: str | None = None,
-                        device: str | None = None) -> YamnetModel:
+                        device: str | None = None, compute_dtype: str = "float32") -> YamnetModel:
         """From a TF Hub-format SavedModel directory (local or ``gs://``), without running its graph."""
         weights = yw.read_savedmodel_weights(model_dir)
         class_map = class_map or storage.join(model_dir, "assets", yw.CLASS_MAP_NAME)
         spec = yamnet_spec(yw.read_class_names(class_map),
                            storage.fingerprint(yw.savedmodel_weight_files(model_dir)))
-        return cls(weights, spec, device)
+        return cls(weights, spec, device, compute_dtype)
 
     @classmethod
     def from_h5(cls, path: str, class_map: str, device: str | None = None) -> YamnetModel:
@@ -116,9 +127,10 @@ class YamnetModel:
         with tf.device(self.device):
             patches = logmel.log_mel_patches(windows)  # [B, 96, 64]
             net = patches[..., tf.newaxis]  # NHWC: oneDNN's layout; on GPUs grappler converts for cuDNN
+            net = tf.cast(net, self.compute_dtype)  # no-op in float32
             for layer in self._layers:
                 net = layer(net)
-            embedding = tf.reduce_mean(net, axis=[1, 2])
+            embedding = tf.reduce_mean(tf.cast(net, tf.float32), axis=[1, 2])
             logits = tf.matmul(embedding, tf.constant(self._dense_kernel)) + tf.constant(self._dense_bias)
             return {SCORES: tf.sigmoid(logits), EMBEDDING: embedding, LOGMEL: patches}
 

@@ -80,3 +80,21 @@ def test_decode_bench_prints_every_row_with_a_cost_per_frame(capsys):
         row = next((line for line in lines if line.startswith(label)), None)
         assert row is not None, (label, lines)
         assert float(row[56:69]) > 0, row  # CPU-ms per frame
+
+
+def test_gpu_bench_without_a_gpu_says_so_and_exits_0():
+    # This machine has no GPU (the test skips where one is visible: there the run measures for minutes).
+    from audio_models.device import visible_gpus
+
+    if visible_gpus():
+        pytest.skip("a GPU is visible: run python -m bench.gpu by hand")
+    result = subprocess.run([sys.executable, "-m", "bench.gpu"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "No GPU visible to TensorFlow" in result.stdout and "bench.gpu on a GPU worker" in result.stdout
+
+
+def test_gpu_batch_rule_takes_the_smallest_batch_near_the_best_rate():
+    from bench.gpu import pick_batch
+
+    assert pick_batch({32: 5000.0, 64: 8000.0, 128: 9500.0, 256: 10000.0, 512: 10100.0}) == 128
+    assert pick_batch({32: 1000.0, 64: 900.0}) == 32
