@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -98,3 +99,27 @@ def test_gpu_batch_rule_takes_the_smallest_batch_near_the_best_rate():
 
     assert pick_batch({32: 5000.0, 64: 8000.0, 128: 9500.0, 256: 10000.0, 512: 10100.0}) == 128
     assert pick_batch({32: 1000.0, 64: 900.0}) == 32
+
+
+def test_reduced_precision_moves_yamnet_outputs_a_little_and_float32_not_at_all():
+    # bench.gpu keeps a precision only within the bar; here the check itself: bfloat16 convolutions
+    # change the outputs (so the check can fail), float32 through the same path does not.
+    from bench.gpu import fidelity
+
+    windows = np.random.default_rng(3).uniform(-1, 1, (4, 15600)).astype(np.float32)
+    same, reduced = fidelity(str(require_shared(FIXTURE_MODEL)), windows, ["float32", "bfloat16"], "/CPU:0")
+    assert same.scores < 1e-7 and same.embedding < 1e-6 and same.within
+    assert 1e-5 < reduced.scores < 0.5 and reduced.embedding > 1e-4
+
+
+def test_backends_bench_checks_equivalence_before_timing(capsys):
+    from bench import backends
+
+    require_shared(FIXTURE_MODEL)
+    assert backends.main(["--rounds", "1", "--clips", "1", "--windows", "32"]) == 0
+    out = capsys.readouterr().out
+    tensorflow = next(line for line in out.splitlines() if line.startswith("  TensorFlow"))
+    assert tensorflow.endswith(": equivalent"), tensorflow
+    assert "LiteRT" in out and "ONNX Runtime" in out  # each converted and run, or named as not installed
+    timing = out.split("frames/CPU-s", 1)[1].splitlines()
+    assert any(line.startswith("TensorFlow") and line.rstrip().endswith("1.00") for line in timing), timing
