@@ -121,18 +121,16 @@ class _SeekFailedError(Exception):
 
 
 class _Frame:
-    """A decoded frame with what the timeline asks of it, worked out once.
+    """What the timeline asks of a decoded frame, worked out once.
 
     ``pts_samples`` is the frame's timestamp in samples of its own rate (None
     without a timestamp); ``tolerance`` the timestamp rounding to ignore: two
     ticks of the time base, and at least 2 ms.
     """
 
-    __slots__ = ("frame", "rate", "samples", "pts_samples", "tolerance")
+    __slots__ = ("rate", "samples", "pts_samples", "tolerance")
 
-    def __init__(self, frame: av.AudioFrame, rate: int, samples: int, pts_samples: int | None,
-                 tolerance: int):
-        self.frame = frame
+    def __init__(self, rate: int, samples: int, pts_samples: int | None, tolerance: int):
         self.rate = rate
         self.samples = samples
         self.pts_samples = pts_samples
@@ -140,7 +138,7 @@ class _Frame:
 
 
 class _FrameBlock:
-    """Consecutive frames of one sample format and channel layout, converted to mono together.
+    """Consecutive frames of one sample format and channel count, converted to mono together.
 
     Converting frame by frame costs more Python than FFmpeg spends decoding
     a small (Vorbis, AAC) frame; here FFmpeg's audio FIFO gathers the frames'
@@ -262,7 +260,7 @@ class _Timeline:
         pts = frame.pts
         # (pts * num) / den is the correctly rounded quotient, the float of the Fraction pts * time_base
         pts_samples = None if pts is None or not num else round(pts * num / den * rate)
-        return _Frame(frame, rate, frame.samples, pts_samples, tolerance)
+        return _Frame(rate, frame.samples, pts_samples, tolerance)
 
     def in_line(self, frame: av.AudioFrame, timed: bool) -> int | None:
         """The frame's index when it simply follows the previous one, counted; else None, nothing changed.
