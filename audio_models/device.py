@@ -14,9 +14,8 @@ CPU = "/CPU:0"
 GPU = "/GPU:0"
 DEVICE_CHOICES = ("auto", "cpu", "gpu")
 
-# Measured with `python -m bench.model_throughput` on a 2-core AVX-512 VM (frames/s, median of 4-5
-# rounds): batch 16: 1579, 24: 1721, 32: 1804-1855, 48: 1784, 64: 1575-1754, 128: 1708, 256: 1449.
-# Beyond ~48 windows the activations no longer stay in cache.
+# The fastest batch measured by `python -m bench.model_throughput` on CPU (docs/performance.md):
+# beyond a few dozen windows the activations no longer stay in cache.
 CPU_BATCH_SIZE = 32
 # The rule (``python -m bench.gpu`` applies it to what it measures on the worker): the smallest batch
 # whose model-only rate is within 10% of the best one, since beyond it a larger batch buys little and

@@ -8,17 +8,16 @@ those of the official graph (``tests/models/test_yamnet.py`` measures the differ
 
 The network is plain ``tf.nn`` ops in one ``tf.function`` with a
 ``[None, 15600]`` signature: traced once, whatever the batch size.  Choices
-measured on CPU (``python -m bench.model_throughput``):
+measured on CPU (``python -m bench.model_throughput``; the numbers are in
+docs/performance.md):
 
 - each BatchNorm (center=True, scale=False, epsilon=1e-4, inference
   statistics) is folded into the convolution before it, so a layer is
-  conv + bias + ReLU, one fused oneDNN kernel: ~10% faster than
-  conv + FusedBatchNorm + ReLU, and scores move by < 1e-5;
+  conv + bias + ReLU, one fused oneDNN kernel instead of three;
 - weights are graph constants, so oneDNN reorders each filter into its
-  blocked layout once instead of on every call (~8%);
-- the frontend is the official one, op for op (``logmel``): its log-mel
-  output is bit-identical to the official graph's;
-- NHWC, no XLA: ``jit_compile`` made this model 15-40x slower on CPU.
+  blocked layout once instead of on every call;
+- the frontend is the official one, op for op (``logmel``);
+- NHWC, no XLA: ``jit_compile`` made this model many times slower on CPU.
 
 ``compute_dtype`` 'float16' or 'bfloat16' runs the convolutions in that type
 (the log-mel frontend, the pooling and the classifier stay float32); whether
