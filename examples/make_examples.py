@@ -255,7 +255,8 @@ def _times(word: dict) -> dict:
 
 # --- checking a model against the timings -------------------------------------------------------
 
-def check(model_dir: str, audio_dir: Path = AUDIO_DIR, min_score: float = 0.5, hop_s: float = 0.5) -> int:
+def check(model_dir: str, audio_dir: Path = AUDIO_DIR, min_score: float = 0.4, hop_s: float = 0.25,
+          smooth_s: float = 0.75) -> int:
     """Runs the model over every recording; prints found / missed keywords and extra detections."""
     sys.path.insert(0, str(HERE.parent))  # run from a checkout: the package is the parent folder
     from audio_models.keyword import load_keyword_model
@@ -274,7 +275,7 @@ def check(model_dir: str, audio_dir: Path = AUDIO_DIR, min_score: float = 0.5, h
         scores = model.predict(windows)["scores"]
         starts = np.arange(len(windows)) * spec.hop_s
         events = events_from_scores(starts, starts + spec.window_s, scores, spec.class_names, spec.hop_s,
-                                    rules_above(min_score))
+                                    rules_above(min_score, smooth_s))
         matched = set()
         print(f"{entry['file']}: \"{entry['text']}\"")
         for keyword in entry["keywords"]:
@@ -295,7 +296,7 @@ def check(model_dir: str, audio_dir: Path = AUDIO_DIR, min_score: float = 0.5, h
                 print(f"  extra  {event.label:>5} at {event.start_s:.1f}-{event.end_s:.1f} s, "
                       f"score {event.peak_score:.2f}")
     print(f"found {found_total} of {expected_total} keywords; {extra_total} extra detections "
-          f"(min score {min_score}, hop {hop_s} s)")
+          f"(min score {min_score}, hop {hop_s} s, smoothed over {smooth_s} s)")
     return found_total
 
 
@@ -305,11 +306,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=AUDIO_DIR, help="where to write the recordings")
     parser.add_argument("--check", metavar="MODEL_DIR", default=None,
                         help="instead of synthesising, run this exported keyword model over the recordings")
-    parser.add_argument("--min_score", type=float, default=0.5, help="--check: lowest score that counts")
-    parser.add_argument("--hop_s", type=float, default=0.5, help="--check: hop between one-second windows")
+    # --check's defaults are the demo's (beam_jobs/demo.py)
+    parser.add_argument("--min_score", type=float, default=0.4, help="--check: score at which an event starts")
+    parser.add_argument("--hop_s", type=float, default=0.25, help="--check: hop between one-second windows")
+    parser.add_argument("--smooth_s", type=float, default=0.75, help="--check: scores averaged over this long")
     args = parser.parse_args(argv)
     if args.check:
-        check(args.check, args.out, args.min_score, args.hop_s)
+        check(args.check, args.out, args.min_score, args.hop_s, args.smooth_s)
     else:
         make_examples(args.out)
 

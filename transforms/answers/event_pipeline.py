@@ -22,7 +22,7 @@ from schemas.answers import events_schema
 from schemas.model_spec import ModelSpec
 from schemas.tables import config_id, model_metadata
 from transforms.answers import recording_time as rt
-from transforms.answers.events import Event, FrameTrack, detect_events, table_tracks
+from transforms.answers.events import Event, FrameTrack, detect_events, keep_floor, table_tracks
 from transforms.answers.thresholds import ClassThresholds, EventRules
 
 TRACKS, STARTS = "tracks", "starts"
@@ -67,8 +67,8 @@ class EventContext:
         return [index for index, _, _ in self.classes]
 
     @property
-    def off(self) -> np.ndarray:
-        return np.array([t.off for _, _, t in self.classes], np.float32)
+    def keep_floor(self) -> np.ndarray:
+        return keep_floor([t for _, _, t in self.classes])
 
 
 def event_rows(uri: str, events: list[Event], start: rt.RecordingStart | None,
@@ -89,14 +89,14 @@ class FrameTracks(beam.DoFn):
 
     def __init__(self, context: EventContext):
         self._indices = context.class_indices
-        self._off = context.off
+        self._floor = context.keep_floor
 
     def process(self, element):
         run = ""
         if isinstance(element, tuple):
             filename, element = element
             run = next((p[4:] for p in reversed(filename.split("/")) if p.startswith("run=")), "")
-        for uri, track in table_tracks(element, self._indices, self._off):
+        for uri, track in table_tracks(element, self._indices, self._floor):
             yield uri, (run, track)
 
 

@@ -16,9 +16,18 @@ around its window's centre (the first frame also for the audio before it);
 an event spans the slots of its frames.  ``docs/answers.md`` measures how
 close that comes to real onsets and offsets.
 
+Smoothing (``smooth_s`` > 0): before the thresholds, each frame's score
+becomes the mean over the frames within ``smooth_s`` around it (centred; at a
+recording's ends and around missing frames, over the frames there are).  A
+keyword is heard in several overlapping windows and a word that merely sounds
+like one in a single window or two, so the mean keeps the first and lowers
+the second; a dip in the middle of a long sound no longer cuts it in two.
+
 Frames below ``off`` for every class selected can never start, continue or
 join an event, so callers may drop them before grouping a recording's frames
-(``keep_rows``): a missing frame index reads as a frame below ``off``.
+(``keep_rows`` with ``keep_floor``): a missing frame index reads as a frame
+below ``off``.  A smoothed class needs its neighbours' scores, so none of its
+frames are dropped.
 """
 
 from __future__ import annotations
@@ -78,9 +87,31 @@ class FrameTrack:
                    np.concatenate([p.scores for p in pieces])[rows])
 
 
-def keep_rows(scores: np.ndarray, off: np.ndarray) -> np.ndarray:
-    """Rows where at least one selected class reaches its ``off`` threshold: the only frames events use."""
-    return (scores >= off[None, :]).any(axis=1) if scores.size else np.zeros(scores.shape[0], bool)
+def keep_floor(thresholds: Sequence[ClassThresholds]) -> np.ndarray:
+    """Per selected class, the score below which a frame cannot matter to its events: ``off``, or 0 for a
+    smoothed class (every frame counts in its neighbours' means)."""
+    return np.array([0.0 if t.smooth_s > 0 else t.off for t in thresholds], np.float32)
+
+
+def keep_rows(scores: np.ndarray, floor: np.ndarray) -> np.ndarray:
+    """Rows where at least one selected class reaches its ``keep_floor``: the only frames events use."""
+    return (scores >= floor[None, :]).any(axis=1) if scores.size else np.zeros(scores.shape[0], bool)
+
+
+def smoothed(frame_index: np.ndarray, scores: np.ndarray, width: int) -> np.ndarray:
+    """Each frame's mean score over the frames present among the ``width`` frame indices centred on it
+    (``frame_index`` ascending, no repeats)."""
+    if width <= 1 or scores.size == 0:
+        return scores
+    position = frame_index - frame_index[0]
+    total = np.zeros(int(position[-1]) + 2)
+    count = np.zeros_like(total)
+    total[position + 1] = scores
+    count[position + 1] = 1.0
+    total, count = np.cumsum(total), np.cumsum(count)
+    low = np.maximum(position - width // 2, 0)
+    high = np.minimum(position + (width - 1) // 2 + 1, int(position[-1]) + 1)
+    return ((total[high] - total[low]) / (count[high] - count[low])).astype(scores.dtype)
 
 
 def _slot(frame_index: int, centre_s: float, hop_s: float) -> tuple[float, float]:
@@ -91,7 +122,8 @@ def _slot(frame_index: int, centre_s: float, hop_s: float) -> tuple[float, float
 def class_events(track: FrameTrack, column: int, thresholds: ClassThresholds, hop_s: float,
                  class_index: int = 0, label: str = "") -> list[Event]:
     """The events of one class (``track.scores[:, column]``), in time order."""
-    scores = track.scores[:, column]
+    scores = smoothed(track.frame_index, track.scores[:, column],
+                      int(round(thresholds.smooth_s / hop_s)) if hop_s > 0 else 1)
     rows = np.flatnonzero(scores >= thresholds.off)
     if rows.size == 0:
         return []
@@ -178,13 +210,14 @@ def class_scores(table: pa.Table, class_indices: Sequence[int]) -> np.ndarray:
     return dense
 
 
-def table_tracks(table: pa.Table, class_indices: Sequence[int], off: np.ndarray
+def table_tracks(table: pa.Table, class_indices: Sequence[int], floor: np.ndarray
                  ) -> Iterator[tuple[str, FrameTrack]]:
-    """(uri, the frames of that uri events can use) for every uri of a frames table (any row order)."""
+    """(uri, the frames of that uri events can use) for every uri of a frames table (any row order);
+    ``floor`` as ``keep_floor`` gives it."""
     if table.num_rows == 0:
         return
     scores = class_scores(table, class_indices)
-    keep = keep_rows(scores, np.asarray(off, np.float32))
+    keep = keep_rows(scores, np.asarray(floor, np.float32))
     if not keep.any():
         return
     rows = np.flatnonzero(keep)

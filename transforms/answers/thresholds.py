@@ -2,15 +2,17 @@
 
 A thresholds file (CSV or JSON, local or ``gs://``) gives, per class: ``on``
 (a frame at or above it starts an event), ``off`` (the event goes on while
-frames stay at or above it), ``min_duration_s`` (shorter events are dropped)
-and ``merge_gap_s`` (events of one class closer than this become one).
+frames stay at or above it), ``min_duration_s`` (shorter events are dropped),
+``merge_gap_s`` (events of one class closer than this become one) and
+``smooth_s`` (scores are first averaged over this much of the neighbouring
+frames, so one stray frame neither starts nor cuts an event).
 Missing values take the defaults; a row whose class is ``*`` sets them.
 
 CSV::
 
-    class,on,off,min_duration_s,merge_gap_s
-    *,0.5,0.3,0,0
-    Dog,0.4,0.2,0.5,1.0
+    class,on,off,min_duration_s,merge_gap_s,smooth_s
+    *,0.5,0.3,0,0,0
+    Dog,0.4,0.2,0.5,1.0,1.5
 
 JSON: ``{"default": {"on": 0.5, ...}, "classes": {"Dog": {"on": 0.4, ...}}}``
 or a list of objects with a ``class`` key, like the CSV rows.
@@ -32,7 +34,7 @@ from collections.abc import Sequence
 from transforms import storage
 
 DEFAULT_ROW = "*"
-FIELDS = ("on", "off", "min_duration_s", "merge_gap_s")
+FIELDS = ("on", "off", "min_duration_s", "merge_gap_s", "smooth_s")
 
 
 class ThresholdsError(ValueError):
@@ -45,12 +47,13 @@ class ClassThresholds:
     off: float = 0.3
     min_duration_s: float = 0.0
     merge_gap_s: float = 0.0
+    smooth_s: float = 0.0  # 0: each frame's own score
 
     def check(self, name: str) -> None:
         if not 0.0 <= self.off <= self.on:
             raise ThresholdsError(f"{name}: needs 0 <= off <= on (got on={self.on}, off={self.off})")
-        if self.min_duration_s < 0 or self.merge_gap_s < 0:
-            raise ThresholdsError(f"{name}: min_duration_s and merge_gap_s must be >= 0")
+        if min(self.min_duration_s, self.merge_gap_s, self.smooth_s) < 0:
+            raise ThresholdsError(f"{name}: min_duration_s, merge_gap_s and smooth_s must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,10 +89,11 @@ class EventRules:
                 "selected": list(self.classes)}
 
 
-def rules_above(min_score: float) -> EventRules:
+def rules_above(min_score: float, smooth_s: float = 0.0) -> EventRules:
     """Every non-background class; an event starts at ``min_score`` and goes on down to the default
-    ``off`` (or ``min_score`` when that is lower)."""
-    return EventRules(ClassThresholds(on=min_score, off=min(min_score, ClassThresholds().off)))
+    ``off`` (or ``min_score`` when that is lower), on scores averaged over ``smooth_s``."""
+    return EventRules(ClassThresholds(on=min_score, off=min(min_score, ClassThresholds().off),
+                                      smooth_s=smooth_s))
 
 
 def is_background(name: str) -> bool:
