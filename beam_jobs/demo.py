@@ -72,8 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default=str(REPO / "demo_out"), help="Where the demo writes its output.")
-    parser.add_argument("--min_score", type=float, default=0.5,
+    parser.add_argument("--min_score", type=float, default=0.4,
                         help="Keyword score at which an event starts (it goes on down to 0.3).")
+    parser.add_argument("--smooth_s", type=float, default=0.75,
+                        help="Scores are averaged over this long around each frame before the thresholds: "
+                             "a word heard in one window only (a filler word like 'and' taken for "
+                             "'on') stays below them.")
     args = parser.parse_args(argv)
 
     out = Path(args.output)
@@ -81,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config, record = tagging.prepare([str(EXAMPLE_AUDIO)], str(out), model="keyword",
                                          model_path=str(EXAMPLE_MODEL), hop_s=0.25,
-                                         events=EventSettings(rules_above(args.min_score)))
+                                         events=EventSettings(rules_above(args.min_score, args.smooth_s)))
     except tagging.UsageError as e:
         print(f"demo: {e}", file=sys.stderr)
         return 2

@@ -307,9 +307,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--check", metavar="MODEL_DIR", default=None,
                         help="instead of synthesising, run this exported keyword model over the recordings")
     # --check's defaults are the demo's (beam_jobs/demo.py)
-    parser.add_argument("--min_score", type=float, default=0.4, help="--check: score at which an event starts")
+    parser.add_argument("--min_score", type=float, default=0.4, help="--check: event start score")
     parser.add_argument("--hop_s", type=float, default=0.25, help="--check: hop between one-second windows")
-    parser.add_argument("--smooth_s", type=float, default=0.75, help="--check: scores averaged over this long")
+    parser.add_argument("--smooth_s", type=float, default=0.75, help="--check: averaging span")
     args = parser.parse_args(argv)
     if args.check:
         check(args.check, args.out, args.min_score, args.hop_s, args.smooth_s)

@@ -13,6 +13,7 @@ from transforms.answers.events import (
     class_scores,
     detect_events,
     events_from_scores,
+    keep_floor,
     table_tracks,
 )
 from transforms.answers.thresholds import (
@@ -97,6 +98,42 @@ def test_dropping_frames_below_every_off_changes_no_event():
     assert detect_events(FrameTrack.merge(pieces[::-1]), classes, HOP) == full
 
 
+def test_smoothing_drops_a_one_frame_blip_and_keeps_a_word_heard_in_several_windows():
+    # frame:   0    1    2    3    4    5    6    7    8    9
+    scores = [0.0, 0.0, 0.9, 0.0, 0.0, 0.6, 0.7, 0.6, 0.0, 0.0]
+    assert len(one_class(scores, on=0.5, off=0.3)) == 2  # each frame on its own: the blip is an event
+    # Over 1.5 s (3 frames at 0.5 s): the blip's frames 1-3 at 0.3 (never on), the word's 5-7 at
+    # 0.43, 0.63, 0.43 (frames 4 and 8 at 0.2, below off).
+    events = one_class(scores, on=0.5, off=0.3, smooth_s=1.5)
+    assert spans(events) == [("a", 2.75, 4.25)]
+    assert events[0].peak_score == pytest.approx((0.6 + 0.7 + 0.6) / 3)
+
+
+def test_smoothing_averages_only_the_frames_there_are():
+    # At the ends and around a missing frame the mean is over the frames present, never over zeros.
+    index = np.array([0, 1, 2, 4, 5])
+    sparse = FrameTrack(index, index * HOP + WINDOW / 2, np.array([[0.6], [0.6], [0.6], [0.9], [0.3]],
+                                                                  np.float32))
+    events = detect_events(sparse, [(0, "a", ClassThresholds(0.55, 0.55, smooth_s=1.5))], HOP)
+    # means: frame 0 (0.6+0.6)/2, 1 0.6, 2 (0.6+0.6)/2, 4 (0.9+0.3)/2, 5 (0.9+0.3)/2
+    assert spans(events) == [("a", 0.0, 1.75), ("a", 2.25, 3.25)]
+    assert events[1].peak_score == pytest.approx(0.6)
+
+
+def test_a_smoothed_class_keeps_every_frame_and_gives_the_same_events_from_a_table():
+    rng = np.random.default_rng(1)
+    scores = rng.uniform(0, 1, (200, 2)).astype(np.float32) ** 3
+    thresholds = [ClassThresholds(0.4, 0.2, smooth_s=1.0), ClassThresholds(0.5, 0.3)]
+    np.testing.assert_allclose(keep_floor(thresholds), [0.0, 0.3])
+    table = frames_table([("x.wav", i, list(row)) for i, row in enumerate(scores)])
+    (_, from_table), = table_tracks(table, [0, 1], keep_floor(thresholds))
+    assert len(from_table) == 200  # frames below both offs still count in their neighbours' means
+    classes = [(0, "p", thresholds[0]), (1, "q", thresholds[1])]
+    full = detect_events(track(scores), classes, HOP)
+    assert any(e.label == "p" for e in full)
+    assert detect_events(from_table, classes, HOP) == full
+
+
 def test_a_keyword_model_in_memory_background_classes_are_no_events():
     names = ("_silence_", "_unknown_", "yes", "no")
     scores = np.array([[0.9, 0.05, 0.03, 0.02],  # silence
@@ -139,10 +176,10 @@ def test_top_classes_frames_give_zero_for_classes_outside_the_top_k():
 # --- thresholds and classes ---------------------------------------------------------------------------
 
 def test_thresholds_csv_sets_defaults_and_classes():
-    rules = parse_thresholds("class,on,off,min_duration_s,merge_gap_s\n*,0.6,0.4,,\n"
-                             "Dog,0.3,0.2,0.5,1.0\n\"Baby cry, infant cry\",0.7,,,\n")
+    rules = parse_thresholds("class,on,off,min_duration_s,merge_gap_s,smooth_s\n*,0.6,0.4,,,\n"
+                             "Dog,0.3,0.2,0.5,1.0,0.75\n\"Baby cry, infant cry\",0.7,,,,\n")
     assert rules.default == ClassThresholds(0.6, 0.4, 0.0, 0.0)
-    assert rules.thresholds("Dog") == ClassThresholds(0.3, 0.2, 0.5, 1.0)
+    assert rules.thresholds("Dog") == ClassThresholds(0.3, 0.2, 0.5, 1.0, 0.75)
     assert rules.thresholds("Baby cry, infant cry") == ClassThresholds(0.7, 0.4, 0.0, 0.0)
     names = ("Speech", "Dog", "Baby cry, infant cry")
     assert [(i, n) for i, n, _ in rules.for_classes(names)] == [(1, "Dog"), (2, "Baby cry, infant cry")]
@@ -166,6 +203,7 @@ def test_thresholds_json_in_both_shapes_and_defaults_without_a_file(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("class,on,off\nDog,0.3,0.5\n", "off <= on"),
     ("class,on\nDog,high\n", "must be a number"),
+    ("class,on,smooth_s\nDog,0.3,-1\n", "smooth_s must be >= 0"),
     ("name,on\nDog,0.3\n", "'class' column"),
     ('{"classes": ', "not valid JSON"),
 ])

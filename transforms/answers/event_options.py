@@ -17,8 +17,9 @@ class EventOptionsError(ValueError):
 def add_event_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--event_thresholds", default=None,
-        help="CSV or JSON (local or gs://) of per-class thresholds: class,on,off,min_duration_s,merge_gap_s "
-             "('*' sets the defaults). Default: on 0.5, off 0.3, no minimum duration, no merging.")
+        help="CSV or JSON (local or gs://) of per-class thresholds: class,on,off,min_duration_s,merge_gap_s,"
+             "smooth_s ('*' sets the defaults). Default: on 0.5, off 0.3, no minimum duration, no merging, "
+             "no smoothing.")
     parser.add_argument(
         "--event_class", action="append", default=[],
         help="A class to detect events of (repeatable; names may contain commas). Default: the classes "
