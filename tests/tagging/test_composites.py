@@ -24,7 +24,7 @@ from transforms.tagging.done_set import (
     SkipDone,
 )
 from transforms.tagging.file_report import CombineFileReports, MakeFileRows, UnitReport
-from transforms.tagging.frame_table import CoalesceTables
+from transforms.tagging.frame_table import CoalesceTables, is_sorted
 from transforms.tagging.listing import FileEntry, ListInputFiles, input_specs
 from transforms.tagging.units import REPORTS, DecodeUnits, Framing, PlanUnits
 
@@ -133,6 +133,34 @@ def test_coalesce_tables_merges_a_bundle_and_sorts_it():
                   | beam.ParDo(CoalesceTables(sort_by=("uri", "frame_index")))
                   | beam.FlatMap(lambda t: list(zip(t["uri"].to_pylist(), t["frame_index"].to_pylist()))))
         assert_that(merged, equal_to([("a", 0), ("a", 1), ("b", 0), ("b", 1)]))
+
+
+def test_coalesced_rows_come_out_in_uri_and_frame_order_whether_or_not_they_came_in_order():
+    def coalesced(tables):
+        fn = CoalesceTables(sort_by=("uri", "frame_index"))
+        fn.start_bundle()
+        out = [t for table in tables for t in fn.process(table)] + [w.value for w in fn.finish_bundle()]
+        return [list(zip(t["uri"].to_pylist(), t["frame_index"].to_pylist())) for t in out]
+
+    def table(uris, frames):
+        return pa.table({"uri": uris, "frame_index": frames})
+
+    assert coalesced([table(["a", "a"], [0, 1]), table(["b"], [0])]) == [[("a", 0), ("a", 1), ("b", 0)]]
+    assert coalesced([table(["b", "a"], [1, 2]), table(["a"], [1])]) == [[("a", 1), ("a", 2), ("b", 1)]]
+
+
+@pytest.mark.parametrize("uris, frames, expected", [
+    (["a", "a", "b"], [0, 1, 0], True),
+    (["a", "a", "b"], [1, 0, 0], False),  # frames out of order within a uri
+    (["a", "b", "a"], [0, 0, 1], False),  # a uri comes back
+    (["a", "b", "b"], [5, 0, 1], True),  # frame numbers restart with each uri
+    (["a"], [3], True),
+])
+def test_is_sorted_compares_columns_in_turn(uris, frames, expected):
+    table = pa.concat_tables([pa.table({"uri": [u], "frame_index": [f]}) for u, f in zip(uris, frames)])
+    assert is_sorted(table, ["uri", "frame_index"]) is expected
+    ordered = table.sort_by([("uri", "ascending"), ("frame_index", "ascending")])
+    assert is_sorted(ordered, ["uri", "frame_index"])
 
 
 @pytest.mark.parametrize("frames", [0, 1])
