@@ -24,6 +24,7 @@ from schemas.tables import config_id, model_metadata
 from transforms.answers import recording_time as rt
 from transforms.answers.events import Event, FrameTrack, detect_events, keep_floor, table_tracks
 from transforms.answers.thresholds import ClassThresholds, EventRules
+from transforms.output.table_coder import ARROW_TABLE
 
 TRACKS, STARTS = "tracks", "starts"
 
@@ -146,4 +147,5 @@ def FramesToEvents(frames, context: EventContext):  # noqa: N802
             | "GroupByRecording" >> beam.CoGroupByKey()
             | "DetectEvents" >> beam.ParDo(DetectEvents(context))
             | "BatchEventRows" >> beam.BatchElements(min_batch_size=256, max_batch_size=8192)
-            | "EventTables" >> beam.Map(lambda rows: pa.Table.from_pylist(rows, schema=schema)))
+            | "EventTables" >> beam.Map(lambda rows: pa.Table.from_pylist(rows, schema=schema))
+            .with_output_types(ARROW_TABLE))

@@ -7,6 +7,7 @@
 - ``summary`` / ``inspection`` / ``timeline_plot``: what a run did, for people.
 - ``current``: the current view (latest ok result per file and config) and each row's state;
   ``compaction`` removes runs holding superseded rows only.
+- ``table_coder``: how Beam carries Arrow tables (IPC; sizes estimated without pickling).
 - ``tf_reader``: frames as a streaming ``tf.data.Dataset``; ``bigquery``: the schema BigQuery gives
   an external table over the Parquet.
 """

@@ -22,6 +22,7 @@ from transforms.output.layout import EVENTS, FILES, FRAMES, RunRecord
 from transforms.output.lease import Lease
 from transforms.output.publish import PublishRun
 from transforms.output.summary import SummarizeFiles
+from transforms.output.table_coder import ARROW_TABLE
 from transforms.storage import RetryPolicy
 from transforms.tagging.done_set import NEW, CountPlan, PriorResults, SkipDone
 from transforms.tagging.file_report import CombineFileReports, MakeFileRows
@@ -110,6 +111,7 @@ class TagAudio(beam.PTransform):
 
         frames_written = (inferred.frames
                           | "CoalesceFrames" >> beam.ParDo(CoalesceTables(sort_by=("uri", "frame_index")))
+                          .with_output_types(ARROW_TABLE)
                           | "WriteFrames" >> WriteToParquetBatched(
                               layout.staging_prefix(FRAMES), builder.schema, codec="zstd",
                               file_name_suffix=".parquet"))
@@ -123,7 +125,8 @@ class TagAudio(beam.PTransform):
         files_written = (file_rows
                          | "BatchFileRows" >> beam.BatchElements(min_batch_size=256, max_batch_size=8192)
                          | "FileTables" >> beam.Map(lambda rows: pa.Table.from_pylist(rows, schema=schema))
-                         | "CoalesceFiles" >> beam.ParDo(CoalesceTables())
+                         .with_output_types(ARROW_TABLE)
+                         | "CoalesceFiles" >> beam.ParDo(CoalesceTables()).with_output_types(ARROW_TABLE)
                          | "WriteFiles" >> WriteToParquetBatched(
                              layout.staging_prefix(FILES), schema, codec="zstd", file_name_suffix=".parquet"))
 
