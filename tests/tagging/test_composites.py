@@ -149,7 +149,7 @@ def test_coalesced_rows_come_out_in_uri_and_frame_order_whether_or_not_they_came
     assert coalesced([table(["b", "a"], [1, 2]), table(["a"], [1])]) == [[("a", 1), ("a", 2), ("b", 1)]]
 
 
-def test_runs_of_rows_are_put_in_order_and_the_rest_is_sorted():
+def test_runs_of_rows_are_put_in_order_without_copying_and_the_rest_is_sorted():
     # Three files' frames in runs, the runs out of order (units decoded side by side interleave).
     uris = ["c"] * 3 + ["a"] * 2 + ["b"] * 2 + ["a"] * 2
     frames = [0, 1, 2, 2, 3, 0, 1, 0, 1]
@@ -158,6 +158,7 @@ def test_runs_of_rows_are_put_in_order_and_the_rest_is_sorted():
     assert list(zip(ordered["uri"].to_pylist(), ordered["frame_index"].to_pylist())) == [
         ("a", 0), ("a", 1), ("a", 2), ("a", 3), ("b", 0), ("b", 1), ("c", 0), ("c", 1), ("c", 2)]
     assert ordered["value"].to_pylist() == [7, 8, 3, 4, 5, 6, 0, 1, 2]  # rows moved whole
+    assert ordered["value"].num_chunks == 4  # one slice per file's run: nothing was copied
     # Runs whose ranges interleave cannot be ordered by moving runs: a real sort.
     mixed = pa.table({"uri": ["a", "a", "a"], "frame_index": [0, 2, 1]})
     assert in_order(mixed, ["uri", "frame_index"])["frame_index"].to_pylist() == [0, 1, 2]
