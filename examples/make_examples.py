@@ -255,8 +255,8 @@ def _times(word: dict) -> dict:
 
 # --- checking a model against the timings -------------------------------------------------------
 
-def check(model_dir: str, audio_dir: Path = AUDIO_DIR, min_score: float = 0.4, hop_s: float = 0.25,
-          smooth_s: float = 0.75) -> int:
+def check(model_dir: str, audio_dir: Path = AUDIO_DIR, min_score: float = 0.3, hop_s: float = 0.25,
+          smooth_s: float = 0.5) -> int:
     """Runs the model over every recording; prints found / missed keywords and extra detections."""
     sys.path.insert(0, str(HERE.parent))  # run from a checkout: the package is the parent folder
     from audio_models.keyword import load_keyword_model
@@ -307,9 +307,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--check", metavar="MODEL_DIR", default=None,
                         help="instead of synthesising, run this exported keyword model over the recordings")
     # --check's defaults are the demo's (beam_jobs/demo.py)
-    parser.add_argument("--min_score", type=float, default=0.4, help="--check: event start score")
+    parser.add_argument("--min_score", type=float, default=0.3, help="--check: event start score")
     parser.add_argument("--hop_s", type=float, default=0.25, help="--check: hop between one-second windows")
-    parser.add_argument("--smooth_s", type=float, default=0.75, help="--check: averaging span")
+    parser.add_argument("--smooth_s", type=float, default=0.5, help="--check: averaging span")
     args = parser.parse_args(argv)
     if args.check:
         check(args.check, args.out, args.min_score, args.hop_s, args.smooth_s)

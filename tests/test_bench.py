@@ -123,3 +123,25 @@ def test_backends_bench_checks_equivalence_before_timing(capsys):
     assert "LiteRT" in out and "ONNX Runtime" in out  # each converted and run, or named as not installed
     timing = out.split("frames/CPU-s", 1)[1].splitlines()
     assert any(line.startswith("TensorFlow") and line.rstrip().endswith("1.00") for line in timing), timing
+
+
+def test_keyword_events_bench_places_keywords_and_counts_each_hit_once():
+    from bench.keyword_events import recordings, score
+    from transforms.answers.events import Event
+
+    clips = np.stack([np.full(16000, i, np.float32) for i in range(4)])
+    (waveform, truth), = recordings(clips, ["yes", "_unknown_", "no", "_silence_"], seed=0)
+    assert waveform.size == 4 * 16000
+    # Each keyword's span is where its clip landed (the clip of label i is filled with the value i).
+    for label, start, end in truth:
+        value = {"yes": 0, "no": 2}[label]
+        np.testing.assert_allclose(waveform[int(start * 16000):int(end * 16000)], value)
+    assert sorted(label for label, _, _ in truth) == ["no", "yes"]  # background clips are no keywords
+
+    def event(label, start, end):
+        return Event(0, label, start, end, start, 0.9, 0.9, 1)
+
+    yes_start, yes_end = next((s, e) for label, s, e in truth if label == "yes")
+    found = [event("yes", yes_start + 0.2, yes_end - 0.2), event("yes", yes_start, yes_end),  # twice: 1 hit
+             event("no", yes_start, yes_end)]  # the wrong word where "yes" was said
+    assert score(found, truth) == (1, 2)

@@ -17,7 +17,7 @@ def test_demo_hears_the_spoken_keywords_and_draws_a_timeline(tmp_path, capsys):
     # Each keyword said in the recordings is heard, with the right label, within 0.5 s of when it was said;
     # anything else heard is a false alarm.
     stream = io.StringIO()
-    demo.print_keywords(out, min_score=0.4, stream=stream)
+    demo.print_keywords(out, min_score=0.3, stream=stream)
     heard: dict[str, list[tuple[str, float, float]]] = {}
     current = None
     for line in stream.getvalue().splitlines():
@@ -35,4 +35,4 @@ def test_demo_hears_the_spoken_keywords_and_draws_a_timeline(tmp_path, capsys):
     false_alarms = sum(not any(matches(k, *event) for k in said.get(name, []))
                        for name, events in heard.items() for event in events)
     total = sum(len(k) for k in said.values())
-    assert total == 10 and found >= 9 and false_alarms <= 1
+    assert total == 10 and found == 10 and false_alarms <= 1
