@@ -81,10 +81,33 @@ _STEM = "stem"
 
 # --- frontend -----------------------------------------------------------------------------------
 
-def spectrogram(waveforms):
-    """``[B, 16000]`` -> STFT magnitude ``[B, 124, 129, 1]`` (the recipe's frontend)."""
+def spectrogram(waveforms, warp=None):
+    """``[B, 16000]`` -> STFT magnitude ``[B, 124, 129, 1]`` (the recipe's frontend).
+
+    ``warp`` (training only): per-clip frequency scale factors ``[B]`` (see ``warp_frequencies``).
+    """
     stft = tf.signal.stft(waveforms, frame_length=FRAME_LENGTH, frame_step=FRAME_STEP)
-    return tf.abs(stft)[..., tf.newaxis]
+    magnitude = tf.abs(stft)
+    if warp is not None:
+        magnitude = warp_frequencies(magnitude, warp)
+    return magnitude[..., tf.newaxis]
+
+
+def warp_frequencies(spectrum, factors):
+    """``spectrum [B, T, K]`` (linear-frequency bins) with each clip's frequencies scaled by its factor.
+
+    Bin ``k`` of clip ``b`` takes the value at bin ``k / factors[b]`` (linear interpolation; past the
+    top bin the top bin's value): a factor above 1 moves formants and harmonics up, as a shorter vocal
+    tract and a higher voice would, without changing the tempo.
+    """
+    bins = tf.shape(spectrum)[-1]
+    source = tf.cast(tf.range(bins), tf.float32)[tf.newaxis, :] / tf.cast(factors, tf.float32)[:, tf.newaxis]
+    source = tf.minimum(source, tf.cast(bins - 1, tf.float32))
+    lower = tf.minimum(tf.cast(tf.floor(source), tf.int32), bins - 2)
+    fraction = (source - tf.cast(lower, tf.float32))[:, tf.newaxis, :]
+    left = tf.gather(spectrum, lower, axis=2, batch_dims=1)
+    right = tf.gather(spectrum, lower + 1, axis=2, batch_dims=1)
+    return left * (1.0 - fraction) + right * fraction
 
 
 def spectrogram_shape() -> tuple[int, int, int]:
@@ -98,11 +121,16 @@ def resized_spectrogram(waveforms):
     return tf.image.resize(spectrogram(waveforms), IMAGE_SIZE)
 
 
-def log_mel(waveforms, mfcc: int = 0):
-    """``[B, 16000]`` -> per-utterance normalised log-mel ``[B, 98, 40]`` (or its first ``mfcc`` MFCCs)."""
+def log_mel(waveforms, mfcc: int = 0, warp=None):
+    """``[B, 16000]`` -> per-utterance normalised log-mel ``[B, 98, 40]`` (or its first ``mfcc`` MFCCs).
+
+    ``warp`` (training only): per-clip frequency scale factors ``[B]`` (see ``warp_frequencies``).
+    """
     stft = tf.signal.stft(waveforms, frame_length=MEL_FRAME_LENGTH, frame_step=MEL_FRAME_STEP,
                           fft_length=MEL_FFT_LENGTH)
     power = tf.square(tf.abs(stft))
+    if warp is not None:
+        power = warp_frequencies(power, warp)
     matrix = tf.signal.linear_to_mel_weight_matrix(MEL_BANDS, MEL_FFT_LENGTH // 2 + 1, SAMPLE_RATE,
                                                    MEL_LOWER_HZ, MEL_UPPER_HZ)
     features = tf.math.log(tf.matmul(power, matrix) + LOG_OFFSET)
@@ -132,9 +160,12 @@ class Architecture:
         if self.recipe not in RECIPES:
             raise ValueError(f"recipe must be one of {RECIPES}, not {self.recipe!r}")
 
-    def features(self, waveforms):
-        """What the Keras classifier takes: the frontend's output for ``[B, 16000]`` waveforms."""
-        return spectrogram(waveforms) if self.recipe == SEED else log_mel(waveforms, self.mfcc)
+    def features(self, waveforms, warp=None):
+        """What the Keras classifier takes: the frontend's output for ``[B, 16000]`` waveforms
+        (``warp``: per-clip frequency scale factors, a training augmentation)."""
+        if self.recipe == SEED:
+            return spectrogram(waveforms, warp)
+        return log_mel(waveforms, self.mfcc, warp)
 
     def frontend_document(self) -> dict:
         if self.recipe == SEED:

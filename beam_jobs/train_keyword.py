@@ -118,6 +118,9 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                               "two keyword clips (fewer false alarms between words)")
     augment.add_argument("--speed", type=float,
                          help="speed perturbation: play clips at a rate in [1 - this, 1 + this]")
+    augment.add_argument("--frequency_warp", type=float,
+                         help="pitch and formant perturbation: scale each clip's frequencies by a factor in "
+                              "[1 - this, 1 + this] before the mel bands (tempo unchanged)")
     augment.add_argument("--time_masks", type=int, help="SpecAugment: number of time masks")
     augment.add_argument("--time_mask_frames", type=int, help="SpecAugment: widest time mask (10-ms frames)")
     augment.add_argument("--frequency_masks", type=int, help="SpecAugment: number of frequency masks")

@@ -77,6 +77,9 @@ class AugmentOptions:
     # Speed perturbation: resample each clip by a factor in [1 - this, 1 + this] around its middle
     # (tempo and pitch change together, as a faster or slower talker's would).
     speed: float = 0.0
+    # Frequency warping (pitch and formants without tempo, as another voice): every frequency of a
+    # clip's spectrum scaled by a factor in [1 - this, 1 + this], before the mel bands.
+    frequency_warp: float = 0.0
     # SpecAugment on the features [time, frequency]: this many masks of up to this many frames / bins.
     time_masks: int = 0
     time_mask_frames: int = 0

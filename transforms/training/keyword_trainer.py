@@ -156,8 +156,8 @@ def training_dataset(config: TrainConfig, labels: list[str], waveforms: np.ndarr
     """``(dataset, clips per epoch)``: batches of ``(features, one-hot labels)``, augmented as configured.
 
     Order: spliced ``_unknown_`` clips join the set, then per clip reversal,
-    speed, time shift, gain and background noise, then per batch the frontend,
-    SpecAugment masks and mixup.
+    speed, time shift, gain and background noise, then per batch the frontend
+    (with frequency warping), SpecAugment masks and mixup.
     """
     import tensorflow as tf
 
@@ -175,7 +175,11 @@ def training_dataset(config: TrainConfig, labels: list[str], waveforms: np.ndarr
     architecture, augment, mixup = config.architecture, config.augment, config.optimisation.mixup
 
     def prepare(waveform, label):
-        features = architecture.features(waveform)
+        warp = None
+        if augment.frequency_warp > 0:
+            warp = generator.uniform([tf.shape(waveform)[0]], 1.0 - augment.frequency_warp,
+                                     1.0 + augment.frequency_warp)
+        features = architecture.features(waveform, warp)
         if augment.masks_enabled:
             features = kd.mask_features(features, augment, generator)
         targets = tf.one_hot(label, len(labels))
