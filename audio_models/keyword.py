@@ -6,7 +6,9 @@ clip's mean, over its standard deviation) feeding a depthwise-separable CNN:
 a 10x4 convolution (strides 2 in time, 4 in frequency), then blocks of 3x3 depthwise + 1x1 pointwise
 convolutions (batch norm and ReLU after each, optionally with skip
 connections), global average pooling, Dense 128 (the embedding) and
-Dense(labels).
+Dense(labels).  With ``members`` > 1 the export holds that many such
+networks (trained with different seeds) and scores with the mean of their
+softmax outputs.
 
 ``seed``: TensorFlow's "simple audio recognition" recipe, kept for
 comparison: |STFT| (frame 255, step 128) -> resize to 32x32 -> normalise
@@ -155,10 +157,13 @@ class Architecture:
     blocks: int = 4  # depthwise-separable blocks
     residual: bool = False  # skip connections around the blocks
     dropout: float = 0.2
+    members: int = 1  # > 1: an ensemble of that many networks (seeds seed .. seed + members - 1)
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
             raise ValueError(f"recipe must be one of {RECIPES}, not {self.recipe!r}")
+        if self.members < 1:
+            raise ValueError(f"members must be at least 1, not {self.members}")
 
     def features(self, waveforms, warp=None):
         """What the Keras classifier takes: the frontend's output for ``[B, 16000]`` waveforms
@@ -179,7 +184,7 @@ class Architecture:
 
     def document(self) -> dict:
         if self.recipe == SEED:
-            return {"recipe": SEED}
+            return {"recipe": SEED} if self.members == 1 else {"recipe": SEED, "members": self.members}
         return dataclasses.asdict(self)
 
 
@@ -298,12 +303,12 @@ def _folded(conv_layer, bn_layer, depthwise: bool) -> tuple[np.ndarray, np.ndarr
     return kernel, beta - mean * scale
 
 
-class KeywordServingModule(tf.Module):
-    """The exported model: frontend and forward pass in ``tf.nn`` ops over the trained weights."""
+class KeywordNetwork(tf.Module):
+    """One trained network: frontend and forward pass in ``tf.nn`` ops over its weights."""
 
-    def __init__(self, weights: dict[str, np.ndarray], labels: Sequence[str], architecture: Architecture,
-                 weights_dtype: str = "float32"):
-        super().__init__(name="keyword_cnn" if architecture.recipe == SEED else "keyword_ds_cnn")
+    def __init__(self, weights: dict[str, np.ndarray], architecture: Architecture,
+                 weights_dtype: str = "float32", name: str | None = None):
+        super().__init__(name=name or ("keyword_cnn" if architecture.recipe == SEED else "keyword_ds_cnn"))
         self.architecture = architecture
         names = layer_names(architecture)
         # float16 storage halves the export (kernels only); the forward pass casts back to float32.
@@ -314,15 +319,12 @@ class KeywordServingModule(tf.Module):
         if architecture.recipe == SEED:
             self.norm_mean = tf.Variable(weights["norm_mean"], trainable=False, name="norm_mean")
             self.norm_variance = tf.Variable(weights["norm_variance"], trainable=False, name="norm_variance")
-        self.labels = tf.constant(list(labels), tf.string)
 
     def _weights(self, index: int):
         return tf.cast(self.kernels[index], tf.float32), self.biases[index]
 
-    # autograph=False: the graph is plain ops; the Python branches below are resolved when tracing.
-    @tf.function(input_signature=[tf.TensorSpec([None, WINDOW_SAMPLES], tf.float32, name=WAVEFORM_INPUT)],
-                 autograph=False)
-    def serve(self, waveform):
+    def forward(self, waveform):
+        """``[B, 16000]`` -> ``(softmax scores [B, L], embedding [B, 128])``."""
         if self.architecture.recipe == SEED:
             x = self._seed_body(waveform)
         else:
@@ -330,7 +332,7 @@ class KeywordServingModule(tf.Module):
         kernel, bias = self._weights(-2)
         embedding = tf.nn.relu(tf.matmul(x, kernel) + bias)
         kernel, bias = self._weights(-1)
-        return _outputs(tf.nn.softmax(tf.matmul(embedding, kernel) + bias), embedding, self.labels)
+        return tf.nn.softmax(tf.matmul(embedding, kernel) + bias), embedding
 
     def _seed_body(self, waveform):
         x = resized_spectrogram(waveform)
@@ -355,6 +357,47 @@ class KeywordServingModule(tf.Module):
             y = tf.nn.relu(tf.nn.conv2d(y, kernel, strides=1, padding="SAME") + bias)
             x = x + y if architecture.residual else y
         return tf.reduce_mean(x, axis=[1, 2])
+
+
+_SERVING_SIGNATURE = [tf.TensorSpec([None, WINDOW_SAMPLES], tf.float32, name=WAVEFORM_INPUT)]
+
+
+class KeywordServingModule(KeywordNetwork):
+    """The exported model: one network and the serving signature."""
+
+    def __init__(self, weights: dict[str, np.ndarray], labels: Sequence[str], architecture: Architecture,
+                 weights_dtype: str = "float32"):
+        super().__init__(weights, architecture, weights_dtype)
+        self.labels = tf.constant(list(labels), tf.string)
+
+    # autograph=False: the graph is plain ops; the Python branches are resolved when tracing.
+    @tf.function(input_signature=_SERVING_SIGNATURE, autograph=False)
+    def serve(self, waveform):
+        return _outputs(*self.forward(waveform), self.labels)
+
+
+class KeywordEnsembleModule(tf.Module):
+    """The exported ensemble: networks of one architecture trained with different seeds.
+
+    The scores are the mean of the members' softmax outputs; the embedding is the
+    first member's (the members' embeddings are not aligned with each other, so
+    their mean would mix unrelated units).
+    """
+
+    def __init__(self, members_weights: Sequence[dict[str, np.ndarray]], labels: Sequence[str],
+                 architecture: Architecture, weights_dtype: str = "float32"):
+        super().__init__(name="keyword_ensemble")
+        self.architecture = architecture
+        member = dataclasses.replace(architecture, members=1)
+        self.members = [KeywordNetwork(weights, member, weights_dtype, name=f"member{i}")
+                        for i, weights in enumerate(members_weights)]
+        self.labels = tf.constant(list(labels), tf.string)
+
+    @tf.function(input_signature=_SERVING_SIGNATURE, autograph=False)
+    def serve(self, waveform):
+        outputs = [member.forward(waveform) for member in self.members]
+        scores = tf.add_n([scores for scores, _ in outputs]) / float(len(outputs))
+        return _outputs(scores, outputs[0][1], self.labels)
 
 
 def _outputs(scores, embedding, labels) -> dict:
@@ -388,11 +431,18 @@ def export_keyword_model(classifier, labels: Sequence[str], export_dir: str,
                          architecture: Architecture = Architecture()) -> ModelSpec:
     """Writes a SavedModel with the serving signature above plus its spec assets; returns the spec.
 
+    ``classifier`` is one trained Keras classifier, or a list of
+    ``architecture.members`` of them for an ensemble.
     ``weights_dtype='float16'`` stores the kernels at half size (biases and
     normalisation stay float32); they are cast to float32 when the model runs.
     """
-    return write_export(trained_weights(classifier, architecture), labels, export_dir, architecture,
-                        weights_dtype, hop_samples)
+    classifiers = classifier if isinstance(classifier, (list, tuple)) else [classifier]
+    if len(classifiers) != architecture.members:
+        raise ValueError(f"{len(classifiers)} classifiers for {architecture.members} members")
+    member = dataclasses.replace(architecture, members=1)
+    weights = [trained_weights(c, member) for c in classifiers]
+    return write_export(weights[0] if architecture.members == 1 else weights, labels, export_dir,
+                        architecture, weights_dtype, hop_samples)
 
 
 def convert_keyword_model(source: str, export_dir: str, weights_dtype: str) -> ModelSpec:
@@ -404,9 +454,12 @@ def convert_keyword_model(source: str, export_dir: str, weights_dtype: str) -> M
                         weights_dtype, int(document["hop_samples"]))
 
 
-def stored_weights(module, architecture: Architecture) -> dict[str, np.ndarray]:
+def stored_weights(module, architecture: Architecture) -> dict[str, np.ndarray] | list[dict[str, np.ndarray]]:
     """The weights a serving module (live or restored from a SavedModel) stores, named as
-    ``trained_weights`` names them; kernels in their stored dtype."""
+    ``trained_weights`` names them; kernels in their stored dtype.  An ensemble's: one dict per member."""
+    if architecture.members > 1:
+        member = dataclasses.replace(architecture, members=1)
+        return [stored_weights(network, member) for network in module.members]
     weights = {}
     for index, name in enumerate(layer_names(architecture)):
         # Exports written before the ds_cnn recipe keyed their seed-recipe variables by layer name.
@@ -424,12 +477,16 @@ def architecture_of(document: dict) -> Architecture:
     return Architecture(**document.get("architecture", {"recipe": SEED}))
 
 
-def write_export(weights: dict[str, np.ndarray], labels: Sequence[str], export_dir: str,
-                 architecture: Architecture, weights_dtype: str = "float32",
+def write_export(weights: dict[str, np.ndarray] | Sequence[dict[str, np.ndarray]], labels: Sequence[str],
+                 export_dir: str, architecture: Architecture, weights_dtype: str = "float32",
                  hop_samples: int = DEFAULT_HOP_SAMPLES) -> ModelSpec:
+    """``weights``: one network's (``trained_weights``), or a list of the members' for an ensemble."""
     if weights_dtype not in ("float32", "float16"):
         raise ValueError(f"weights_dtype must be float32 or float16, not {weights_dtype!r}")
-    module = KeywordServingModule(weights, labels, architecture, weights_dtype)
+    if architecture.members > 1:
+        module = KeywordEnsembleModule(weights, labels, architecture, weights_dtype)
+    else:
+        module = KeywordServingModule(weights, labels, architecture, weights_dtype)
     with (model_assets.spec_assets(module, spec_document(labels, hop_samples, architecture), labels),
           storage.local_output_dir(export_dir) as local):  # TensorFlow writes local files only
         tf.saved_model.save(module, local, signatures={SIGNATURE: module.serve})

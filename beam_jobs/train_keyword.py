@@ -67,6 +67,10 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                        help="depthwise-separable blocks")
     model.add_argument("--residual", action="store_true", help="skip connections around the blocks")
     model.add_argument("--dropout", type=float, default=Architecture.dropout)
+    parser.add_argument("--ensemble", type=int, default=Architecture.members,
+                        help="train this many models (seeds SEED, SEED + 1, ...) and export them as one, "
+                             "scoring with the mean of their softmax outputs (its embedding is the first "
+                             "model's); each model trains --epochs")
     training = parser.add_argument_group("optimisation")
     training.add_argument("--epochs", type=int,
                           help=f"epochs (ds_cnn {ds_cnn.epochs}; seed: at most {seed.epochs}, early "
@@ -142,7 +146,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
                                        **_given(args, _OPTIMISATION_OPTIONS))
     architecture = Architecture(recipe=args.recipe, mfcc=args.mfcc, width=args.width,
                                 frequency_stride=args.frequency_stride, blocks=args.blocks,
-                                residual=args.residual, dropout=args.dropout)
+                                residual=args.residual, dropout=args.dropout, members=args.ensemble)
     return TrainConfig(
         data_dir=args.data, output_dir=args.output, architecture=architecture, optimisation=optimisation,
         split=kd.SplitPercents(args.validation_percent, args.test_percent), augment=augment_options,

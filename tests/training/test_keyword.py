@@ -47,9 +47,9 @@ def _tiny_training(tmp_path_factory, *extra: str):
 @pytest.fixture(scope="module")
 def tiny_training(tmp_path_factory):
     """The trainer (default recipe), end to end, on 4 clips per label and split, 2 epochs, every
-    augmentation on (SpecAugment masks and mixup too)."""
+    augmentation on (SpecAugment masks, frequency warping and mixup too)."""
     return _tiny_training(tmp_path_factory, "--mixup", "0.3", "--time_masks", "1", "--time_mask_frames", "5",
-                          "--frequency_masks", "1", "--frequency_mask_bins", "3")
+                          "--frequency_masks", "1", "--frequency_mask_bins", "3", "--frequency_warp", "0.1")
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +172,24 @@ def test_spec_augment_zeroes_whole_frames_and_whole_bands_within_the_limits():
     assert (masked == 0).any(axis=(1, 2)).sum() >= 12  # most examples get some mask
 
 
+def test_frequency_warping_moves_a_tone_by_its_factor_and_keeps_its_timing():
+    """A 1 kHz tone burst warped by 0.9 / 1 / 1.1 peaks at 900 / 1000 / 1100 Hz, in the same frames."""
+    waveform = np.zeros(16000, np.float32)
+    waveform[4000:8000] = sine(1000, 0.25, 16000)[0] * 0.5
+    power = tf.square(tf.abs(tf.signal.stft(np.stack([waveform] * 3), keyword.MEL_FRAME_LENGTH,
+                                            keyword.MEL_FRAME_STEP, keyword.MEL_FFT_LENGTH)))
+    warped = keyword.warp_frequencies(power, tf.constant([0.9, 1.0, 1.1])).numpy()
+    np.testing.assert_allclose(warped[1], power[1].numpy(), rtol=1e-6)  # factor 1: unchanged
+    bin_hz = 16000 / keyword.MEL_FFT_LENGTH
+    peaks_hz = warped[:, 40].argmax(axis=1) * bin_hz
+    np.testing.assert_allclose(peaks_hz, [900, 1000, 1100], atol=bin_hz)
+    loud_frames = [set(np.flatnonzero(clip.sum(axis=1) > 0.01 * clip.sum(axis=1).max())) for clip in warped]
+    assert loud_frames[0] == loud_frames[1] == loud_frames[2]
+    features = keyword.Architecture().features(np.stack([waveform] * 2), tf.constant([1.0, 1.1])).numpy()
+    np.testing.assert_allclose(features[0], keyword.log_mel(waveform[None]).numpy()[0], atol=1e-5)
+    assert np.abs(features[1] - features[0]).max() > 0.5
+
+
 def test_decoded_clips_are_cached_and_a_changed_file_is_decoded_again(tmp_path):
     (tmp_path / "data" / "yes").mkdir(parents=True)
     path = tmp_path / "data" / "yes" / "0000abcd_nohash_0.flac"
@@ -212,6 +230,10 @@ def test_the_recipe_picks_its_own_defaults_and_single_options_override_them():
     assert (seed.optimisation.epochs, seed.optimisation.patience) == (150, 5)
     assert seed.augment.time_masks == 0 and seed.augment.speed == 0 and seed.augment.time_shift_s == 0.1
     assert train_keyword.parse_args(common + ["--speed", "0"]).augment.speed == 0
+    assert new.augment.frequency_warp == 0
+    assert train_keyword.parse_args(common + ["--frequency_warp", "0.1"]).augment.frequency_warp == 0.1
+    assert new.architecture.members == 1
+    assert train_keyword.parse_args(common + ["--ensemble", "3"]).architecture.members == 3
 
 
 # --- training and export ------------------------------------------------------------------------
@@ -265,6 +287,47 @@ def test_export_reload_gives_the_same_predictions(recipe, request, test_clips, t
     # Converting the float32 export gives the same model as exporting float16 from Keras.
     keyword.convert_keyword_model(str(out), str(tmp_path / "converted"), "float16")
     assert keyword.weights_fingerprint(str(tmp_path / "converted")) == half.spec.fingerprint
+
+
+@pytest.fixture(scope="module")
+def tiny_ensemble_training(tmp_path_factory):
+    """The default recipe as an ensemble of two models, one epoch each."""
+    data = require_speech_commands()
+    out = tmp_path_factory.mktemp("keyword") / "ensemble"
+    config = train_keyword.parse_args(["--data", str(data), "--output", str(out),
+                                       "--max_clips_per_label", "4", "--epochs", "1", "--batch_size", "16",
+                                       "--augment", "--ensemble", "2", "--seed", "3"])
+    return out, train_keyword.train(config)
+
+
+def test_an_ensemble_export_scores_the_mean_of_its_members_and_embeds_with_the_first(
+        tiny_ensemble_training, test_clips, tmp_path):
+    out, result = tiny_ensemble_training
+    waveforms, _ = test_clips
+    assert len(result.members) == 2
+    architecture = keyword.architecture_of(json.loads((out / "assets" / "model_spec.json").read_text()))
+    assert architecture.members == 2
+    features = architecture.features(waveforms)
+    member_scores = [tf.nn.softmax(m(features, training=False)).numpy() for m in result.members]
+    assert np.abs(member_scores[0] - member_scores[1]).max() > 1e-3  # two different models
+
+    model = keyword.load_keyword_model(str(out))
+    outputs = model.predict(waveforms)
+    np.testing.assert_allclose(outputs["scores"], np.mean(member_scores, axis=0), atol=1e-5)
+    first_embedding = keyword.embedding_model(result.members[0])(features, training=False).numpy()
+    np.testing.assert_allclose(outputs["embedding"], first_embedding, rtol=1e-4, atol=1e-4)
+    assert outputs["embedding"].shape == (len(waveforms), keyword.EMBEDDING_DIM)
+    served = tf.saved_model.load(str(out)).signatures["serving_default"](waveform=tf.constant(waveforms))
+    np.testing.assert_array_equal(served["class_ids"].numpy(), outputs["scores"].argmax(axis=1))
+
+    metrics = json.loads((out / train_keyword.METRICS_FILE).read_text())
+    assert [m["seed"] for m in metrics["members"]] == [3, 4]
+    assert metrics["model"]["parameters"] == sum(m.count_params() for m in result.members)
+
+    keyword.convert_keyword_model(str(out), str(tmp_path / "f16"), "float16")
+    half = keyword.load_keyword_model(str(tmp_path / "f16")).predict(waveforms)
+    np.testing.assert_allclose(half["scores"], outputs["scores"], atol=2e-3)
+    assert _variables_bytes(tmp_path / "f16") < 0.7 * _variables_bytes(out)
 
 
 def test_the_serving_signature_returns_scores_ids_names_and_embedding(tiny_training, test_clips):

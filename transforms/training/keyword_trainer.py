@@ -101,13 +101,18 @@ def load_splits(config: TrainConfig) -> tuple[list[str], dict[str, list[kd.Label
 
 @dataclasses.dataclass
 class TrainingResult:
-    classifier: object  # the trained Keras model (frontend features -> logits)
+    classifier: object  # the trained Keras model (frontend features -> logits); an ensemble's first member
     spec: ModelSpec  # the exported model's spec
     metrics: dict  # what metrics.json holds
+    members: list = dataclasses.field(default_factory=list)  # every trained Keras model, in seed order
 
 
 def train(config: TrainConfig) -> TrainingResult:
-    """Trains, tests on the held-out speakers, exports, and writes metrics.json and the confusion PNG."""
+    """Trains, tests on the held-out speakers, exports, and writes metrics.json and the confusion PNG.
+
+    With ``architecture.members`` > 1, trains that many models with seeds ``seed``,
+    ``seed + 1`` ... and exports them as one ensemble.
+    """
     from audio_models import keyword
 
     started = time.monotonic()
@@ -119,25 +124,33 @@ def train(config: TrainConfig) -> TrainingResult:
     if architecture.recipe == SEED:
         mean, variance = keyword.normalization_stats(data[kd.TRAIN][0])  # the recipe's Normalization.adapt
         normalization = {"mean": mean, "variance": variance}
-        classifier = keyword.build_classifier(len(labels), mean, variance, seed=config.seed)
-    else:
-        classifier = keyword.build_ds_cnn(len(labels), architecture, seed=config.seed)
-    history, kept_epoch = _fit(classifier, config, labels, data)
+    member_architecture = dataclasses.replace(architecture, members=1)
+    members, fits = [], []
+    for member in range(architecture.members):
+        member_config = dataclasses.replace(config, seed=config.seed + member,
+                                            architecture=member_architecture)
+        if architecture.recipe == SEED:
+            classifier = keyword.build_classifier(len(labels), mean, variance, seed=member_config.seed)
+        else:
+            classifier = keyword.build_ds_cnn(len(labels), member_architecture, seed=member_config.seed)
+        members.append(classifier)
+        fits.append(_fit(classifier, member_config, labels, data))
     training_seconds = time.monotonic() - started
 
-    spec = keyword.export_keyword_model(classifier, labels, config.output_dir,
-                                        weights_dtype=config.weights_dtype,
+    spec = keyword.export_keyword_model(members if architecture.members > 1 else members[0], labels,
+                                        config.output_dir, weights_dtype=config.weights_dtype,
                                         hop_samples=int(round(config.hop_s * keyword.SAMPLE_RATE)),
                                         architecture=architecture)
     # Tested through the export itself, so the numbers describe exactly what ships.
     evaluation = evaluate(keyword.load_keyword_model(config.output_dir), *data[kd.TEST], labels)
+    history, kept_epoch = fits[0]
     metrics = {
         "labels": labels,
         "test_accuracy": evaluation.accuracy,
         "test_per_label": evaluation.per_label(),
         "confusion_matrix": evaluation.confusion.tolist(),
         "confusion_matrix_axes": "rows: true label, columns: predicted label (order of 'labels')",
-        "validation_accuracy": _at_epoch(history, "val_accuracy", kept_epoch),
+        "validation_accuracy": _mean([_at_epoch(h, "val_accuracy", kept) for h, kept in fits]),
         "epochs_run": len(history["loss"]),
         "best_epoch": kept_epoch + 1,
         "training_seconds": round(training_seconds, 1),
@@ -145,11 +158,34 @@ def train(config: TrainConfig) -> TrainingResult:
                    for name, clips in splits.items()},
         "normalization": normalization,
         "model": {"fingerprint": spec.fingerprint, "weights_dtype": config.weights_dtype,
-                  "parameters": int(classifier.count_params())},
+                  "parameters": int(sum(c.count_params() for c in members))},
         "config": _config_document(config),
     }
+    if architecture.members > 1:
+        metrics["members"] = [
+            {"seed": config.seed + i, "validation_accuracy": _at_epoch(h, "val_accuracy", kept),
+             "test_accuracy": evaluate(_KerasModel(c, member_architecture), *data[kd.TEST], labels).accuracy}
+            for i, (c, (h, kept)) in enumerate(zip(members, fits))]
     write_reports(config.output_dir, metrics, evaluation)
-    return TrainingResult(classifier, spec, metrics)
+    return TrainingResult(members[0], spec, metrics, members)
+
+
+class _KerasModel:
+    """A trained Keras classifier behind ``predict`` (waveforms -> softmax scores), to test one member."""
+
+    def __init__(self, classifier, architecture: Architecture):
+        self.classifier, self.architecture = classifier, architecture
+
+    def predict(self, waveforms: np.ndarray) -> dict[str, np.ndarray]:
+        import tensorflow as tf
+
+        logits = self.classifier(self.architecture.features(waveforms), training=False)
+        return {"scores": tf.nn.softmax(logits).numpy()}
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return float(np.mean(known)) if known else None
 
 
 def training_dataset(config: TrainConfig, labels: list[str], waveforms: np.ndarray, label_ids: np.ndarray):
