@@ -64,14 +64,13 @@ def recordings(waveforms: np.ndarray, labels: list[str], seed: int) -> list[tupl
 
 
 def score(events, truth) -> tuple[int, int]:
-    """(hits, false alarms) of one recording's events against its truth, matched one to one."""
-    used, hits = set(), 0
-    for event in events:
-        match = next((i for i, (label, start, end) in enumerate(truth) if i not in used
-                      and label == event.label and event.start_s < end and start < event.end_s), None)
-        if match is not None:
-            used.add(match)
-            hits += 1
+    """(hits, false alarms) of one recording's events against its truth, matched one to one by overlap
+    (``bench.events_esc10``'s matching)."""
+    from bench.events_esc10 import score as match_by_overlap
+
+    detections = [{"file": 0, "class": e.label, "start_s": e.start_s, "end_s": e.end_s} for e in events]
+    truths = [{"file": 0, "class": label, "start_s": start, "end_s": end} for label, start, end in truth]
+    hits = match_by_overlap(detections, truths)["matched"]
     return hits, len(events) - hits
 
 
@@ -91,12 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     clips = kc.split_clips(kc.list_clips(args.data))[args.split]
     waveforms, label_ids = kc.load_clips(clips, list(spec.class_names))
     labels = [spec.class_names[i] for i in label_ids]
-    scored = []
+    scored, samples = [], 0
     for waveform, truth in recordings(waveforms, labels, args.seed):
         windows = frames_of(waveform, spec.window_samples, spec.hop_samples)
         starts = np.arange(len(windows)) * spec.hop_s
         scored.append((starts, model.predict(windows)["scores"], truth))
-    minutes = sum(len(w) for w, _ in recordings(waveforms, labels, args.seed)) / kc.SAMPLE_RATE / 60
+        samples += waveform.size
+    minutes = samples / kc.SAMPLE_RATE / 60
     keywords = sum(len(truth) for _, _, truth in scored)
     print(f"{args.model}: {len(clips)} clips of the {args.split} split ({keywords} keywords), "
           f"{minutes:.1f} min in {len(scored)} recordings; hop {args.hop_s} s")

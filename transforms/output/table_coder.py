@@ -35,12 +35,6 @@ class ArrowTableCoder(beam.coders.Coder):
     def to_type_hint(self):
         return pa.Table
 
-    def __eq__(self, other) -> bool:
-        return type(self) is type(other)
-
-    def __hash__(self) -> int:
-        return hash(type(self))
-
 
 beam.coders.registry.register_coder(pa.Table, ArrowTableCoder)
 ARROW_TABLE = pa.Table  # the type hint that selects the coder (importing it registers the coder)
