@@ -45,7 +45,7 @@ setup(
     description=__doc__,
     python_requires=">=3.11,<3.14",
     classifiers=[f"Programming Language :: Python :: {v}" for v in PYTHON_VERSIONS],
-    packages=find_packages(include=["beam_jobs*", "transforms*", "schemas*", "audio_models*"]),
+    packages=find_packages(include=["beam_jobs*", "transforms*", "schemas*", "storage*", "audio_models*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": TEST_REQUIRES},
 )

@@ -30,13 +30,13 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+import storage
 from audio_models import model_assets
 from audio_models import yamnet_weights as yw
 from audio_models.loading import ModelSource, ModelUnavailableError, read_errors_as_unavailable, register_kind
 from audio_models.spec import EMBEDDING, LOGMEL, SCORES, ModelSpec, checked_windows
 from audio_models.yamnet import HOP_SAMPLES, SAMPLE_RATE, WINDOW_SAMPLES, YamnetModel
 from schemas import training as ts
-from transforms import storage
 
 KIND = "head"
 SPEC_ASSET = model_assets.SPEC_ASSET

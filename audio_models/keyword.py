@@ -39,10 +39,10 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+import storage
 from audio_models import model_assets
 from audio_models.loading import ModelSource, read_errors_as_unavailable, register_kind
 from audio_models.spec import EMBEDDING, SCORES, ModelSpec, checked_windows
-from transforms import storage
 
 KIND = "keyword"
 SAMPLE_RATE = 16000

@@ -20,9 +20,9 @@ import os
 import socket
 from collections.abc import Callable, Iterator
 
+import storage
 from audio_models import model_assets
 from audio_models.spec import BatchedModel, ModelSpec
-from transforms import storage
 
 YAMNET = "yamnet"
 YAMNET_HUB_HANDLE = "https://tfhub.dev/google/yamnet/1"

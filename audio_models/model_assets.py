@@ -17,7 +17,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Sequence
 
-from transforms import storage
+import storage
 
 SPEC_ASSET = "model_spec.json"
 LABELS_ASSET = "labels.txt"

@@ -48,10 +48,10 @@ import threading
 
 import numpy as np
 
+import storage
 from audio_models import model_assets
 from audio_models.loading import ModelSource, ModelUnavailableError, read_errors_as_unavailable, register_kind
 from audio_models.spec import EMBEDDING, LOGMEL, SCORES, ModelSpec, checked_windows
-from transforms import storage
 
 KIND = "savedmodel"
 DEFAULT_SAMPLE_RATE = 16000

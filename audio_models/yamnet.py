@@ -30,11 +30,11 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+import storage
 from audio_models import logmel
 from audio_models import yamnet_weights as yw
 from audio_models.device import selected_device
 from audio_models.spec import EMBEDDING, LOGMEL, SCORES, ModelSpec, checked_windows
-from transforms import storage
 
 NAME = "yamnet"
 SAMPLE_RATE = logmel.SAMPLE_RATE

@@ -7,7 +7,7 @@ weight name -> array, the names of the official ``yamnet.py``):
   checkpoint, ``variables/variables``, without executing the graph;
 - the released Keras weights ``yamnet.h5`` (``Model.save_weights`` in HDF5).
 
-Files are read through ``transforms.storage``, so ``gs://`` paths work too.
+Files are read through ``storage``, so ``gs://`` paths work too.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import io
 import numpy as np
 import tensorflow as tf
 
-from transforms import storage
+import storage
 
 CLASS_MAP_NAME = "yamnet_class_map.csv"
 NUM_CLASSES = 521

@@ -26,9 +26,9 @@ import time
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+import storage
 from beam_jobs import command, parse_job_args
 from schemas.tables import METADATA_PREFIX
-from transforms import storage
 from transforms.answers.queries import FramesModel, QueryError, embed_queries
 from transforms.answers.search import POOLINGS, QuerySet
 from transforms.answers.search_page import write_page

@@ -24,12 +24,12 @@ from apache_beam.options.pipeline_options import (
 from audio_models.loading import known_kinds
 from beam_jobs import command
 from schemas.tables import FrameColumns
+from storage import RetryPolicy
 from transforms.answers import event_options
 from transforms.decoding.pool import DEFAULT_TIMEOUT_S
 from transforms.output.layout import EVENTS, RunRecord
 from transforms.output.lease import DEFAULT_TTL_S, OutputBusyError
 from transforms.output.summary import format_summary
-from transforms.storage import RetryPolicy
 from transforms.tagging import run as tagging
 from transforms.tagging.done_set import format_plan
 from transforms.tagging.listing import AUDIO_EXTENSIONS

@@ -1,4 +1,4 @@
-"""transforms.storage on local paths and on a real GCS server (the emulator): one behaviour for both."""
+"""storage on local paths and on a real GCS server (the emulator): one behaviour for both."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from transforms import storage
+import storage
 
 
 @pytest.fixture(params=["local", "gcs"])

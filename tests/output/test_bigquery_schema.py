@@ -15,11 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from schemas.tables import FrameColumns
+from storage import StoredFile
 from tests.output.sql_docs import DOC, README
 from tests.output_factory import FakeFile, scores_with_peaks, write_run
 from transforms.output.bigquery import UnsupportedColumnError, external_table_schema
 from transforms.output.reader import find_output
-from transforms.storage import StoredFile
 
 # BigQuery's Parquet conversions for the (physical type, logical type) pairs a Parquet writer can give
 # our columns.

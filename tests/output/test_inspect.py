@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+import storage
 from beam_jobs import inspect
 from schemas.tables import STATUS_FAILED, STATUS_OK
 from tests.output_factory import (
@@ -18,7 +19,6 @@ from tests.output_factory import (
     three_files,
     write_run,
 )
-from transforms import storage
 from transforms.output import inspection
 from transforms.output import reader as output_reader
 

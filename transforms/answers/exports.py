@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import pyarrow as pa
 
-from transforms import storage
+import storage
 
 RAVEN = "raven"
 AUDACITY = "audacity"

@@ -19,11 +19,11 @@ import re
 
 import numpy as np
 
+import storage
 from schemas.tables import config_id
-from transforms import storage
+from storage import StoredFile
 from transforms.answers.search import embedding_matrix
 from transforms.output.reader import read_parts
-from transforms.storage import StoredFile
 
 _SPAN = re.compile(r"^(\d+(?:\.\d*)?)-(\d+(?:\.\d*)?)$")
 SILENT_RMS = 1e-3  # -60 dBFS

@@ -26,8 +26,8 @@ import struct
 import zoneinfo
 from collections.abc import Sequence
 
+import storage
 from schemas.answers import TIME_SOURCES
-from transforms import storage
 
 DEFAULT_NAME_PATTERN = "%Y%m%d_%H%M%S"
 URI_HEADERS = ("uri", "path", "file")

@@ -19,7 +19,7 @@ import urllib.parse
 import numpy as np
 import pyarrow as pa
 
-from transforms import storage
+import storage
 
 PAGE_FILE = "index.html"
 THUMBNAIL_RATE = 16000

@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.parquetio import ReadAllFromParquetBatched
 
+import storage
 from schemas.answers import hits_schema
-from transforms import storage
 from transforms.answers.search import SEARCH_COLUMNS, Candidates, QuerySet, best, table_candidates
 
 HITS_FILE = "hits.parquet"

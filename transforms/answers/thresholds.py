@@ -31,7 +31,7 @@ import io
 import json
 from collections.abc import Sequence
 
-from transforms import storage
+import storage
 
 DEFAULT_ROW = "*"
 FIELDS = ("on", "off", "min_duration_s", "merge_gap_s", "smooth_s")

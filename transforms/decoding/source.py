@@ -1,6 +1,6 @@
 """Opening audio files: a URI as a seekable byte source, its container, its audio stream's facts.
 
-Bytes come through ``transforms.storage``, so the same code reads a laptop
+Bytes come through ``storage``, so the same code reads a laptop
 folder and a bucket (and a decoder process working on local files never
 imports Beam).  Errors that retrying will not fix become
 :class:`DecodeError` with a short machine-readable kind.
@@ -16,7 +16,7 @@ import struct
 
 import av
 
-from transforms import storage
+import storage
 
 _AVIO_BUFFER_BYTES = 1 << 18  # FFmpeg's reads through Python: few, large ones
 # Sample rates and channel counts a header may declare.  Outside them it is damaged or hostile: a

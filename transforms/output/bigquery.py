@@ -20,9 +20,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from transforms import storage
+import storage
+from storage import StoredFile
 from transforms.output.current import RUN_COLUMN
-from transforms.storage import StoredFile
 
 # (Parquet physical type, logical type) -> BigQuery type, for the types our tables can hold.
 CONVERSIONS = {

@@ -12,7 +12,7 @@ Order, so that a compaction stopped half-way is finished by the next one: a
 run's frames parts, then its files parts, then its record, which is moved to
 ``runs/compacted/<id>.json`` (kept for its parameters and counts; readers of
 the layout only look at ``runs/<id>.json``).  Every delete and move goes
-through ``transforms.storage``.  Compaction holds the output's lease
+through ``storage``.  Compaction holds the output's lease
 (``transforms.output.lease``) while it plans and deletes, so no tag_audio run
 works on the output meanwhile, and it does not start while one does.
 """
@@ -23,7 +23,7 @@ import contextlib
 import dataclasses
 from collections.abc import Iterator
 
-from transforms import storage
+import storage
 from transforms.output.current import RowStates, row_states
 from transforms.output.layout import RUNS, new_run_id
 from transforms.output.lease import DEFAULT_TTL_S, Lease

@@ -27,8 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.tables import STATUS_OK
+from storage import StoredFile
 from transforms.output.reader import OutputDir, RunOutput, find_output, read_parts
-from transforms.storage import StoredFile
 
 CURRENT = "current"
 LATEST = "latest"

@@ -21,7 +21,7 @@ import secrets
 import time
 from typing import Any
 
-from transforms import storage
+import storage
 
 FRAMES = "frames"
 FILES = "files"

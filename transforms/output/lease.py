@@ -22,7 +22,7 @@ import os
 import socket
 import time
 
-from transforms import storage
+import storage
 
 _log = logging.getLogger(__name__)
 

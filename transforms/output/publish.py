@@ -13,7 +13,7 @@ import time
 
 import apache_beam as beam
 
-from transforms import storage
+import storage
 from transforms.output.layout import FAILED, FILES, FRAMES, SUCCEEDED, TABLES, RunLayout, RunRecord
 from transforms.output.lease import Lease
 

@@ -22,8 +22,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+import storage
 from schemas.tables import class_names_from, read_model_metadata
-from transforms import storage
+from storage import StoredFile
 from transforms.output.layout import (
     EVENTS,
     FILES,
@@ -36,7 +37,6 @@ from transforms.output.layout import (
     RunRecord,
     run_id_of,
 )
-from transforms.storage import StoredFile
 
 _IO_THREADS = 8  # object-store reads are latency-bound; a few in flight hide it
 

@@ -5,7 +5,7 @@
     for frame in stream.dataset().batch(256):    # {'uri', 'start_s', 'end_s', 'embedding', 'scores'}
         ...
 
-Parts are opened through ``transforms.storage`` and read with
+Parts are opened through ``storage`` and read with
 ``pyarrow.parquet.ParquetFile.iter_batches``: at most one row group's column
 chunks and one record batch are held at a time, never a whole table.  One
 output may hold frames of several models or framings (config ids); a stream
@@ -22,8 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+import storage
 from schemas.tables import class_names_from, read_model_metadata
-from transforms import storage
 from transforms.output.current import PartSelection, current_parts, row_states, select_rows
 from transforms.output.reader import OutputDir, find_output, read_footers
 

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from transforms import storage
+import storage
 from transforms.output.reader import (
     ModelInfo,
     OutputDir,

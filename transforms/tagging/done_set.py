@@ -14,8 +14,8 @@ import math
 import apache_beam as beam
 from apache_beam import pvalue
 
+import storage
 from schemas.tables import STATUS_OK, error_kind
-from transforms import storage
 from transforms.output.layout import FILES, RUN_PREFIX, run_id_of
 from transforms.tagging.listing import FileEntry
 

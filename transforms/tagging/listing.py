@@ -1,6 +1,6 @@
 """From what the user typed (--input, --input_manifest) to one entry per input file.
 
-Everything goes through ``transforms.storage``, so local paths and ``gs://``
+Everything goes through ``storage``, so local paths and ``gs://``
 behave alike.  Expansion runs inside the pipeline: a bucket with millions of
 objects is listed by a worker, not held by the driver.
 """
@@ -13,7 +13,7 @@ import stat
 
 import apache_beam as beam
 
-from transforms import storage
+import storage
 from transforms.tagging import progress
 
 # Extensions taken when an --input names a directory (globs and manifest lines are taken as given).

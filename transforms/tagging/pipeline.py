@@ -16,6 +16,7 @@ from apache_beam.io.parquetio import WriteToParquetBatched
 from audio_models.loading import ModelSource
 from audio_models.spec import ModelSpec
 from schemas.tables import FrameColumns, config_id, files_schema
+from storage import RetryPolicy
 from transforms.answers.event_pipeline import EventContext, EventSettings, FramesToEvents
 from transforms.decoding.pool import DEFAULT_TIMEOUT_S
 from transforms.output.layout import EVENTS, FILES, FRAMES, RunRecord
@@ -23,7 +24,6 @@ from transforms.output.lease import Lease
 from transforms.output.publish import PublishRun
 from transforms.output.summary import SummarizeFiles
 from transforms.output.table_coder import ARROW_TABLE
-from transforms.storage import RetryPolicy
 from transforms.tagging.done_set import NEW, CountPlan, PriorResults, SkipDone
 from transforms.tagging.file_report import CombineFileReports, MakeFileRows
 from transforms.tagging.frame_table import CoalesceTables, FrameTableBuilder

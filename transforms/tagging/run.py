@@ -19,10 +19,10 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+import storage
 from audio_models.loading import ModelUnavailableError, load_spec, one_line, resolve_source
 from audio_models.spec import ModelSpec
 from schemas.tables import PACKAGE_VERSION, FrameColumns
-from transforms import storage
 from transforms.answers.event_options import classes_problem
 from transforms.output.layout import STAGING, RunRecord, new_run_id
 from transforms.output.lease import DEFAULT_TTL_S, Lease, Renewer

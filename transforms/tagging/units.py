@@ -15,7 +15,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam import pvalue
 
-from transforms import storage
+import storage
 from transforms.decoding.messages import END, FINAL_KINDS, INFO, SAMPLES, DecodeRequest, decode_messages
 from transforms.decoding.pool import DEFAULT_TIMEOUT_S, DecodeSession, resolve_processes, shared_pool
 from transforms.decoding.stream import MIN_BYTES_PER_SECOND, DecodeError, probe

@@ -22,9 +22,9 @@ import apache_beam as beam
 from apache_beam.io.parquetio import ReadAllFromParquetBatched
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+import storage
 from schemas import training as ts
 from schemas.tables import PACKAGE_VERSION
-from transforms import storage
 from transforms.training import labelled_rows as tset
 from transforms.training import report as tr
 from transforms.training.frame_source import FramesNotUsableError, FrameSource, check_columns, find_frames

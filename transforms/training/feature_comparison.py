@@ -29,8 +29,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+import storage
 from schemas import training as ts
-from transforms import storage
 from transforms.training import head_trainer
 from transforms.training.build import TrainingSetError, TrainingSetRequest, build_training_set, local_options
 from transforms.training.head_trainer import HeadConfig

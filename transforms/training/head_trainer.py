@@ -22,8 +22,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+import storage
 from schemas import training as ts
-from transforms import storage
 from transforms.training.evaluation import Evaluation, confusion_png
 
 METRICS_FILE = "metrics.json"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transforms import storage
+import storage
 from transforms.decoding.stream import AudioStream
 
 SAMPLE_RATE = 16000

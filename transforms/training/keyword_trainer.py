@@ -24,9 +24,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+import storage
 from audio_models.keyword import DS_CNN, SEED, Architecture
 from audio_models.spec import ModelSpec
-from transforms import storage
 from transforms.training import keyword_clips as kd
 from transforms.training.evaluation import Evaluation, confusion_matrix, confusion_png
 

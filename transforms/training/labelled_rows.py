@@ -33,8 +33,8 @@ import numpy as np
 import pyarrow as pa
 from apache_beam import pvalue
 
+import storage
 from schemas import training as ts
-from transforms import storage
 
 # Accepted header names of the labels CSV, per role.
 PATH_HEADERS = ("path", "uri", "file", "filename")

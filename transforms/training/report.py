@@ -17,8 +17,8 @@ import json
 
 import apache_beam as beam
 
+import storage
 from schemas import training as ts
-from transforms import storage
 from transforms.training.labelled_rows import ClipFacts, LabelIndex, LabelTable
 
 LIST_LIMIT = 1000

@@ -1,0 +1,57 @@
+"""The ground floor: every byte the product reads or writes goes through here (audio, manifests,
+model files, run records and commits, training sets and heads), except the Parquet and text that
+Beam's own sinks and sources read and write through Beam's ``FileSystems`` (which this package also
+uses, so both see the same paths, credentials and ``STORAGE_EMULATOR_HOST``).
+
+One module a section:
+
+- ``paths``: what a path names, joining, listing and matching;
+- ``retries``: transient errors and how long reads keep trying through them;
+- ``reads``: local files through the OS, remote objects through transient failures;
+- ``writes``: writes, renames, deletes;
+- ``conditional``: small objects changed only if nobody changed them first (leases, commits);
+- ``model_cache``: local copies of remote model directories for TensorFlow;
+- ``checks``: before any work, can this machine reach what it was asked to.
+
+No other package chooses a filesystem, and this one imports nothing of the product.
+"""
+
+from storage.checks import credentials_problem, probe_writable
+from storage.conditional import create_exclusive, delete_versioned, read_versioned, write_versioned
+from storage.model_cache import cache_dir, local_copy, local_output_dir
+from storage.paths import (
+    StoredFile,
+    canonical_uri,
+    exists,
+    is_dir,
+    is_remote,
+    join,
+    list_files,
+    list_names,
+    local_path,
+    match,
+    parent,
+)
+from storage.reads import SeekableReader, fingerprint, open_read, read_bytes, read_json, read_text
+from storage.retries import RetryPolicy, TransientIOError, is_transient, set_retry_policy
+from storage.writes import (
+    delete,
+    delete_tree,
+    makedirs,
+    open_write,
+    rename,
+    upload_tree,
+    write_bytes,
+    write_json,
+    write_json_atomic,
+    write_text,
+)
+
+__all__ = [
+    "RetryPolicy", "SeekableReader", "StoredFile", "TransientIOError", "cache_dir", "canonical_uri",
+    "create_exclusive", "credentials_problem", "delete", "delete_tree", "delete_versioned", "exists",
+    "fingerprint", "is_dir", "is_remote", "is_transient", "join", "list_files", "list_names", "local_copy",
+    "local_output_dir", "local_path", "makedirs", "match", "open_read", "open_write", "parent",
+    "probe_writable", "read_bytes", "read_json", "read_text", "read_versioned", "rename", "set_retry_policy",
+    "upload_tree", "write_bytes", "write_json", "write_json_atomic", "write_text", "write_versioned",
+]

@@ -1,0 +1,84 @@
+"""Transient storage errors, and how long a read keeps trying through them."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+
+# --- transient errors -------------------------------------------------------------------------------
+
+class TransientIOError(OSError):
+    """Storage kept failing in a way that usually passes (resets, timeouts, 429/5xx, short reads) for
+    longer than the retry policy allows. A file that meets it is retried by the next run."""
+
+
+_TRANSIENT_HTTP = {408, 429, 500, 502, 503, 504}
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether retrying may help: connection resets and refusals, timeouts, HTTP 408/429/5xx, a body
+    cut short. Not found, permission denied and bad data are permanent. Looks through wrapped causes."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, FileNotFoundError | PermissionError | IsADirectoryError):
+            return False
+        if isinstance(error, TransientIOError | ConnectionError | TimeoutError):
+            return True
+        status = getattr(error, "code", None) or getattr(error, "status_code", None)
+        response = getattr(error, "response", None)
+        status = status or getattr(response, "status_code", None) or getattr(response, "status", None)
+        if isinstance(status, int) and status in _TRANSIENT_HTTP:
+            return True
+        if type(error).__name__ in ("IncompleteRead", "RemoteDisconnected", "ProtocolError", "ReadTimeout",
+                                    "ReadTimeoutError", "ChunkedEncodingError", "ConnectTimeout",
+                                    "DataCorruption", "RetryError"):
+            return True
+        details = getattr(error, "exception_details", None)  # Beam's BeamIOError wraps per-path errors
+        if isinstance(details, dict) and details:
+            return any(isinstance(e, BaseException) and is_transient(e) for e in details.values())
+        error = error.__cause__ or error.__context__
+    return False
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """How long a read keeps trying through transient errors, beyond the cloud client's own retries."""
+
+    attempts: int = 6
+    total_s: float = 120.0
+    first_wait_s: float = 0.5
+
+
+_POLICY_VARIABLE = "AUDIO_TAGGER_IO_RETRY"  # 'attempts,total_s': how child processes inherit it
+
+
+def _policy_from_environment() -> RetryPolicy:
+    try:
+        attempts, total_s = os.environ[_POLICY_VARIABLE].split(",")
+        return RetryPolicy(int(attempts), float(total_s))
+    except (KeyError, ValueError):
+        return RetryPolicy()
+
+
+_policy = _policy_from_environment()
+
+
+def set_retry_policy(policy: RetryPolicy) -> None:
+    """The policy of this process's remote reads and of the processes it starts after this (workers set
+    it from the job's options before their decoder processes start)."""
+    global _policy
+    _policy = policy
+    os.environ[_POLICY_VARIABLE] = f"{policy.attempts},{policy.total_s}"
+
+
+
+def active_policy() -> RetryPolicy:
+    """The policy this process's remote reads follow now."""
+    return _policy
+
+
+def _backoff(attempt: int, policy: RetryPolicy) -> float:
+    return policy.first_wait_s * (2 ** attempt) * (0.5 + random.random())  # full jitter around 2^n
+
