@@ -41,7 +41,7 @@ def test_dry_run_names_the_superseded_run_and_removes_nothing(history_copy, caps
     assert compact.run([str(history_copy.out), "--dry_run"]) == 0
     out = capsys.readouterr().out
     assert f"would remove  run={history_copy.runs[0]}  succeeded  3 files rows" in out
-    assert f"never touched  run={history_copy.running}  status running" in out
+    assert f"never committed  run={history_copy.running}  status running" in out
     assert "keeping  3 published run(s)" in out and "nothing was" in out
     assert _listing(history_copy.out) == before
 

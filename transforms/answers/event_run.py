@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.io.parquetio import ReadAllFromParquetBatched, WriteToParquetBatched
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -50,13 +51,17 @@ class PublishEvents(beam.DoFn):
 
 @beam.ptransform_fn
 def EventsFromFrameFiles(pbegin, frame_files: Sequence[str], score_column: str,  # noqa: N802
-                         context: EventContext, record: RunRecord, lease: Lease | None = None):
-    """Frames Parquet files -> events Parquet of a new run, published; returns the final record."""
+                         context: EventContext, record: RunRecord, lease: Lease | None = None,
+                         keep: Callable[[str, pa.Table], pa.Table] | None = None):
+    """Frames Parquet files -> events Parquet of a new run, published; returns the final record.
+
+    ``keep(path, table)``: the rows of a frames part to use (``FrameSource.keep``: the current rows)."""
     layout = record.layout
     tables = (pbegin
               | "ListFrameFiles" >> beam.Create(list(frame_files))
               | "ReadFrames" >> ReadAllFromParquetBatched(columns=[*FRAME_COLUMNS, score_column],
                                                           with_filename=True)
+              | "CurrentRows" >> beam.Map(lambda ft: (ft[0], keep(ft[0], ft[1])) if keep else ft)
               | "Events" >> FramesToEvents(context))
     staged = (tables
               | "WriteEvents" >> WriteToParquetBatched(layout.staging_prefix(EVENTS), context.schema,
@@ -81,7 +86,8 @@ def new_record(output: str, parameters: dict, model: dict, run_id: str | None = 
 
 
 def run_events(frame_files: Sequence[str], score_column: str, context: EventContext, record: RunRecord,
-               options: PipelineOptions, lease_ttl_s: float = DEFAULT_TTL_S) -> RunRecord:
+               options: PipelineOptions, lease_ttl_s: float = DEFAULT_TTL_S,
+               keep: Callable[[str, pa.Table], pa.Table] | None = None) -> RunRecord:
     """Takes the lease of the events' output (OutputBusyError when a run holds it), tidies it, writes the
     'running' record, runs the pipeline and returns the final record."""
     lease = Lease(record.out_dir, record.run_id, lease_ttl_s).acquire()
@@ -90,7 +96,7 @@ def run_events(frame_files: Sequence[str], score_column: str, context: EventCont
         record.write()
         pipeline = beam.Pipeline(options=options)
         _ = pipeline | "EventsFromFrames" >> EventsFromFrameFiles(frame_files, score_column, context, record,
-                                                                  lease)
+                                                                  lease, keep)
         pipeline.run().wait_until_finish()
     finally:
         lease.release()

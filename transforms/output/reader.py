@@ -35,6 +35,7 @@ from transforms.output.layout import (
     RUNS,
     SUCCEEDED,
     TABLES,
+    OutputLayout,
     RunRecord,
     run_id_of,
 )
@@ -278,9 +279,24 @@ def read_footers(parts: Sequence[StoredFile]) -> list[Footer]:
     return map_parallel(read_footer, parts)
 
 
-def damaged_parts(found: OutputDir, tables: tuple[str, ...] = (FILES,)) -> list[tuple[str, str]]:
-    """(path, why) of the committed parts of ``tables`` whose Parquet footer cannot be read."""
-    parts = [part for run in found.published for table in tables for part in run.parts(table)]
+class DamagedOutputError(Exception):
+    """A committed Parquet part cannot be read; ``str(e)`` names it and says what to do."""
+
+    def __init__(self, out_dir: str, damaged: list[tuple[str, str]]):
+        self.damaged = damaged
+        path, why = damaged[0]
+        more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+        super().__init__(f"damaged Parquet part {path}{more}: {why}. Run `python -m beam_jobs.compact "
+                         f"{out_dir} --repair` to move it to {OutputLayout(out_dir).quarantine_path(path)} "
+                         "(its run's files are then tagged again by the next run)")
+
+
+def damaged_parts(found: OutputDir, tables: tuple[str, ...] = (FILES,),
+                  runs: Sequence[RunOutput] | None = None) -> list[tuple[str, str]]:
+    """(path, why) of the parts of ``tables`` of ``runs`` (default: the committed ones) whose Parquet
+    footer cannot be read."""
+    runs = found.published if runs is None else runs
+    parts = [part for run in runs for table in tables for part in run.parts(table)]
 
     def check(part):
         try:

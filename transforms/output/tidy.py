@@ -21,21 +21,9 @@ import time
 import storage
 from transforms.output import commit_log
 from transforms.output.layout import FAILED, RUNNING, TABLES, OutputLayout
-from transforms.output.reader import OutputDir, RunOutput, damaged_parts, find_output
+from transforms.output.reader import DamagedOutputError, OutputDir, RunOutput, damaged_parts, find_output
 
 PROBE_PREFIX = "_write_probe-"
-
-
-class DamagedOutputError(Exception):
-    """A committed Parquet part cannot be read; ``str(e)`` names it and says what to do."""
-
-    def __init__(self, out_dir: str, damaged: list[tuple[str, str]]):
-        self.damaged = damaged
-        path, why = damaged[0]
-        more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
-        super().__init__(f"damaged Parquet part {path}{more}: {why}. Run `python -m beam_jobs.compact "
-                         f"{out_dir} --repair` to move it to {OutputLayout(out_dir).quarantine_path(path)} "
-                         "(its run's files are then tagged again by the next run)")
 
 
 @dataclasses.dataclass(frozen=True)

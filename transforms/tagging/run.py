@@ -302,10 +302,17 @@ def execute(config: TagAudioConfig, record: RunRecord, options: PipelineOptions,
     return final
 
 
+def with_published_runs(config: TagAudioConfig) -> TagAudioConfig:
+    """The config with the committed runs as they are now, read without the lease: for a plan, or a job
+    built to run later (a template), where nothing is published by this process."""
+    if config.force:
+        return config
+    return dataclasses.replace(config, prior_runs=tuple(published_runs(config.output)))
+
+
 def plan_only(config: TagAudioConfig, options: PipelineOptions) -> dict[str, int]:
     """Runs only the listing and the done-set join; returns the plan counts. Decodes nothing."""
-    if not config.force:
-        config = dataclasses.replace(config, prior_runs=tuple(published_runs(config.output)))
+    config = with_published_runs(config)
     plan_path = OutputLayout(config.output).plan_path(new_run_id())
     pipeline = beam.Pipeline(options=options)
     _entries, counts = pipeline | "Plan" >> PlanWork(config)
