@@ -12,6 +12,9 @@ def command(run: Callable[[], int]) -> None:
     """Runs a job's ``run()`` as the process: library warnings only, its exit status."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger().setLevel(logging.WARNING)
+    # Beam logs a failed bundle's traceback before it raises; the error reaches the user through the
+    # exception itself: one line when the job knows the cause (a full disk), the traceback otherwise.
+    logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
     sys.exit(run())
 
 

@@ -46,6 +46,9 @@ def run(argv: list[str] | None = None) -> int:
                 moved = repair(args.out_dir, damaged)
             print(f"repaired: {len(moved)} run(s) with damaged parts moved to "
                   f"{OutputLayout(found.root).quarantine_path('')}: {', '.join(moved)}")
+            plan = plan_compaction(args.out_dir)
+            if not (plan.remove or plan.kept or plan.untouched):
+                return 0  # the repaired runs were all there was
         plan = plan_compaction(args.out_dir)  # read only: an empty OUT_DIR stops here
         if args.dry_run or _report(args.out_dir, plan, dry_run=True, quiet=True) != 0:
             return _report(args.out_dir, plan, dry_run=True)

@@ -200,24 +200,38 @@ def test_a_killed_holder_on_this_host_is_taken_over_at_once(model, tmp_path):
     assert len(_files_rows(out)) == 6
 
 
-def test_a_full_disk_stops_the_run_in_one_line(model, tmp_path):
-    probe = tmp_path / "probe"
-    probe.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(probe)],
+def _fill(directory: Path) -> None:
+    with open(directory / "filler", "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
+def test_a_disk_that_fills_mid_run_stops_it_in_one_line(model, tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)],
                       capture_output=True).returncode != 0:
         pytest.skip("cannot mount a small tmpfs here (needs root): no disk to fill")
     try:
-        audio = _audio(tmp_path / "in", 4, seconds=20.0)
-        job = subprocess.run([sys.executable, "-m", "beam_jobs.tag_audio",
-                              *_args(model, audio, probe / "out"), "--progress_s", "0"], cwd=REPO,
-                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, capture_output=True, text=True,
-                             timeout=600)
-        lines = [line for line in job.stderr.splitlines() if line.startswith("tag_audio:")]
-        assert job.returncode == 1, job.stderr[-3000:]
-        assert len(lines) == 1 and "no space left on the device" in lines[0], job.stderr[-3000:]
-        assert not (probe / "out" / "_lease.json").exists()
-        records = [json.loads(p.read_text()) for p in (probe / "out" / "runs").glob("*.json")]
-        assert [r["status"] for r in records] == ["failed"]
-        assert not list((probe / "out" / "_staging").rglob("*.parquet"))
+        audio, out = _audio(tmp_path / "in", 6, seconds=20.0), disk / "out"
+        job = _start(model, audio, out)
+        _wait_for_running_record(out, job)
+        _fill(disk)  # the disk is full before the run writes its Parquet
+        _stdout, stderr = job.communicate(timeout=600)
+        lines = [line for line in stderr.splitlines() if line.startswith("tag_audio:")]
+        assert job.returncode == 1, stderr[-3000:]
+        assert len(lines) == 1 and "no space left on the device" in lines[0], stderr[-3000:]
+        assert "Traceback" not in stderr
+        assert not (out / "_lease.json").exists()
+        assert not list(out.rglob("*.parquet"))
+        (disk / "filler").unlink()
+        (record,) = [json.loads(p.read_text()) for p in (out / "runs").glob("*.json")]
+        assert record["status"] in ("running", "failed")  # failed unless the full disk refused that too
+        assert run_tag_audio(_args(model, audio, out)) == 0  # with room again, the next run does the work
+        assert len(_files_rows(out)) == 6
     finally:
-        subprocess.run(["umount", str(probe)], check=False)
+        subprocess.run(["umount", "-l", str(disk)], check=False)

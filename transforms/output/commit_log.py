@@ -82,6 +82,8 @@ def read_commit(out_dir: str, number: int) -> Commit | None:
     try:
         value = storage.read_json(path)
         return Commit.from_json(value) if isinstance(value, dict) else None
+    except FileNotFoundError:
+        return None
     except (OSError, ValueError, TypeError) as e:  # created whole, so only a foreign object gets here
         _log.warning("commit log entry %s is unreadable (%s); it is ignored", path, e)
         return None

@@ -234,18 +234,16 @@ def _interruptible():
             signal.signal(sig, handler)
 
 
-def _storage_full(error: BaseException) -> tuple[str, str] | None:
-    """(cause, path) when ``error`` or one it wraps is a full or read-only filesystem."""
+def _storage_full(error: BaseException) -> tuple[str, str | None] | None:
+    """(cause, path if known) when ``error`` or one it wraps is a full or read-only filesystem."""
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         if isinstance(error, OSError) and error.errno in _STORAGE_FULL:
-            return _STORAGE_FULL[error.errno], error.filename or ""
-        text = str(error)
+            return _STORAGE_FULL[error.errno], error.filename
         for number, cause in _STORAGE_FULL.items():
-            if f"[Errno {number}]" in text:  # Beam re-raises worker errors as text
-                path = text.split(f"[Errno {number}]", 1)[1].split(":", 1)[-1].strip().split("'")
-                return cause, path[1] if len(path) > 2 else ""
+            if f"[Errno {number}]" in str(error):  # Beam re-raises a worker's error as text
+                return cause, None
         error = error.__cause__ or error.__context__
     return None
 
@@ -290,8 +288,9 @@ def execute(config: TagAudioConfig, record: RunRecord, options: PipelineOptions,
                 if (full := _storage_full(e)) is None:
                     raise
                 cause, path = full
+                path = path or config.output
                 _abandon(config, record, f"{cause}: {path}")
-                raise RunStoppedError(f"{cause} at {path or config.output}: run {record.run_id} stopped and "
+                raise RunStoppedError(f"{cause} at {path}: run {record.run_id} stopped and "
                                       "recorded as failed; nothing was published (free space or make the "
                                       "output writable, then run again)", 1) from None
     finally:
