@@ -64,6 +64,12 @@ _MAX_PRIMING_S = 0.2  # encoder delays: Opus 6.5-80 ms, AAC 2112 samples, MP3 11
 _ORIGIN_PROBE_PACKETS = 64  # packets decoded at most to find the file's first frame before a seek
 _LOOKAHEAD_FRAMES = 2  # frames that vouch for a timestamp before it moves anything
 _UNKNOWN_LENGTH_MAX_GAP_S = 60.0  # larger timestamp jumps in a file of unknown length are not gaps
+# Timestamp jitter.  A forward jump shorter than FFmpeg's own hard-compensation threshold (aresample's
+# min_hard_comp, 0.1 s) is not a gap unless a packet failed before it: FFmpeg 5.1's libopus wrapper
+# moves whole runs of Ogg pages 5-50 ms ahead and back.  A longer clean jump is a gap unless the
+# stream gives it back (a later frame back on the running count) within the horizon.
+JITTER_MAX_S = 0.1
+_JITTER_HORIZON_S = 10.0
 # No audio is stored in fewer bytes per second (~6 kbit/s speech codecs): a hole longer than the
 # whole file could hold is a bogus timestamp, not missing audio, and is never filled.
 MIN_BYTES_PER_SECOND = 750
@@ -315,8 +321,15 @@ class _Timeline:
                 and self._confirmed(start, frame, following)):
             self._anchor(frame)
 
-    def place(self, frame: _Frame, following: _Frame | None) -> tuple[int, int]:
-        """``(start index, samples of silence to insert before it)`` for the next frame."""
+    def place(self, frame: _Frame, following: _Frame | None, damaged: bool = False,
+              given_back: bool = False) -> tuple[int, int]:
+        """``(start index, samples of silence to insert before it)`` for the next frame.
+
+        ``damaged``: a packet failed to decode since the previous frame, so a
+        jump ahead is audio that is missing, however short.  ``given_back``:
+        the frames after a long jump ahead return to the running count (see
+        ``_JumpWatch``), so it is timestamp jitter too.
+        """
         if self._anchor_first:
             self.anchor_on_first_frame(frame, following)
         if frame.rate != self.rate:  # the rate changed mid-stream: count in the new rate
@@ -333,14 +346,32 @@ class _Timeline:
             start = pts_samples - self.pts_offset
             gap = start - self.next_index
             if abs(gap) > frame.tolerance and self._confirmed(start, frame, following):
-                if gap < 0 or not self._fillable(start, gap):
-                    self._anchor(frame)
+                if gap < 0 or not self._fillable(start, gap) or given_back or (
+                        not damaged and gap < JITTER_MAX_S * self.rate):
+                    self._anchor(frame)  # the count goes on: no silence, nothing missing
                     gap = 0
             else:
                 gap = 0
         begin = self.next_index + gap
         self.next_index = begin + frame.samples
         return begin, gap
+
+    def jump_to_watch(self, frame: _Frame, following: _Frame | None, damaged: bool) -> int:
+        """Samples of a confirmed clean jump ahead, too long for jitter unless given back; else 0."""
+        if damaged or self._anchor_first or frame.rate != self.rate or frame.pts_samples is None:
+            return 0
+        start = frame.pts_samples - self.pts_offset
+        gap = start - self.next_index
+        if (gap < JITTER_MAX_S * self.rate or not self._fillable(start, gap)
+                or not self._confirmed(start, frame, following)):
+            return 0
+        return gap
+
+    def back_on_count(self, index: int, frame: _Frame, following: _Frame | None) -> bool:
+        """Whether the frame's (confirmed) timestamp puts it at ``index`` of the running count."""
+        start = self.frame_start(frame)
+        return (start is not None and frame.rate == self.rate and abs(start - index) <= frame.tolerance
+                and self._confirmed(start, frame, following))
 
     def _confirmed(self, start: int, frame: _Frame, following: _Frame | None) -> bool:
         if following is None or following.rate != frame.rate or following.pts_samples is None:
@@ -360,11 +391,49 @@ class _Timeline:
             self.pts_offset = frame.pts_samples - self.next_index
 
 
+class _JumpWatch:
+    """A clean jump ahead of at least ``JITTER_MAX_S``, held until the frames after it say what it was.
+
+    The frames after the jump are looked at as they are decoded (each once):
+    one whose confirmed timestamp is back on the running count, as if the jump
+    had not happened, gives the jump back (jitter: no silence); frames
+    covering ``_JITTER_HORIZON_S`` of audio, a new rate, or the end of the
+    stream without that make it a gap.  The first of the held frames is the
+    jump's own.
+    """
+
+    __slots__ = ("_index", "_limit", "_looked_at")
+
+    def __init__(self, index_after_jump_frame: int, rate: int):
+        self._index = index_after_jump_frame  # running-count index of the next frame to look at
+        self._limit = index_after_jump_frame + int(_JITTER_HORIZON_S * rate)
+        self._looked_at = 1
+
+    def given_back(self, timeline: _Timeline, held: collections.deque, finished: bool) -> bool | None:
+        """True (given back), False (a gap), or None: not known until more frames are decoded."""
+        while self._looked_at < len(held):
+            if self._index > self._limit:
+                return False
+            if self._looked_at + 1 == len(held) and not finished:
+                return None  # its successor confirms its timestamp
+            frame = timeline.describe(held[self._looked_at][0])
+            if frame.rate != timeline.rate:
+                return False
+            following = (timeline.describe(held[self._looked_at + 1][0])
+                         if self._looked_at + 1 < len(held) else None)
+            if timeline.back_on_count(self._index, frame, following):
+                return True
+            self._index += frame.samples
+            self._looked_at += 1
+        return False if finished or self._index > self._limit else None
+
+
 @dataclasses.dataclass
 class _Damage:
     """Packets that failed to decode and silence put in their place."""
 
-    bad_packets: int = 0
+    bad_packets: int = 0  # reported ones: not those of a seek's pre-roll
+    failed_packets: int = 0  # every packet that failed, reported or not
     consecutive_bad: int = 0
     first_at_s: float | None = None
     first_reason: str = ""
@@ -619,21 +688,23 @@ class AudioStream:
         block = _FrameBlock()
         # Frames whose place depends on the frames after them (a landing to check after a seek, a
         # timestamp that disagrees with the count, a new rate), each placed once _LOOKAHEAD_FRAMES
-        # successors are decoded.  Every other frame goes straight into ``block``.
-        careful: collections.deque[tuple[av.AudioFrame, bool]] = collections.deque()
+        # successors are decoded (or, after a long clean jump ahead, once ``watch`` has its verdict).
+        # Every other frame goes straight into ``block``.
+        careful: collections.deque[tuple[av.AudioFrame, bool, bool]] = collections.deque()
+        watch: _JumpWatch | None = None
         awaiting_landing = mode != "sequential"
         in_line = timeline.in_line
         for item in itertools.chain(self._frames(container, stream, timeline, skip_until), [None]):
             if item is not None:
                 if not careful and not awaiting_landing:  # the hot path: one check per frame
-                    begin = in_line(*item)
+                    begin = in_line(item[0], item[1])
                     if begin is not None:
                         if not block.take(item[0], begin):
                             yield from block.settle(timeline.start_index)
                         continue
                 careful.append(item)
             while careful:
-                frame, timed = careful[0]
+                frame, timed, damaged = careful[0]
                 if not awaiting_landing and (begin := in_line(frame, timed)) is not None:
                     careful.popleft()
                     if not block.take(frame, begin):
@@ -641,9 +712,9 @@ class AudioStream:
                     continue
                 if item is not None and len(careful) <= _LOOKAHEAD_FRAMES:
                     break  # wait for its successors
-                careful.popleft()
                 placed = timeline.describe(frame)
-                following = [timeline.describe(f) for f, _ in itertools.islice(careful, _LOOKAHEAD_FRAMES)]
+                following = [timeline.describe(f)
+                             for f, _, _ in itertools.islice(careful, 1, _LOOKAHEAD_FRAMES + 1)]
                 if placed.rate != timeline.rate:
                     yield from block.flush(timeline.start_index)  # in the old rate, before the count moves
                     if may_fail and not block.yielded:
@@ -657,7 +728,17 @@ class AudioStream:
                     timeline.next_index = landed
                     awaiting_landing = False
                 # Past this point nothing raises _SeekFailedError: a retry would send these samples again.
-                begin, gap = timeline.place(placed, following[0] if following else None)
+                following_one = following[0] if following else None
+                if watch is None and timeline.jump_to_watch(placed, following_one, damaged):
+                    watch = _JumpWatch(timeline.next_index + placed.samples, timeline.rate)
+                given_back = False
+                if watch is not None:
+                    verdict = watch.given_back(timeline, careful, finished=item is None)
+                    if verdict is None:
+                        break  # the frames held so far neither give the jump back nor pass the horizon
+                    given_back, watch = verdict, None
+                careful.popleft()
+                begin, gap = timeline.place(placed, following_one, damaged, given_back)
                 if gap:
                     yield from block.flush(timeline.start_index)
                     for out in self._silence(begin, gap, placed.rate, timeline.start_index):
@@ -688,11 +769,14 @@ class AudioStream:
         return timeline.pts_offset
 
     def _frames(self, container: av.container.InputContainer, stream: av.AudioStream, timeline: _Timeline,
-                skip_until: int | None) -> Iterator[tuple[av.AudioFrame, bool]]:
-        """``(frame, timed)``: decoded frames; packets ending before ``skip_until`` are read, not decoded.
+                skip_until: int | None) -> Iterator[tuple[av.AudioFrame, bool, bool]]:
+        """``(frame, timed, damaged)``: decoded frames; packets ending before ``skip_until`` are not decoded.
 
-        ``timed`` is False for the frames flushed at the end, which carry no time base.
+        ``timed`` is False for the frames flushed at the end, which carry no
+        time base; ``damaged`` is True for the first frame after a packet that
+        failed to decode (whose audio is missing).
         """
+        failed = self._damage.failed_packets
         for packet in self._packets(container, stream, timeline):
             if skip_until is not None:
                 if self._packet_ends_before(packet, skip_until, timeline):
@@ -700,11 +784,13 @@ class AudioStream:
                 skip_until = None  # decoding has begun: every later packet is decoded
             quiet = timeline.next_index < timeline.start_index  # pre-roll errors are normal after a seek
             for frame in self._decode(stream, packet, timeline, quiet):
-                yield frame, True
+                yield frame, True, self._damage.failed_packets != failed
+                failed = self._damage.failed_packets
             if self._damage.stopped:
                 return
         for frame in self._decode(stream, None, timeline, quiet=False):
-            yield frame, False
+            yield frame, False, self._damage.failed_packets != failed
+            failed = self._damage.failed_packets
 
     def _silence(self, begin: int, gap: int, rate: int, start_index: int) -> Iterator[tuple[int, np.ndarray]]:
         """Silence for the ``gap`` samples missing before index ``begin``, from ``start_index`` on."""
@@ -771,6 +857,7 @@ class AudioStream:
             if packet is None:
                 return []
             damage.consecutive_bad += 1
+            damage.failed_packets += 1
             at_s, reason = self._packet_time(packet, timeline), describe_error(error)
             if not quiet:
                 damage.record_bad_packet(at_s, reason)
