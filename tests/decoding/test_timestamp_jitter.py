@@ -90,6 +90,21 @@ def test_timestamp_jitter_decodes_every_sample_with_no_silence(opus_chirp, tmp_p
     np.testing.assert_array_equal(decoded, original)  # the same samples at the same places
 
 
+def test_a_unit_that_seeks_into_jitter_matches_the_whole_file_decode(opus_chirp, tmp_path):
+    # A seek lands by timestamps, which run 279 samples ahead from packet 100 to 150 (2.0-3.0 s): the
+    # jump back at their end says by how much, so the unit starts where the whole-file decode has it.
+    path = str(remux(opus_chirp, tmp_path / "jitter.opus", lambda i: 279 if 100 <= i < 150 else 0))
+    target = 16000
+    whole = np.concatenate(list(AudioStream(path, target)))
+    for start_s in (2.2, 3.4, 5.0):  # decoding starts 0.5-0.75 s before: inside the stretch, or past it
+        start = int(start_s * target)
+        with AudioStream(path, target, start_sample=start) as stream:
+            unit = np.concatenate(list(stream))
+            assert stream.seek_method == "container" and stream.problem is None
+        assert start + unit.size == whole.size, start_s
+        np.testing.assert_allclose(unit, whole[start:], atol=1e-6, rtol=0)
+
+
 def test_a_dropped_segment_is_filled_with_silence_and_reported(opus_chirp, tmp_path):
     # 25 packets (0.5 s) gone: the packets after them keep their timestamps.
     path = remux(opus_chirp, tmp_path / "dropped.opus", lambda i: None if 100 <= i < 125 else 0)

@@ -328,7 +328,7 @@ class _Timeline:
         ``damaged``: a packet failed to decode since the previous frame, so a
         jump ahead is audio that is missing, however short.  ``given_back``:
         the frames after a long jump ahead return to the running count (see
-        ``_JumpWatch``), so it is timestamp jitter too.
+        ``_Lookahead``), so it is timestamp jitter too.
         """
         if self._anchor_first:
             self.anchor_on_first_frame(frame, following)
@@ -367,11 +367,14 @@ class _Timeline:
             return 0
         return gap
 
-    def back_on_count(self, index: int, frame: _Frame, following: _Frame | None) -> bool:
-        """Whether the frame's (confirmed) timestamp puts it at ``index`` of the running count."""
+    def off_count(self, index: int, frame: _Frame, following: _Frame | None) -> int:
+        """How far the frame's confirmed timestamp puts it from ``index`` of the running count (0: not)."""
         start = self.frame_start(frame)
-        return (start is not None and frame.rate == self.rate and abs(start - index) <= frame.tolerance
-                and self._confirmed(start, frame, following))
+        if start is None or abs(start - index) <= frame.tolerance:
+            return 0
+        if not self._confirmed(start, frame, following):
+            return 0
+        return start - index
 
     def _confirmed(self, start: int, frame: _Frame, following: _Frame | None) -> bool:
         if following is None or following.rate != frame.rate or following.pts_samples is None:
@@ -391,41 +394,43 @@ class _Timeline:
             self.pts_offset = frame.pts_samples - self.next_index
 
 
-class _JumpWatch:
-    """A clean jump ahead of at least ``JITTER_MAX_S``, held until the frames after it say what it was.
+class _Lookahead:
+    """The first departure from the running count among the frames held after one, looked for ahead.
 
-    The frames after the jump are looked at as they are decoded (each once):
-    one whose confirmed timestamp is back on the running count, as if the jump
-    had not happened, gives the jump back (jitter: no silence); frames
-    covering ``_JITTER_HORIZON_S`` of audio, a new rate, or the end of the
-    stream without that make it a gap.  The first of the held frames is the
-    jump's own.
+    ``held[0]`` is the frame being placed, and ``index`` the running-count
+    index of the frame after it.  The held frames are looked at as they are
+    decoded (each once); the first whose confirmed timestamp leaves the count
+    gives the departure (its timestamp less its index; an odd frame that its
+    successor does not confirm is not one).  Frames covering
+    ``_JITTER_HORIZON_S`` of audio, a new rate, or the end of the stream
+    without a departure give 0.
     """
 
     __slots__ = ("_index", "_limit", "_looked_at")
 
-    def __init__(self, index_after_jump_frame: int, rate: int):
-        self._index = index_after_jump_frame  # running-count index of the next frame to look at
-        self._limit = index_after_jump_frame + int(_JITTER_HORIZON_S * rate)
+    def __init__(self, index: int, rate: int):
+        self._index = index
+        self._limit = index + int(_JITTER_HORIZON_S * rate)
         self._looked_at = 1
 
-    def given_back(self, timeline: _Timeline, held: collections.deque, finished: bool) -> bool | None:
-        """True (given back), False (a gap), or None: not known until more frames are decoded."""
+    def departure(self, timeline: _Timeline, held: collections.deque, finished: bool) -> int | None:
+        """Samples the first departure is off the count (0: none), or None: not known before more frames."""
         while self._looked_at < len(held):
             if self._index > self._limit:
-                return False
+                return 0
             if self._looked_at + 1 == len(held) and not finished:
                 return None  # its successor confirms its timestamp
             frame = timeline.describe(held[self._looked_at][0])
             if frame.rate != timeline.rate:
-                return False
+                return 0
             following = (timeline.describe(held[self._looked_at + 1][0])
                          if self._looked_at + 1 < len(held) else None)
-            if timeline.back_on_count(self._index, frame, following):
-                return True
+            off = timeline.off_count(self._index, frame, following)
+            if off:
+                return off
             self._index += frame.samples
             self._looked_at += 1
-        return False if finished or self._index > self._limit else None
+        return 0 if finished or self._index > self._limit else None
 
 
 @dataclasses.dataclass
@@ -691,7 +696,9 @@ class AudioStream:
         # successors are decoded (or, after a long clean jump ahead, once ``watch`` has its verdict).
         # Every other frame goes straight into ``block``.
         careful: collections.deque[tuple[av.AudioFrame, bool, bool]] = collections.deque()
-        watch: _JumpWatch | None = None
+        landing_check: _Lookahead | None = None  # after a seek, until the landing is known to be right
+        jump: int | None = None  # a long clean jump ahead, until ``watch`` says whether it is given back
+        watch: _Lookahead | None = None
         awaiting_landing = mode != "sequential"
         in_line = timeline.in_line
         for item in itertools.chain(self._frames(container, stream, timeline, skip_until), [None]):
@@ -705,7 +712,8 @@ class AudioStream:
                 careful.append(item)
             while careful:
                 frame, timed, damaged = careful[0]
-                if not awaiting_landing and (begin := in_line(frame, timed)) is not None:
+                settled = not awaiting_landing and landing_check is None
+                if settled and (begin := in_line(frame, timed)) is not None:
                     careful.popleft()
                     if not block.take(frame, begin):
                         yield from block.settle(timeline.start_index)
@@ -727,16 +735,26 @@ class AudioStream:
                         landed = start_index  # unreachable: the last attempt decodes sequentially
                     timeline.next_index = landed
                     awaiting_landing = False
+                    # A seek into a stretch of jitter lands by timestamps that run ahead of the count
+                    # a decode from the start keeps: the stretch's end (a short jump back) says by how much.
+                    landing_check = _Lookahead(landed + placed.samples, timeline.rate)
                 # Past this point nothing raises _SeekFailedError: a retry would send these samples again.
                 following_one = following[0] if following else None
-                if watch is None and timeline.jump_to_watch(placed, following_one, damaged):
-                    watch = _JumpWatch(timeline.next_index + placed.samples, timeline.rate)
+                if landing_check is not None:
+                    off = landing_check.departure(timeline, careful, finished=item is None)
+                    if off is None:
+                        break  # not known yet
+                    if -JITTER_MAX_S * timeline.rate < off < 0:
+                        timeline.next_index += off
+                    landing_check = None
+                if jump is None and (size := timeline.jump_to_watch(placed, following_one, damaged)):
+                    jump, watch = size, _Lookahead(timeline.next_index + size + placed.samples, timeline.rate)
                 given_back = False
-                if watch is not None:
-                    verdict = watch.given_back(timeline, careful, finished=item is None)
-                    if verdict is None:
+                if jump is not None:
+                    off = watch.departure(timeline, careful, finished=item is None)
+                    if off is None:
                         break  # the frames held so far neither give the jump back nor pass the horizon
-                    given_back, watch = verdict, None
+                    given_back, jump = abs(off + jump) <= placed.tolerance, None
                 careful.popleft()
                 begin, gap = timeline.place(placed, following_one, damaged, given_back)
                 if gap:
