@@ -2,7 +2,8 @@
 
 FFmpeg (through PyAV) demuxes and decodes; channels are averaged and integer
 samples scaled to [-1, 1]; soxr converts the rate.  Nothing here holds more
-than a few decoded frames and one output chunk, whatever the file's length.
+than a few decoded frames and one output chunk, whatever the file's length
+(up to a few seconds of frames where timestamps jump, see ``_Timeline``).
 
 A work unit that starts inside a file (``start_sample > 0``) produces the same
 samples a decode of the whole file would produce from that index on:
@@ -15,7 +16,8 @@ samples a decode of the whole file would produce from that index on:
   rebuild their state), its output before the resampler's start is dropped;
 * the container is asked to seek only for formats whose timestamps after a
   seek are exact (WAV, AIFF, FLAC, Ogg, MP4...), and where the seek lands is
-  checked.  For raw MP3 and ADTS AAC (FFmpeg estimates where a seek lands
+  checked (by the frames after it, and over the next seconds for a stretch
+  of timestamp jitter the seek landed in).  For raw MP3 and ADTS AAC (FFmpeg estimates where a seek lands
   from the bitrate) the packets before the start are read but not decoded,
   which is cheap and exact.  Matroska/WebM timestamps count milliseconds,
   too coarse to place a sample: those files, and any whose seek misses, are
@@ -70,6 +72,9 @@ _UNKNOWN_LENGTH_MAX_GAP_S = 60.0  # larger timestamp jumps in a file of unknown 
 # stream gives it back (a later frame back on the running count) within the horizon.
 JITTER_MAX_S = 0.1
 _JITTER_HORIZON_S = 10.0
+# A seek that lands in a stretch of jitter learns it from the stretch's end: FFmpeg 5.1's last 1-2 s.
+# Every seek waits this long for it (the frames held, ~5 ms of CPU), so it is shorter.
+_LANDING_HORIZON_S = 3.0
 # No audio is stored in fewer bytes per second (~6 kbit/s speech codecs): a hole longer than the
 # whole file could hold is a bogus timestamp, not missing audio, and is never filled.
 MIN_BYTES_PER_SECOND = 750
@@ -220,10 +225,13 @@ class _Timeline:
     Timestamps only matter where they disagree with the count, and only when
     the next frame confirms them: FFmpeg gives an odd Vorbis frame (at a
     block-size switch) a timestamp hundreds of samples off, and the frame
-    after it is back in line.  A confirmed jump ahead means audio is missing
-    (a damaged packet, bytes the demuxer resynchronised over): the gap is
-    returned so it can be filled with silence.  A confirmed jump backwards,
-    or one implausibly far ahead, re-anchors the timestamps to the count.
+    after it is back in line.  A confirmed jump ahead after a packet that
+    failed to decode means audio is missing: the gap is returned so it can be
+    filled with silence.  A clean jump ahead is timestamp jitter when it is
+    shorter than FFmpeg's hard-compensation threshold (``JITTER_MAX_S``) or
+    when the stream gives it back later (``_Lookahead``); longer ones (a
+    dropped segment) are gaps.  Jitter, a confirmed jump backwards, or one
+    implausibly far ahead re-anchors the timestamps to the count.
 
     The file's first decoded frame is sample 0 when it sits within an
     encoder's priming of the stream's start: decoders drop the priming
@@ -402,15 +410,15 @@ class _Lookahead:
     decoded (each once); the first whose confirmed timestamp leaves the count
     gives the departure (its timestamp less its index; an odd frame that its
     successor does not confirm is not one).  Frames covering
-    ``_JITTER_HORIZON_S`` of audio, a new rate, or the end of the stream
-    without a departure give 0.
+    ``horizon_s`` of audio, a new rate, or the end of the stream without a
+    departure give 0.
     """
 
     __slots__ = ("_index", "_limit", "_looked_at")
 
-    def __init__(self, index: int, rate: int):
+    def __init__(self, index: int, rate: int, horizon_s: float):
         self._index = index
-        self._limit = index + int(_JITTER_HORIZON_S * rate)
+        self._limit = index + int(horizon_s * rate)
         self._looked_at = 1
 
     def departure(self, timeline: _Timeline, held: collections.deque, finished: bool) -> int | None:
@@ -480,9 +488,10 @@ class AudioStream:
     and ``problem`` says what happened.
 
     Damaged packets are skipped and decoding carries on with the next one;
-    where timestamps show that audio is missing (a skipped packet, a stretch
-    the demuxer resynchronised over), the gap is filled with silence so every
-    later sample stays at its true time.  That yields the most audio and keeps
+    where timestamps show that audio is missing (a skipped packet, a dropped
+    segment), the gap is filled with silence so every later sample stays at
+    its true time.  Timestamp jitter (a clean jump ahead under 0.1 s, or one
+    the stream gives back) is not a gap: the samples go on as decoded.  That yields the most audio and keeps
     frame timestamps right.  Only a long run of undecodable packets stops the
     stream.
     """
@@ -737,7 +746,7 @@ class AudioStream:
                     awaiting_landing = False
                     # A seek into a stretch of jitter lands by timestamps that run ahead of the count
                     # a decode from the start keeps: the stretch's end (a short jump back) says by how much.
-                    landing_check = _Lookahead(landed + placed.samples, timeline.rate)
+                    landing_check = _Lookahead(landed + placed.samples, timeline.rate, _LANDING_HORIZON_S)
                 # Past this point nothing raises _SeekFailedError: a retry would send these samples again.
                 following_one = following[0] if following else None
                 if landing_check is not None:
@@ -748,7 +757,8 @@ class AudioStream:
                         timeline.next_index += off
                     landing_check = None
                 if jump is None and (size := timeline.jump_to_watch(placed, following_one, damaged)):
-                    jump, watch = size, _Lookahead(timeline.next_index + size + placed.samples, timeline.rate)
+                    after = timeline.next_index + size + placed.samples
+                    jump, watch = size, _Lookahead(after, timeline.rate, _JITTER_HORIZON_S)
                 given_back = False
                 if jump is not None:
                     off = watch.departure(timeline, careful, finished=item is None)
