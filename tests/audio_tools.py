@@ -6,10 +6,13 @@ the tool once (cached) and reads what it reports:
 
 - ``ffmpeg -hide_banner -encoders``: the encoders (``libopus``, ``libmp3lame``...);
 - ``sox -h``: the line ``AUDIO FILE FORMATS:`` (``mp3``, ``ogg``...);
-- ``lame --version``, ``opusenc --version``, ``oggenc --version``: that it runs.
+- ``lame --version``, ``opusenc --version``, ``oggenc --version``: that it runs;
+- ``succeeds(argv)``: that a whole command runs (e.g. ``bench.decode``'s
+  ffmpeg command on a 1-ms generated input: its build has soxr).
 
 ``missing(tool, capability)`` gives the reason a test cannot run (None when it
-can), ``require`` skips the test with that reason.
+can), ``require`` skips the test with that reason.  Importable without
+pytest (the benchmarks use it).
 """
 
 from __future__ import annotations
@@ -17,8 +20,7 @@ from __future__ import annotations
 import functools
 import shutil
 import subprocess
-
-import pytest
+from pathlib import Path
 
 _PACKAGES = {  # Debian packages that bring a tool or a capability, for the skip reason
     ("sox", "mp3"): "libsox-fmt-mp3",
@@ -31,15 +33,21 @@ _PACKAGES = {  # Debian packages that bring a tool or a capability, for the skip
 
 
 @functools.cache
-def _output(argv: tuple[str, ...]) -> str | None:
-    """stdout + stderr of a probe command, or None when it is not installed or fails."""
-    if shutil.which(argv[0]) is None:
+def _run(argv: tuple[str, ...]) -> subprocess.CompletedProcess | None:
+    """The probe command's result when it exits 0; None when it is not installed or fails."""
+    if shutil.which(argv[0]) is None and not Path(argv[0]).is_file():
         return None
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        done = subprocess.run(argv, capture_output=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return done.stdout + done.stderr if done.returncode == 0 else None
+    return done if done.returncode == 0 else None
+
+
+def _output(argv: tuple[str, ...]) -> str | None:
+    """stdout + stderr of a probe command, or None when it is not installed or fails."""
+    done = _run(argv)
+    return None if done is None else (done.stdout + done.stderr).decode(errors="replace")
 
 
 def ffmpeg_encoders(exe: str = "ffmpeg") -> frozenset[str]:
@@ -59,6 +67,12 @@ def sox_formats() -> frozenset[str]:
         if line.startswith("AUDIO FILE FORMATS:"):
             return frozenset(line.split(":", 1)[1].split())
     return frozenset()
+
+
+def succeeds(argv: list[str], min_output_bytes: int = 0) -> bool:
+    """Whether the command exits 0 having written at least ``min_output_bytes`` to stdout (asked once)."""
+    done = _run(tuple(argv))
+    return done is not None and len(done.stdout) >= min_output_bytes
 
 
 def runs(tool: str) -> bool:
@@ -90,6 +104,8 @@ def missing(tool: str, capability: str | None = None) -> str | None:
 
 def require(tool: str, capability: str | None = None) -> None:
     """Skips the calling test, with the reason, unless ``tool`` can do ``capability``."""
+    import pytest
+
     reason = missing(tool, capability)
     if reason is not None:
         pytest.skip(reason)
