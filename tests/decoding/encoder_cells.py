@@ -30,11 +30,13 @@ class Cell:
     rate: int  # the rate the signal is given at (what the encoder is fed)
     write: Callable[[Path, np.ndarray], Path]  # (directory, signal) -> the encoded file
     tool: str | None = None  # the command-line tool it runs, if any
-    capability: str | None = None  # what the tool must be able to do (an ffmpeg encoder, a sox format)
+    needs: tuple[str | None, ...] = (None,)  # what the tool must do (ffmpeg encoders, a sox format)
 
     def unavailable(self) -> str | None:
         """Why this machine cannot write the cell, or None."""
-        return None if self.tool is None else missing(self.tool, self.capability)
+        if self.tool is None:
+            return None
+        return next(filter(None, (missing(self.tool, capability) for capability in self.needs)), None)
 
 
 def _pyav(codec: str, container: str, rate: int, suffix: str, **options) -> Cell:
@@ -46,15 +48,23 @@ def _pyav(codec: str, container: str, rate: int, suffix: str, **options) -> Cell
     return Cell(rate, write)
 
 
-def _tool(command: list[str], suffix: str, capability: str | None = None, rate: int = 44100) -> Cell:
-    """A cell written by a command-line tool from a WAV ('{src}' and '{out}' in ``command``)."""
+def _tool(command: list[str], suffix: str, capability: str | None = None, rate: int = 44100,
+          then: list[str] | None = None, then_needs: str | None = None, then_suffix: str = "") -> Cell:
+    """A cell written by a command-line tool from a WAV ('{src}' and '{out}' in ``command``).
+
+    ``then``: a second command of the same tool that turns that file ('{src}')
+    into the cell's file ('{out}', with ``then_suffix``).
+    """
     def write(directory: Path, signal: np.ndarray) -> Path:
         source = write_audio(directory / "source.wav", signal, rate)
-        out = directory / f"{command[0]}{suffix}"
-        argv = [part.format(src=source, out=out) for part in command]
-        subprocess.run(argv, check=True, capture_output=True, timeout=600)
-        return out
-    return Cell(rate, write, command[0], capability)
+        steps = [(command, suffix)] + ([(then, then_suffix)] if then else [])
+        for step, (argv, ending) in enumerate(steps):
+            out = directory / f"{command[0]}_{step}{ending}"
+            subprocess.run([part.format(src=source, out=out) for part in argv], check=True,
+                           capture_output=True, timeout=600)
+            source = out
+        return source
+    return Cell(rate, write, command[0], (capability, then_needs))
 
 
 FFMPEG = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", "{src}"]
@@ -69,6 +79,11 @@ MATRIX: dict[str, Cell] = {  # cell id -> how to write the file
                                               movflags="frag_keyframe+empty_moov"),
     "opus/opusenc/ogg": _tool(["opusenc", "--quiet", "{src}", "{out}"], ".opus", rate=48000),
     "opus/ffmpeg-libopus/ogg": _tool([*FFMPEG, "-c:a", "libopus", "{out}"], ".opus", "libopus", 48000),
+    # Debian 12's FFmpeg 5.1 from an Ogg Vorbis recording: granule positions with timestamp jitter
+    "opus/ffmpeg-libopus/ogg-from-vorbis": _tool(
+        [*FFMPEG, "-c:a", "libvorbis", "{out}"], ".ogg", "libvorbis", 44100,
+        then=[*FFMPEG, "-ar", "48000", "-ac", "1", "-c:a", "libopus", "{out}"], then_needs="libopus",
+        then_suffix=".opus"),
     "opus/ffmpeg-libopus/fragmented-mp4": _tool(
         [*FFMPEG, "-c:a", "libopus", "-movflags", "frag_keyframe+empty_moov", "{out}"], ".mp4", "libopus",
         48000),
