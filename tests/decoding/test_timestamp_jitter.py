@@ -173,3 +173,8 @@ def test_ffmpeg_libopus_from_ogg_vorbis_is_ok_and_as_long_as_ffmpeg_decodes(tmp_
     assert problem is None, (kind, seconds)
     # Exact: FFmpeg decodes these samples and the product adds none and loses none.
     assert decoded.size == ffmpeg_decode_samples(opus), (kind, seconds)
+    # Units that seek (into a stretch of jitter or not) start where the whole-file decode has them.
+    for start in np.linspace(RATE, decoded.size - 3 * RATE, 5).astype(int):
+        with AudioStream(str(opus), RATE, start_sample=int(start), chunk_samples=RATE) as stream:
+            unit = next(iter(stream))
+        np.testing.assert_allclose(unit, decoded[start:start + unit.size], atol=1e-6, rtol=0)

@@ -16,12 +16,12 @@ samples a decode of the whole file would produce from that index on:
   rebuild their state), its output before the resampler's start is dropped;
 * the container is asked to seek only for formats whose timestamps after a
   seek are exact (WAV, AIFF, FLAC, Ogg, MP4...), and where the seek lands is
-  checked (by the frames after it, and over the next seconds for a stretch
-  of timestamp jitter the seek landed in).  For raw MP3 and ADTS AAC (FFmpeg estimates where a seek lands
-  from the bitrate) the packets before the start are read but not decoded,
-  which is cheap and exact.  Matroska/WebM timestamps count milliseconds,
-  too coarse to place a sample: those files, and any whose seek misses, are
-  decoded from the beginning.
+  checked: by the frames after it, and over the next seconds for a stretch
+  of timestamp jitter the seek landed in.  For raw MP3 and ADTS AAC (FFmpeg
+  estimates where a seek lands from the bitrate) the packets before the start
+  are read but not decoded, which is cheap and exact.  Matroska/WebM
+  timestamps count milliseconds, too coarse to place a sample: those files,
+  and any whose seek misses, are decoded from the beginning.
 """
 
 from __future__ import annotations
@@ -67,13 +67,13 @@ _ORIGIN_PROBE_PACKETS = 64  # packets decoded at most to find the file's first f
 _LOOKAHEAD_FRAMES = 2  # frames that vouch for a timestamp before it moves anything
 _UNKNOWN_LENGTH_MAX_GAP_S = 60.0  # larger timestamp jumps in a file of unknown length are not gaps
 # Timestamp jitter.  A forward jump shorter than FFmpeg's own hard-compensation threshold (aresample's
-# min_hard_comp, 0.1 s) is not a gap unless a packet failed before it: FFmpeg 5.1's libopus wrapper
-# moves whole runs of Ogg pages 5-50 ms ahead and back.  A longer clean jump is a gap unless the
-# stream gives it back (a later frame back on the running count) within the horizon.
+# min_hard_comp, 0.1 s) is not a gap unless a packet failed before it: Debian 12's FFmpeg 5.1 writes
+# Ogg Opus whose granule positions run 5-10 ms ahead for 1-2 s and come back.  A longer clean jump
+# is a gap unless the stream gives it back (a later frame back on the running count) in the horizon.
 JITTER_MAX_S = 0.1
 _JITTER_HORIZON_S = 10.0
-# A seek that lands in a stretch of jitter learns it from the stretch's end: FFmpeg 5.1's last 1-2 s.
-# Every seek waits this long for it (the frames held, ~5 ms of CPU), so it is shorter.
+# A seek that lands in a stretch of jitter learns it from the stretch's end.  Every seek looks this
+# far ahead before its first sample goes out (~2 ms of CPU a unit), so it is shorter.
 _LANDING_HORIZON_S = 3.0
 # No audio is stored in fewer bytes per second (~6 kbit/s speech codecs): a hole longer than the
 # whole file could hold is a bogus timestamp, not missing audio, and is never filled.
@@ -364,6 +364,11 @@ class _Timeline:
         self.next_index = begin + frame.samples
         return begin, gap
 
+    def land_earlier(self, samples: int) -> None:
+        """Moves where a seek landed ``samples`` earlier, its timestamps with it (they ran ahead)."""
+        self.next_index -= samples
+        self.pts_offset += samples
+
     def jump_to_watch(self, frame: _Frame, following: _Frame | None, damaged: bool) -> int:
         """Samples of a confirmed clean jump ahead, too long for jitter unless given back; else 0."""
         if damaged or self._anchor_first or frame.rate != self.rate or frame.pts_samples is None:
@@ -490,10 +495,10 @@ class AudioStream:
     Damaged packets are skipped and decoding carries on with the next one;
     where timestamps show that audio is missing (a skipped packet, a dropped
     segment), the gap is filled with silence so every later sample stays at
-    its true time.  Timestamp jitter (a clean jump ahead under 0.1 s, or one
-    the stream gives back) is not a gap: the samples go on as decoded.  That yields the most audio and keeps
-    frame timestamps right.  Only a long run of undecodable packets stops the
-    stream.
+    its true time.  That yields the most audio and keeps frame timestamps
+    right.  Timestamp jitter (a clean jump ahead under 0.1 s, or one the
+    stream gives back) is not a gap: the samples go on as decoded.  Only a
+    long run of undecodable packets stops the stream.
     """
 
     def __init__(self, uri: str, target_rate: int, start_sample: int = 0, chunk_samples: int = 160_000,
@@ -754,7 +759,7 @@ class AudioStream:
                     if off is None:
                         break  # not known yet
                     if -JITTER_MAX_S * timeline.rate < off < 0:
-                        timeline.next_index += off
+                        timeline.land_earlier(-off)
                     landing_check = None
                 if jump is None and (size := timeline.jump_to_watch(placed, following_one, damaged)):
                     after = timeline.next_index + size + placed.samples
