@@ -51,11 +51,16 @@ SOXR_PRECISION = {"QQ": 8, "LQ": 16, "MQ": 16, "HQ": 20, "VHQ": 28}
 
 
 def ffmpeg_exe() -> str | None:
+    """The ffmpeg of the imageio-ffmpeg wheel, when it runs the rows' command (a build with soxr)."""
+    from tests.audio_tools import succeeds
+
     try:
         import imageio_ffmpeg
-    except ImportError:
+
+        exe = imageio_ffmpeg.get_ffmpeg_exe()  # IMAGEIO_FFMPEG_EXE may point it at another build
+    except (ImportError, RuntimeError):
         return None
-    return imageio_ffmpeg.get_ffmpeg_exe()
+    return exe if succeeds(startup_command(exe, "VHQ"), min_output_bytes=4) else None  # 16 float32 samples
 
 
 def ffmpeg_command(exe: str, uri: str, quality: str) -> list[str]:
@@ -137,9 +142,15 @@ def ffmpeg_cli(files: list[str], exe: str, quality: str) -> int:
     return total
 
 
-def ffmpeg_startup(files: list[str], exe: str, quality: str) -> int:
+def startup_command(exe: str, quality: str) -> list[str]:
+    """The rows' command on a 1-ms generated input: what a process costs before it decodes anything."""
     command = ffmpeg_command(exe, "anullsrc=r=44100:cl=mono", quality)
     command[command.index("-i"):command.index("-i")] = ["-f", "lavfi", "-t", "0.001"]
+    return command
+
+
+def ffmpeg_startup(files: list[str], exe: str, quality: str) -> int:
+    command = startup_command(exe, quality)
     for _ in files:
         subprocess.run(command, capture_output=True, check=True)
     return 0
@@ -194,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
             rows["startup"] = ("ffmpeg CLI, start-up only (1 ms input)",
                                lambda: ffmpeg_startup(files, exe, quality))
         else:
-            print("imageio-ffmpeg is not installed (pip install audio-tagger[test]): no ffmpeg CLI rows",
-                  file=sys.stderr)
+            print("imageio-ffmpeg is not installed (pip install audio-tagger[test]), or its ffmpeg cannot "
+                  "resample with soxr: no ffmpeg CLI rows", file=sys.stderr)
         skip = {key.strip() for key in args.skip.split(",") if key.strip()}
         rows = {key: row for key, row in rows.items() if key not in skip}
 

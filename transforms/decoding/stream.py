@@ -2,7 +2,8 @@
 
 FFmpeg (through PyAV) demuxes and decodes; channels are averaged and integer
 samples scaled to [-1, 1]; soxr converts the rate.  Nothing here holds more
-than a few decoded frames and one output chunk, whatever the file's length.
+than a few decoded frames and one output chunk, whatever the file's length
+(up to a few seconds of frames where timestamps jump, see ``_Timeline``).
 
 A work unit that starts inside a file (``start_sample > 0``) produces the same
 samples a decode of the whole file would produce from that index on:
@@ -15,11 +16,12 @@ samples a decode of the whole file would produce from that index on:
   rebuild their state), its output before the resampler's start is dropped;
 * the container is asked to seek only for formats whose timestamps after a
   seek are exact (WAV, AIFF, FLAC, Ogg, MP4...), and where the seek lands is
-  checked.  For raw MP3 and ADTS AAC (FFmpeg estimates where a seek lands
-  from the bitrate) the packets before the start are read but not decoded,
-  which is cheap and exact.  Matroska/WebM timestamps count milliseconds,
-  too coarse to place a sample: those files, and any whose seek misses, are
-  decoded from the beginning.
+  checked: by the frames after it, and over the next seconds for a stretch
+  of timestamp jitter the seek landed in.  For raw MP3 and ADTS AAC (FFmpeg
+  estimates where a seek lands from the bitrate) the packets before the start
+  are read but not decoded, which is cheap and exact.  Matroska/WebM
+  timestamps count milliseconds, too coarse to place a sample: those files,
+  and any whose seek misses, are decoded from the beginning.
 """
 
 from __future__ import annotations
@@ -64,6 +66,15 @@ _MAX_PRIMING_S = 0.2  # encoder delays: Opus 6.5-80 ms, AAC 2112 samples, MP3 11
 _ORIGIN_PROBE_PACKETS = 64  # packets decoded at most to find the file's first frame before a seek
 _LOOKAHEAD_FRAMES = 2  # frames that vouch for a timestamp before it moves anything
 _UNKNOWN_LENGTH_MAX_GAP_S = 60.0  # larger timestamp jumps in a file of unknown length are not gaps
+# Timestamp jitter.  A forward jump shorter than FFmpeg's own hard-compensation threshold (aresample's
+# min_hard_comp, 0.1 s) is not a gap unless a packet failed before it: Debian 12's FFmpeg 5.1 writes
+# Ogg Opus whose granule positions run 5-10 ms ahead for 1-2 s and come back.  A longer clean jump
+# is a gap unless the stream gives it back (a later frame back on the running count) in the horizon.
+JITTER_MAX_S = 0.1
+_JITTER_HORIZON_S = 10.0
+# A seek that lands in a stretch of jitter learns it from the stretch's end.  Every seek looks this
+# far ahead before its first sample goes out (~2 ms of CPU a unit), so it is shorter.
+_LANDING_HORIZON_S = 3.0
 # No audio is stored in fewer bytes per second (~6 kbit/s speech codecs): a hole longer than the
 # whole file could hold is a bogus timestamp, not missing audio, and is never filled.
 MIN_BYTES_PER_SECOND = 750
@@ -214,10 +225,13 @@ class _Timeline:
     Timestamps only matter where they disagree with the count, and only when
     the next frame confirms them: FFmpeg gives an odd Vorbis frame (at a
     block-size switch) a timestamp hundreds of samples off, and the frame
-    after it is back in line.  A confirmed jump ahead means audio is missing
-    (a damaged packet, bytes the demuxer resynchronised over): the gap is
-    returned so it can be filled with silence.  A confirmed jump backwards,
-    or one implausibly far ahead, re-anchors the timestamps to the count.
+    after it is back in line.  A confirmed jump ahead after a packet that
+    failed to decode means audio is missing: the gap is returned so it can be
+    filled with silence.  A clean jump ahead is timestamp jitter when it is
+    shorter than FFmpeg's hard-compensation threshold (``JITTER_MAX_S``) or
+    when the stream gives it back later (``_Lookahead``); longer ones (a
+    dropped segment) are gaps.  Jitter, a confirmed jump backwards, or one
+    implausibly far ahead re-anchors the timestamps to the count.
 
     The file's first decoded frame is sample 0 when it sits within an
     encoder's priming of the stream's start: decoders drop the priming
@@ -315,8 +329,15 @@ class _Timeline:
                 and self._confirmed(start, frame, following)):
             self._anchor(frame)
 
-    def place(self, frame: _Frame, following: _Frame | None) -> tuple[int, int]:
-        """``(start index, samples of silence to insert before it)`` for the next frame."""
+    def place(self, frame: _Frame, following: _Frame | None, damaged: bool = False,
+              given_back: bool = False) -> tuple[int, int]:
+        """``(start index, samples of silence to insert before it)`` for the next frame.
+
+        ``damaged``: a packet failed to decode since the previous frame, so a
+        jump ahead is audio that is missing, however short.  ``given_back``:
+        the frames after a long jump ahead return to the running count (see
+        ``_Lookahead``), so it is timestamp jitter too.
+        """
         if self._anchor_first:
             self.anchor_on_first_frame(frame, following)
         if frame.rate != self.rate:  # the rate changed mid-stream: count in the new rate
@@ -333,14 +354,40 @@ class _Timeline:
             start = pts_samples - self.pts_offset
             gap = start - self.next_index
             if abs(gap) > frame.tolerance and self._confirmed(start, frame, following):
-                if gap < 0 or not self._fillable(start, gap):
-                    self._anchor(frame)
+                if gap < 0 or not self._fillable(start, gap) or given_back or (
+                        not damaged and gap < JITTER_MAX_S * self.rate):
+                    self._anchor(frame)  # the count goes on: no silence, nothing missing
                     gap = 0
             else:
                 gap = 0
         begin = self.next_index + gap
         self.next_index = begin + frame.samples
         return begin, gap
+
+    def land_earlier(self, samples: int) -> None:
+        """Moves where a seek landed ``samples`` earlier, its timestamps with it (they ran ahead)."""
+        self.next_index -= samples
+        self.pts_offset += samples
+
+    def jump_to_watch(self, frame: _Frame, following: _Frame | None, damaged: bool) -> int:
+        """Samples of a confirmed clean jump ahead, too long for jitter unless given back; else 0."""
+        if damaged or self._anchor_first or frame.rate != self.rate or frame.pts_samples is None:
+            return 0
+        start = frame.pts_samples - self.pts_offset
+        gap = start - self.next_index
+        if (gap < JITTER_MAX_S * self.rate or not self._fillable(start, gap)
+                or not self._confirmed(start, frame, following)):
+            return 0
+        return gap
+
+    def off_count(self, index: int, frame: _Frame, following: _Frame | None) -> int:
+        """How far the frame's confirmed timestamp puts it from ``index`` of the running count (0: not)."""
+        start = self.frame_start(frame)
+        if start is None or abs(start - index) <= frame.tolerance:
+            return 0
+        if not self._confirmed(start, frame, following):
+            return 0
+        return start - index
 
     def _confirmed(self, start: int, frame: _Frame, following: _Frame | None) -> bool:
         if following is None or following.rate != frame.rate or following.pts_samples is None:
@@ -360,11 +407,51 @@ class _Timeline:
             self.pts_offset = frame.pts_samples - self.next_index
 
 
+class _Lookahead:
+    """The first departure from the running count among the frames held after one, looked for ahead.
+
+    ``held[0]`` is the frame being placed, and ``index`` the running-count
+    index of the frame after it.  The held frames are looked at as they are
+    decoded (each once); the first whose confirmed timestamp leaves the count
+    gives the departure (its timestamp less its index; an odd frame that its
+    successor does not confirm is not one).  Frames covering
+    ``horizon_s`` of audio, a new rate, or the end of the stream without a
+    departure give 0.
+    """
+
+    __slots__ = ("_index", "_limit", "_looked_at")
+
+    def __init__(self, index: int, rate: int, horizon_s: float):
+        self._index = index
+        self._limit = index + int(horizon_s * rate)
+        self._looked_at = 1
+
+    def departure(self, timeline: _Timeline, held: collections.deque, finished: bool) -> int | None:
+        """Samples the first departure is off the count (0: none), or None: not known before more frames."""
+        while self._looked_at < len(held):
+            if self._index > self._limit:
+                return 0
+            if self._looked_at + 1 == len(held) and not finished:
+                return None  # its successor confirms its timestamp
+            frame = timeline.describe(held[self._looked_at][0])
+            if frame.rate != timeline.rate:
+                return 0
+            following = (timeline.describe(held[self._looked_at + 1][0])
+                         if self._looked_at + 1 < len(held) else None)
+            off = timeline.off_count(self._index, frame, following)
+            if off:
+                return off
+            self._index += frame.samples
+            self._looked_at += 1
+        return 0 if finished or self._index > self._limit else None
+
+
 @dataclasses.dataclass
 class _Damage:
     """Packets that failed to decode and silence put in their place."""
 
-    bad_packets: int = 0
+    bad_packets: int = 0  # reported ones: not those of a seek's pre-roll
+    failed_packets: int = 0  # every packet that failed, reported or not
     consecutive_bad: int = 0
     first_at_s: float | None = None
     first_reason: str = ""
@@ -406,11 +493,12 @@ class AudioStream:
     and ``problem`` says what happened.
 
     Damaged packets are skipped and decoding carries on with the next one;
-    where timestamps show that audio is missing (a skipped packet, a stretch
-    the demuxer resynchronised over), the gap is filled with silence so every
-    later sample stays at its true time.  That yields the most audio and keeps
-    frame timestamps right.  Only a long run of undecodable packets stops the
-    stream.
+    where timestamps show that audio is missing (a skipped packet, a dropped
+    segment), the gap is filled with silence so every later sample stays at
+    its true time.  That yields the most audio and keeps frame timestamps
+    right.  Timestamp jitter (a clean jump ahead under 0.1 s, or one the
+    stream gives back) is not a gap: the samples go on as decoded.  Only a
+    long run of undecodable packets stops the stream.
     """
 
     def __init__(self, uri: str, target_rate: int, start_sample: int = 0, chunk_samples: int = 160_000,
@@ -619,31 +707,36 @@ class AudioStream:
         block = _FrameBlock()
         # Frames whose place depends on the frames after them (a landing to check after a seek, a
         # timestamp that disagrees with the count, a new rate), each placed once _LOOKAHEAD_FRAMES
-        # successors are decoded.  Every other frame goes straight into ``block``.
-        careful: collections.deque[tuple[av.AudioFrame, bool]] = collections.deque()
+        # successors are decoded (or, after a long clean jump ahead, once ``watch`` has its verdict).
+        # Every other frame goes straight into ``block``.
+        careful: collections.deque[tuple[av.AudioFrame, bool, bool]] = collections.deque()
+        landing_check: _Lookahead | None = None  # after a seek, until the landing is known to be right
+        jump: int | None = None  # a long clean jump ahead, until ``watch`` says whether it is given back
+        watch: _Lookahead | None = None
         awaiting_landing = mode != "sequential"
         in_line = timeline.in_line
         for item in itertools.chain(self._frames(container, stream, timeline, skip_until), [None]):
             if item is not None:
                 if not careful and not awaiting_landing:  # the hot path: one check per frame
-                    begin = in_line(*item)
+                    begin = in_line(item[0], item[1])
                     if begin is not None:
                         if not block.take(item[0], begin):
                             yield from block.settle(timeline.start_index)
                         continue
                 careful.append(item)
             while careful:
-                frame, timed = careful[0]
-                if not awaiting_landing and (begin := in_line(frame, timed)) is not None:
+                frame, timed, damaged = careful[0]
+                settled = not awaiting_landing and landing_check is None
+                if settled and (begin := in_line(frame, timed)) is not None:
                     careful.popleft()
                     if not block.take(frame, begin):
                         yield from block.settle(timeline.start_index)
                     continue
                 if item is not None and len(careful) <= _LOOKAHEAD_FRAMES:
                     break  # wait for its successors
-                careful.popleft()
                 placed = timeline.describe(frame)
-                following = [timeline.describe(f) for f, _ in itertools.islice(careful, _LOOKAHEAD_FRAMES)]
+                following = [timeline.describe(f)
+                             for f, _, _ in itertools.islice(careful, 1, _LOOKAHEAD_FRAMES + 1)]
                 if placed.rate != timeline.rate:
                     yield from block.flush(timeline.start_index)  # in the old rate, before the count moves
                     if may_fail and not block.yielded:
@@ -656,8 +749,29 @@ class AudioStream:
                         landed = start_index  # unreachable: the last attempt decodes sequentially
                     timeline.next_index = landed
                     awaiting_landing = False
+                    # A seek into a stretch of jitter lands by timestamps that run ahead of the count
+                    # a decode from the start keeps: the stretch's end (a short jump back) says by how much.
+                    landing_check = _Lookahead(landed + placed.samples, timeline.rate, _LANDING_HORIZON_S)
                 # Past this point nothing raises _SeekFailedError: a retry would send these samples again.
-                begin, gap = timeline.place(placed, following[0] if following else None)
+                following_one = following[0] if following else None
+                if landing_check is not None:
+                    off = landing_check.departure(timeline, careful, finished=item is None)
+                    if off is None:
+                        break  # not known yet
+                    if -JITTER_MAX_S * timeline.rate < off < 0:
+                        timeline.land_earlier(-off)
+                    landing_check = None
+                if jump is None and (size := timeline.jump_to_watch(placed, following_one, damaged)):
+                    after = timeline.next_index + size + placed.samples
+                    jump, watch = size, _Lookahead(after, timeline.rate, _JITTER_HORIZON_S)
+                given_back = False
+                if jump is not None:
+                    off = watch.departure(timeline, careful, finished=item is None)
+                    if off is None:
+                        break  # the frames held so far neither give the jump back nor pass the horizon
+                    given_back, jump = abs(off + jump) <= placed.tolerance, None
+                careful.popleft()
+                begin, gap = timeline.place(placed, following_one, damaged, given_back)
                 if gap:
                     yield from block.flush(timeline.start_index)
                     for out in self._silence(begin, gap, placed.rate, timeline.start_index):
@@ -688,11 +802,14 @@ class AudioStream:
         return timeline.pts_offset
 
     def _frames(self, container: av.container.InputContainer, stream: av.AudioStream, timeline: _Timeline,
-                skip_until: int | None) -> Iterator[tuple[av.AudioFrame, bool]]:
-        """``(frame, timed)``: decoded frames; packets ending before ``skip_until`` are read, not decoded.
+                skip_until: int | None) -> Iterator[tuple[av.AudioFrame, bool, bool]]:
+        """``(frame, timed, damaged)``: decoded frames; packets ending before ``skip_until`` are not decoded.
 
-        ``timed`` is False for the frames flushed at the end, which carry no time base.
+        ``timed`` is False for the frames flushed at the end, which carry no
+        time base; ``damaged`` is True for the first frame after a packet that
+        failed to decode (whose audio is missing).
         """
+        failed = self._damage.failed_packets
         for packet in self._packets(container, stream, timeline):
             if skip_until is not None:
                 if self._packet_ends_before(packet, skip_until, timeline):
@@ -700,11 +817,13 @@ class AudioStream:
                 skip_until = None  # decoding has begun: every later packet is decoded
             quiet = timeline.next_index < timeline.start_index  # pre-roll errors are normal after a seek
             for frame in self._decode(stream, packet, timeline, quiet):
-                yield frame, True
+                yield frame, True, self._damage.failed_packets != failed
+                failed = self._damage.failed_packets
             if self._damage.stopped:
                 return
         for frame in self._decode(stream, None, timeline, quiet=False):
-            yield frame, False
+            yield frame, False, self._damage.failed_packets != failed
+            failed = self._damage.failed_packets
 
     def _silence(self, begin: int, gap: int, rate: int, start_index: int) -> Iterator[tuple[int, np.ndarray]]:
         """Silence for the ``gap`` samples missing before index ``begin``, from ``start_index`` on."""
@@ -771,6 +890,7 @@ class AudioStream:
             if packet is None:
                 return []
             damage.consecutive_bad += 1
+            damage.failed_packets += 1
             at_s, reason = self._packet_time(packet, timeline), describe_error(error)
             if not quiet:
                 damage.record_bad_packet(at_s, reason)
