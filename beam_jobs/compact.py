@@ -15,23 +15,28 @@ from __future__ import annotations
 import argparse
 import sys
 
+from beam_jobs import cli
 from transforms.output.compaction import CompactionPlan, compact, holding_output, plan_compaction
 from transforms.output.inspection import human_bytes
 from transforms.output.lease import OutputBusyError
 
+JOB = "compact"
 BUSY = 3  # as tag_audio: another run holds the output
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m beam_jobs.compact", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.job_parser(JOB, __doc__)
     parser.add_argument("out_dir", metavar="OUT_DIR", help="tag_audio output directory (local or gs://).")
     parser.add_argument("--dry_run", action="store_true", help="Print what would be removed; remove nothing.")
     return parser
 
 
+@cli.job(JOB)
 def run(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parsed = cli.parse(build_parser(), argv)
+    if parsed is None:
+        return 0
+    args, _ = parsed
     try:
         plan = plan_compaction(args.out_dir)  # read only: a missing or empty OUT_DIR stops here
         if args.dry_run or _report(args.out_dir, plan, dry_run=True, quiet=True) != 0:
@@ -45,19 +50,16 @@ def run(argv: list[str] | None = None) -> int:
                       "their records are in runs/compacted/")
             return status
     except FileNotFoundError as e:
-        print(f"compact: {e.args[0] if e.args else e}", file=sys.stderr)
-        return 2
+        return cli.fail(JOB, e.args[0] if e.args else str(e))
     except OutputBusyError as e:
-        print(f"compact: {e}", file=sys.stderr)
-        return BUSY
+        return cli.fail(JOB, str(e), status=BUSY)
 
 
 def _report(out_dir: str, plan: CompactionPlan, dry_run: bool, quiet: bool = False) -> int:
     if not plan.remove and not plan.kept and not plan.untouched:
-        if not quiet:
-            print(f"compact: no tag_audio output (frames/, files/ or run records) under {out_dir}",
-                  file=sys.stderr)
-        return 2
+        if quiet:
+            return cli.USAGE
+        return cli.fail(JOB, f"no tag_audio output (frames/, files/ or run records) under {out_dir}")
     if quiet:
         return 0
     verb = "would remove" if dry_run else "removing"
@@ -73,9 +75,9 @@ def _report(out_dir: str, plan: CompactionPlan, dry_run: bool, quiet: bool = Fal
     return 0
 
 
-def main() -> None:
-    sys.exit(run())
+def main(argv: list[str] | None = None) -> int:
+    return cli.entry(run, argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
