@@ -29,10 +29,7 @@ def _parser() -> argparse.ArgumentParser:
 @cli.job(JOB)
 def run(argv: list[str] | None = None) -> int:
     """Runs the job; returns the exit status (0 ok, 1 no training rows, 2 usage or input error)."""
-    parsed = cli.parse(_parser(), argv, beam=True)
-    if parsed is None:
-        return 0
-    opts, pipeline_args = parsed
+    opts, pipeline_args = cli.parse(_parser(), argv, beam=True)
     if not (opts.frames and opts.labels and opts.output):
         raise cli.UsageError("--frames OUT_DIR, --labels LABELS.csv and --output DS_DIR are required")
     try:

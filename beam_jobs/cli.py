@@ -30,6 +30,10 @@ class UsageError(Exception):
     the user, and the exit status is 2."""
 
 
+class HelpShown(Exception):  # noqa: N818 - no error: the job ends after printing its help
+    """``--help`` was asked for and printed: the job ends there, with status 0."""
+
+
 class JobParser(argparse.ArgumentParser):
     """argparse as every job uses it: no abbreviated options (Beam's own parser takes none either, so
     ``--top`` never silently means ``--top_k``), the module docstring as help, and errors raised as
@@ -64,13 +68,13 @@ def arguments(argv: Sequence[str] | None) -> list[str]:
 
 
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, beam: bool = False
-          ) -> tuple[argparse.Namespace, list[str]] | None:
-    """(the job's options, the arguments left for Beam); None after printing the help ``--help`` asked
-    for.  Raises UsageError for an option neither the job nor (``beam``) Beam knows."""
+          ) -> tuple[argparse.Namespace, list[str]]:
+    """(the job's options, the arguments left for Beam).  Raises UsageError for an option neither the
+    job nor (``beam``) Beam knows, and HelpShown after printing the help ``--help`` asked for."""
     argv = arguments(argv)
     if wants_help(argv):
         parser.print_help()
-        return None
+        raise HelpShown
     opts, rest = parser.parse_known_args(argv)
     if beam:
         refuse_unknown(rest, parser)
@@ -152,7 +156,8 @@ def fail(job: str, message: str, status: int = USAGE) -> int:
 
 
 def job(name: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
-    """Decorates a job's ``run(argv) -> int``: a UsageError raised on the way becomes ``fail(name, ...)``."""
+    """Decorates a job's ``run(argv) -> int``: a UsageError raised on the way becomes ``fail(name, ...)``,
+    the help printed for ``--help`` status 0."""
     def decorate(run: Callable[..., int]) -> Callable[..., int]:
         @functools.wraps(run)
         def guarded(*args, **kwargs) -> int:
@@ -160,6 +165,8 @@ def job(name: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
                 return run(*args, **kwargs)
             except UsageError as e:
                 return fail(name, str(e))
+            except HelpShown:
+                return 0
         return guarded
     return decorate
 

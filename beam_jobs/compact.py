@@ -33,10 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @cli.job(JOB)
 def run(argv: list[str] | None = None) -> int:
-    parsed = cli.parse(build_parser(), argv)
-    if parsed is None:
-        return 0
-    args, _ = parsed
+    args, _ = cli.parse(build_parser(), argv)
     try:
         plan = plan_compaction(args.out_dir)  # read only: a missing or empty OUT_DIR stops here
         if args.dry_run or _report(args.out_dir, plan, dry_run=True, quiet=True) != 0:

@@ -65,12 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: Sequence[str] | None) -> ComparisonConfig | None:
-    """The comparison the command line asks for; None after printing --help.  Raises cli.UsageError."""
-    parsed = cli.parse(_parser(), argv, beam=True)
-    if parsed is None:
-        return None
-    opts, pipeline_args = parsed
+def parse_args(argv: Sequence[str] | None) -> ComparisonConfig:
+    """The comparison the command line asks for.  Raises cli.UsageError (cli.HelpShown for --help)."""
+    opts, pipeline_args = cli.parse(_parser(), argv, beam=True)
     if not (opts.frames and opts.labels and opts.output):
         raise cli.UsageError("--frames OUT_DIR, --labels LABELS.csv and --output REPORT_DIR are required")
     feature_sets = cli.comma_separated(opts.features)
@@ -90,8 +87,6 @@ def parse_args(argv: Sequence[str] | None) -> ComparisonConfig | None:
 def run(argv: Sequence[str] | None = None) -> int:
     """Runs the comparison; returns the exit status (0 ok, 2 a step failed or bad usage)."""
     config = parse_args(argv)
-    if config is None:
-        return 0
     try:
         doc = compare(config)
     except ComparisonError as e:

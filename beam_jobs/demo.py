@@ -85,10 +85,7 @@ def _parser() -> argparse.ArgumentParser:
 @cli.job(JOB)
 def run(argv: list[str] | None = None) -> int:
     """Runs the demo; returns the exit status (0 ok, 1 the run failed, 2 usage error)."""
-    parsed = cli.parse(_parser(), argv)
-    if parsed is None:
-        return 0
-    args, _ = parsed
+    args, _ = cli.parse(_parser(), argv)
 
     out = Path(args.output)
     shutil.rmtree(out, ignore_errors=True)  # the demo always starts fresh

@@ -67,10 +67,7 @@ def _export(directory: str, opts: argparse.Namespace, run_id: str | None = None)
 @cli.job(JOB)
 def run(argv: list[str] | None = None) -> int:
     """Runs the job; returns the exit status (0 ok, 2 usage or input error)."""
-    parsed = cli.parse(_parser(), argv, beam=True)
-    if parsed is None:
-        return 0
-    opts, pipeline_args = parsed
+    opts, pipeline_args = cli.parse(_parser(), argv, beam=True)
     if opts.events:
         if not (opts.raven or opts.audacity):
             raise cli.UsageError("--events DIR exports events: give --raven DIR and/or --audacity DIR")

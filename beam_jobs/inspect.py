@@ -33,10 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @cli.job(JOB)
 def run(argv: list[str] | None = None) -> int:
-    parsed = cli.parse(build_parser(), argv)
-    if parsed is None:
-        return 0
-    args, _ = parsed
+    args, _ = cli.parse(build_parser(), argv)
     try:
         found = find_output(args.out_dir)
         summary = summarize_output(found, run_id=args.run, top_labels=args.top_labels,

@@ -41,10 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @cli.job(JOB)
 def run(argv: list[str] | None = None) -> int:
-    parsed = cli.parse(build_parser(), argv)
-    if parsed is None:
-        return 0
-    args, _ = parsed
+    args, _ = cli.parse(build_parser(), argv)
     if args.top < 1 or args.width < 200 or args.height < 200:
         raise cli.UsageError("--top must be >= 1 and --width/--height >= 200 pixels")
     try:

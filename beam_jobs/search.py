@@ -60,10 +60,7 @@ def _parser() -> argparse.ArgumentParser:
 @cli.job(JOB)
 def run(argv: list[str] | None = None) -> int:
     """Runs the search; returns the exit status (0 ok, 2 usage or input error)."""
-    parsed = cli.parse(_parser(), argv, beam=True)
-    if parsed is None:
-        return 0
-    opts, pipeline_args = parsed
+    opts, pipeline_args = cli.parse(_parser(), argv, beam=True)
     if not (opts.frames and opts.query and opts.output):
         raise cli.UsageError("--frames OUT_DIR, at least one --query and --output DIR are required")
     if opts.top_k < 1 or opts.max_per_file < 0:

@@ -252,8 +252,7 @@ def run(argv: list[str] | None = None) -> int:
     """Runs the job; returns the process exit status (0 ok, 1 run marked failed, 2 usage/model error,
     3 another run is tagging the same output)."""
     argv = cli.arguments(argv)
-    if cli.parse(_parser(), argv, beam=True) is None:
-        return 0
+    cli.parse(_parser(), argv, beam=True)  # refuses what neither the job nor Beam knows
     options = cli.pipeline_options(argv)  # the job's options too: TagAudioOptions is a PipelineOptions
     opts = options.view_as(TagAudioOptions)
     try:

@@ -19,8 +19,8 @@ from transforms.training.head_trainer import CONFUSION_FILE, METRICS_FILE, HeadC
 JOB = "train_head"
 
 
-def parse_args(argv: Sequence[str] | None = None) -> HeadConfig | None:
-    """The head the command line asks for; None after printing --help.  Raises cli.UsageError."""
+def parse_args(argv: Sequence[str] | None = None) -> HeadConfig:
+    """The head the command line asks for.  Raises cli.UsageError (cli.HelpShown for --help)."""
     parser = cli.job_parser(
         JOB, "Train a classifier head (YAMNet transfer-learning recipe: two dense layers) on a "
              "build_training_set dataset and export audio -> YAMNet -> transform -> head as one "
@@ -41,10 +41,7 @@ def parse_args(argv: Sequence[str] | None = None) -> HeadConfig | None:
                         help="YAMNet weights for the export (default: the model that made the frames, as "
                              "recorded in DS_DIR/dataset.json); must be the same weights")
     parser.add_argument("--no_export", action="store_true", help="train and report only")
-    parsed = cli.parse(parser, argv)
-    if parsed is None:
-        return None
-    args, _ = parsed
+    args, _ = cli.parse(parser, argv)
     return HeadConfig(args.dataset.rstrip("/"), args.output.rstrip("/"), args.hidden_units, args.dropout,
                       args.learning_rate, args.batch_size, args.epochs, args.patience, args.seed,
                       args.yamnet_path, not args.no_export)
@@ -53,8 +50,6 @@ def parse_args(argv: Sequence[str] | None = None) -> HeadConfig | None:
 @cli.job(JOB)
 def run(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
-    if config is None:
-        return 0
     try:
         metrics = train(config)
     except (FileNotFoundError, ValueError, ModelUnavailableError) as e:

@@ -46,8 +46,8 @@ def _describe(options: kd.AugmentOptions) -> str:
                      if getattr(options, f.name))
 
 
-def parse_args(argv: Sequence[str] | None = None) -> TrainConfig | None:
-    """The training the command line asks for; None after printing --help.  Raises cli.UsageError."""
+def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
+    """The training the command line asks for.  Raises cli.UsageError (cli.HelpShown for --help)."""
     ds_cnn, seed = RECIPE_OPTIMISATION[DS_CNN], RECIPE_OPTIMISATION["seed"]
     parser = cli.job_parser(
         JOB, "Train the keyword-spotting model on a folder with one sub-folder of clips per label, "
@@ -141,10 +141,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig | None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--clip_cache", default=None,
                         help="folder where decoded clips are kept between runs on the same files")
-    parsed = cli.parse(parser, argv)
-    if parsed is None:
-        return None
-    args, _ = parsed
+    args, _ = cli.parse(parser, argv)
 
     base = RECOMMENDED_AUGMENT[args.recipe] if args.augment else kd.AugmentOptions()
     augment_options = dataclasses.replace(base, **_given(args, _AUGMENT_OPTIONS))
@@ -168,8 +165,6 @@ def _given(args: argparse.Namespace, names: Sequence[str]) -> dict:
 def run(argv: Sequence[str] | None = None) -> int:
     """Trains, tests and exports; returns the exit status (0 ok, 2 usage error)."""
     config = parse_args(argv)
-    if config is None:
-        return 0
     metrics = train(config).metrics
     test = metrics["splits"][kd.TEST]
     print(f"test accuracy on held-out speakers: {percent(metrics['test_accuracy'])} "
