@@ -12,52 +12,41 @@ from __future__ import annotations
 import argparse
 import sys
 
-from beam_jobs import command, parse_job_args
-from transforms.training.build import (
-    TrainingSetError,
-    add_job_arguments,
-    build_training_set,
-    local_options,
-    request_from,
-)
+from beam_jobs import cli
+from beam_jobs.training_arguments import add_training_set_arguments, request_from
+from transforms.training.build import TrainingSetError, build_training_set
 from transforms.training.report import format_report
 
-
-def _fail(message: str) -> int:
-    print(f"build_training_set: {message}", file=sys.stderr)
-    return 2
+JOB = "build_training_set"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m beam_jobs.build_training_set", description=__doc__, allow_abbrev=False,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Any Apache Beam pipeline option is accepted as well. Default runner: FnApiRunner (local).")
-    add_job_arguments(parser)
+    parser = cli.job_parser(JOB, __doc__, beam=True)
+    add_training_set_arguments(parser)
     return parser
 
 
+@cli.job(JOB)
 def run(argv: list[str] | None = None) -> int:
     """Runs the job; returns the exit status (0 ok, 1 no training rows, 2 usage or input error)."""
-    parsed = parse_job_args(_parser(), argv)
-    if parsed is None:
-        return 0
-    opts, pipeline_args = parsed
+    opts, pipeline_args = cli.parse(_parser(), argv, beam=True)
     if not (opts.frames and opts.labels and opts.output):
-        return _fail("--frames OUT_DIR, --labels LABELS.csv and --output DS_DIR are required")
+        raise cli.UsageError("--frames OUT_DIR, --labels LABELS.csv and --output DS_DIR are required")
     try:
-        built = build_training_set(request_from(opts), local_options(pipeline_args))
+        built = build_training_set(request_from(opts), cli.pipeline_options(pipeline_args))
     except TrainingSetError as e:
-        return _fail(str(e))
+        return cli.fail(JOB, str(e))
     print(format_report(built.report))
     if built.document is None:
-        print("build_training_set: the training split is empty: no labelled frames to learn from",
-              file=sys.stderr)
-        return 1
+        return cli.fail(JOB, "the training split is empty: no labelled frames to learn from", status=1)
     print(f"training set written to {opts.output} ({len(built.document['labels'])} classes, "
           f"{built.document['build_seconds']} s)")
     return 0
 
 
+def main(argv: list[str] | None = None) -> int:
+    return cli.entry(run, argv)
+
+
 if __name__ == "__main__":
-    command(run)
+    sys.exit(main())

@@ -15,18 +15,19 @@ from __future__ import annotations
 import argparse
 import sys
 
+from beam_jobs import cli
 from transforms.output.compaction import CompactionPlan, compact, holding_output, plan_compaction, repair
 from transforms.output.inspection import human_bytes
 from transforms.output.layout import FILES, FRAMES, OutputLayout
 from transforms.output.lease import OutputBusyError
 from transforms.output.reader import DamagedOutputError, damaged_parts, find_output
 
+JOB = "compact"
 BUSY = 3  # as tag_audio: another run holds the output
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m beam_jobs.compact", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.job_parser(JOB, __doc__)
     parser.add_argument("out_dir", metavar="OUT_DIR", help="tag_audio output directory (local or gs://).")
     parser.add_argument("--dry_run", action="store_true", help="Print what would be removed; remove nothing.")
     parser.add_argument("--repair", action="store_true",
@@ -35,8 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@cli.job(JOB)
 def run(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, _ = cli.parse(build_parser(), argv)
     try:
         found = find_output(args.out_dir)  # read only: a missing OUT_DIR stops here
         if damaged := damaged_parts(found, (FRAMES, FILES), found.published):
@@ -61,22 +63,18 @@ def run(argv: list[str] | None = None) -> int:
                       "their records are in runs/compacted/")
             return status
     except FileNotFoundError as e:
-        print(f"compact: {e.args[0] if e.args else e}", file=sys.stderr)
-        return 2
+        return cli.fail(JOB, e.args[0] if e.args else str(e))
     except OutputBusyError as e:
-        print(f"compact: {e}", file=sys.stderr)
-        return BUSY
+        return cli.fail(JOB, str(e), status=BUSY)
     except DamagedOutputError as e:
-        print(f"compact: {e}", file=sys.stderr)
-        return 2
+        return cli.fail(JOB, str(e))
 
 
 def _report(out_dir: str, plan: CompactionPlan, dry_run: bool, quiet: bool = False) -> int:
     if not plan.remove and not plan.kept and not plan.untouched:
-        if not quiet:
-            print(f"compact: no tag_audio output (frames/, files/ or run records) under {out_dir}",
-                  file=sys.stderr)
-        return 2
+        if quiet:
+            return cli.USAGE
+        return cli.fail(JOB, f"no tag_audio output (frames/, files/ or run records) under {out_dir}")
     if quiet:
         return 0
     verb = "would remove" if dry_run else "removing"
@@ -95,9 +93,9 @@ def _report(out_dir: str, plan: CompactionPlan, dry_run: bool, quiet: bool = Fal
     return 0
 
 
-def main() -> None:
-    sys.exit(run())
+def main(argv: list[str] | None = None) -> int:
+    return cli.entry(run, argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -15,9 +15,9 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 
-from beam_jobs import command
+from beam_jobs import cli
+from beam_jobs.training_arguments import add_training_set_arguments, request_from
 from schemas import training as ts
-from transforms.training.build import add_job_arguments, request_from
 from transforms.training.feature_comparison import (
     COMPARISON_JSON,
     COMPARISON_MD,
@@ -31,16 +31,15 @@ from transforms.training.feature_comparison import (
 )
 from transforms.training.head_trainer import HeadConfig
 
-# --- command line ---------------------------------------------------------------------------------
+JOB = "compare_features"
+
 
 def _parser() -> argparse.ArgumentParser:
     # build_training_set's own options (split, pooling, runs) with their help; --output and --features
     # are redefined here, hence conflict_handler="resolve".
-    parser = argparse.ArgumentParser(
-        prog="python -m beam_jobs.compare_features", description=__doc__, allow_abbrev=False,
-        conflict_handler="resolve", formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Any Apache Beam pipeline option is passed on to build_training_set.")
-    add_job_arguments(parser)
+    parser = cli.job_parser(JOB, __doc__, beam=True, conflict_handler="resolve",
+                            epilog="Any Apache Beam pipeline option is passed on to build_training_set.")
+    add_training_set_arguments(parser)
     parser.add_argument("--output", default=None,
                         help="REPORT_DIR (local or gs://): comparison.json, comparison.md and one folder per "
                              "feature set with its training set and head.")
@@ -66,43 +65,41 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: Sequence[str]) -> ComparisonConfig:
-    parser = _parser()
-    opts, pipeline_args = parser.parse_known_args(list(argv))
+def parse_args(argv: Sequence[str] | None) -> ComparisonConfig:
+    """The comparison the command line asks for.  Raises cli.UsageError (cli.HelpShown for --help)."""
+    opts, pipeline_args = cli.parse(_parser(), argv, beam=True)
     if not (opts.frames and opts.labels and opts.output):
-        parser.error("--frames OUT_DIR, --labels LABELS.csv and --output REPORT_DIR are required")
-    feature_sets = tuple(f.strip() for f in opts.features.split(",") if f.strip())
+        raise cli.UsageError("--frames OUT_DIR, --labels LABELS.csv and --output REPORT_DIR are required")
+    feature_sets = cli.comma_separated(opts.features)
     unknown = [f for f in feature_sets if f not in ts.FEATURE_SETS]
     if unknown or len(feature_sets) < 2 or len(set(feature_sets)) != len(feature_sets):
-        parser.error(f"--features needs two or more distinct feature sets of {', '.join(ts.FEATURE_SETS)}, "
-                     f"not {opts.features!r}")
+        raise cli.UsageError(f"--features needs two or more distinct feature sets of "
+                             f"{', '.join(ts.FEATURE_SETS)}, not {opts.features!r}")
     head = HeadConfig(dataset_dir="", output_dir="", export=False,
                       **{name: getattr(opts, name) for name in HEAD_OPTIONS})
-    return ComparisonConfig(opts.output.rstrip("/"), feature_sets, request_from(opts), tuple(pipeline_args),
+    return ComparisonConfig(opts.output.rstrip("/"), feature_sets, request_from(opts),
+                            cli.pipeline_options(pipeline_args),
                             head, opts.top_pairs, opts.min_gain, opts.max_timing_windows,
                             not opts.no_model_timing, opts.overwrite)
 
 
+@cli.job(JOB)
 def run(argv: Sequence[str] | None = None) -> int:
     """Runs the comparison; returns the exit status (0 ok, 2 a step failed or bad usage)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--help" in argv or "-h" in argv:
-        _parser().print_help()
-        return 0
-    try:
-        config = parse_args(argv)
-    except SystemExit as e:  # argparse has printed the usage error
-        return int(e.code or 2)
+    config = parse_args(argv)
     try:
         doc = compare(config)
     except ComparisonError as e:
-        print(f"compare_features: {e}", file=sys.stderr)
-        return 2
+        return cli.fail(JOB, str(e))
     write_report(config.output_dir, doc)
     print(format_markdown(doc))
     print(f"{COMPARISON_JSON} and {COMPARISON_MD} written to {config.output_dir}")
     return 0
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli.entry(run, argv)
+
+
 if __name__ == "__main__":
-    command(run)
+    sys.exit(main())

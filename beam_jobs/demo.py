@@ -16,8 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from apache_beam.options.pipeline_options import PipelineOptions
-
+from beam_jobs import cli
 from transforms.answers.event_pipeline import EventSettings
 from transforms.answers.thresholds import rules_above
 from transforms.output.inspection import format_text, summarize_output
@@ -27,6 +26,7 @@ from transforms.output.timeline_plot import plot_timeline
 from transforms.tagging import run as tagging
 from transforms.tagging.done_set import format_plan
 
+JOB = "demo"
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_AUDIO = REPO / "examples" / "audio"
 EXAMPLE_MODEL = REPO / "examples" / "models" / "keyword"
@@ -68,9 +68,8 @@ def print_keywords(out_dir: Path, min_score: float, stream=sys.stdout) -> int:
     return count
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def _parser() -> argparse.ArgumentParser:
+    parser = cli.job_parser(JOB, __doc__)
     parser.add_argument("--output", default=str(REPO / "demo_out"), help="Where the demo writes its output.")
     # Both defaults are the best F1 of `python -m bench.keyword_events` (held-out speakers' clips
     # joined into long recordings), not a fit to the example recordings.
@@ -80,7 +79,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="Scores are averaged over this long around each frame before the thresholds: "
                              "a word heard in one window only (a filler word like 'and' taken for "
                              "'on') stays below them.")
-    args = parser.parse_args(argv)
+    return parser
+
+
+@cli.job(JOB)
+def run(argv: list[str] | None = None) -> int:
+    """Runs the demo; returns the exit status (0 ok, 1 the run failed, 2 usage error)."""
+    args, _ = cli.parse(_parser(), argv)
 
     out = Path(args.output)
     shutil.rmtree(out, ignore_errors=True)  # the demo always starts fresh
@@ -89,9 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                                          model_path=str(EXAMPLE_MODEL), hop_s=0.25,
                                          events=EventSettings(rules_above(args.min_score, args.smooth_s)))
     except tagging.UsageError as e:
-        print(f"demo: {e}", file=sys.stderr)
-        return 2
-    final = tagging.execute(config, record, PipelineOptions([], runner="FnApiRunner"))
+        return cli.fail(JOB, str(e))
+    final = tagging.execute(config, record, cli.pipeline_options([]))
     print(format_plan(final.plan, retry_failed=False))
     print(format_summary(final))
     if final.status != "succeeded":
@@ -106,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     plot_timeline(str(out), str(first), str(figure), top=6)
     print(f"\nTimeline of {first.name}: {figure}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.entry(run, argv)
 
 
 if __name__ == "__main__":

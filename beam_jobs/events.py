@@ -14,21 +14,12 @@ tables and Audacity label files, one per recording.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-
-from beam_jobs import command, parse_job_args
-from schemas.tables import METADATA_PREFIX
-from transforms.answers.event_options import (
-    EventOptionsError,
-    add_event_arguments,
-    check_for_model,
-    event_settings_from,
-)
-from transforms.answers.event_pipeline import EventContext
-from transforms.answers.event_run import new_record, run_events
+from beam_jobs import cli
+from beam_jobs.event_arguments import add_event_arguments, event_settings_from
+from transforms.answers.event_options import EventOptionsError
+from transforms.answers.event_run import events_over, run_events
 from transforms.answers.exports import AUDACITY, RAVEN, export_events
 from transforms.output.current import current_events
 from transforms.output.frame_source import FramesNotUsableError, find_frames
@@ -36,12 +27,11 @@ from transforms.output.layout import EVENTS
 from transforms.output.lease import OutputBusyError
 from transforms.output.reader import ModelInfo, find_output, read_events
 
+JOB = "events"
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m beam_jobs.events", description=__doc__, allow_abbrev=False,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Any Apache Beam pipeline option is accepted as well. Default runner: FnApiRunner (local).")
+    parser = cli.job_parser(JOB, __doc__, beam=True)
     parser.add_argument("--frames", default=None, help="A tag_audio output directory (local or gs://).")
     parser.add_argument("--output", default=None,
                         help="Where the events run is written (events/run=<id>/ and runs/<id>.json "
@@ -60,11 +50,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fail(message: str) -> int:
-    print(f"events: {message}", file=sys.stderr)
-    return 2
-
-
 def _export(directory: str, opts: argparse.Namespace, run_id: str | None = None) -> int:
     output = find_output(directory)
     if run_id is not None:
@@ -73,8 +58,8 @@ def _export(directory: str, opts: argparse.Namespace, run_id: str | None = None)
     else:
         found = current_events(output)
     if found is None:
-        return _fail(f"no events under {directory}: run tag_audio --events or python -m beam_jobs.events "
-                     "first")
+        return cli.fail(JOB, f"no events under {directory}: run tag_audio --events or python -m "
+                        "beam_jobs.events first")
     table, source = found
     rate = ModelInfo.from_schema(table.schema).sample_rate  # events carry the frames' metadata
     for fmt, target in ((RAVEN, opts.raven), (AUDACITY, opts.audacity)):
@@ -84,51 +69,33 @@ def _export(directory: str, opts: argparse.Namespace, run_id: str | None = None)
     return 0
 
 
+@cli.job(JOB)
 def run(argv: list[str] | None = None) -> int:
     """Runs the job; returns the exit status (0 ok, 2 usage or input error)."""
-    parsed = parse_job_args(_parser(), argv)
-    if parsed is None:
-        return 0
-    opts, pipeline_args = parsed
+    opts, pipeline_args = cli.parse(_parser(), argv, beam=True)
     if opts.events:
         if not (opts.raven or opts.audacity):
-            return _fail("--events DIR exports events: give --raven DIR and/or --audacity DIR")
+            raise cli.UsageError("--events DIR exports events: give --raven DIR and/or --audacity DIR")
         try:
             return _export(opts.events, opts)
         except FileNotFoundError as e:
-            return _fail(str(e))
+            return cli.fail(JOB, str(e))
     if not (opts.frames and opts.output):
-        return _fail("--frames OUT_DIR and --output EVENTS_DIR are required (or --events DIR to export)")
+        raise cli.UsageError("--frames OUT_DIR and --output EVENTS_DIR are required (or --events DIR to "
+                             "export)")
     try:
         settings = event_settings_from(opts)
-        source = find_frames(opts.frames, tuple(r.strip() for r in opts.runs.split(",") if r.strip()))
-        columns = {c for run in source.runs for c in run.columns}
-        score_column = "scores" if all("scores" in run.columns for run in source.runs) else "top_classes"
-        if not all(score_column in run.columns for run in source.runs):
-            raise FramesNotUsableError(f"the runs have no scores column to find events in (columns: "
-                                       f"{', '.join(sorted(columns))})")
-        meta = source.metadata
-        class_names = json.loads(meta.get("class_names", "[]"))
-        check_for_model(settings, class_names, "--classes")
-        context = EventContext.for_model(
-            settings, class_names, float(meta["hop_s"]), meta["model_identity"], meta["config_id"],
-            {(METADATA_PREFIX + k).encode(): v.encode() for k, v in meta.items()})
+        frames = events_over(find_frames(opts.frames, cli.comma_separated(opts.runs)),
+                             settings, "--classes")
     except (EventOptionsError, FramesNotUsableError) as e:
-        return _fail(str(e))
-    options = PipelineOptions(pipeline_args)
-    standard = options.view_as(StandardOptions)
-    if not standard.runner:
-        standard.runner = "FnApiRunner"  # DirectRunner first tries Prism, which downloads a binary
-    parameters = {"frames": source.out_dir, "runs": list(source.run_ids), **settings.to_document()}
-    record = new_record(opts.output, parameters, source.base_model(), opts.run_id)
+        return cli.fail(JOB, str(e))
     try:
-        final = run_events(source.frame_files, score_column, context, record, options, keep=source.keep)
+        final = run_events(frames, opts.output, cli.pipeline_options(pipeline_args), opts.run_id)
     except OutputBusyError as e:
-        print(f"events: {e}", file=sys.stderr)
-        return 3
+        return cli.fail(JOB, str(e), status=3)
     counts = final.counts or {}
     print(f"events run {final.run_id}: {counts.get('events', 0)} events in "
-          f"{counts.get('recordings_with_events', 0)} recordings, {len(context.classes)} classes, "
+          f"{counts.get('recordings_with_events', 0)} recordings, {len(frames.context.classes)} classes, "
           f"{final.wall_s:.1f} s")
     print(f"  events     {final.layout.table_dir(EVENTS)}/")
     print(f"  record     {final.layout.record_path()}")
@@ -137,5 +104,9 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
+def main(argv: list[str] | None = None) -> int:
+    return cli.entry(run, argv)
+
+
 if __name__ == "__main__":
-    command(run)
+    sys.exit(main())

@@ -13,15 +13,16 @@ import argparse
 import json
 import sys
 
-from beam_jobs import command
+from beam_jobs import cli
 from transforms.output.inspection import format_text, summarize_output, to_json
 from transforms.output.layout import FILES, FRAMES
 from transforms.output.reader import DamagedOutputError, damaged_parts, find_output
 
+JOB = "inspect"
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m beam_jobs.inspect", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.job_parser(JOB, __doc__)
     parser.add_argument("out_dir", metavar="OUT_DIR", help="tag_audio output directory (local or gs://).")
     parser.add_argument("--format", choices=("text", "json"), default="text",
                         help="text: one screen for people (default); json: everything, for scripts.")
@@ -31,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@cli.job(JOB)
 def run(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, _ = cli.parse(build_parser(), argv)
     try:
         found = find_output(args.out_dir)
         if damaged := damaged_parts(found, (FRAMES, FILES), found.runs):
@@ -40,15 +42,11 @@ def run(argv: list[str] | None = None) -> int:
         summary = summarize_output(found, run_id=args.run, top_labels=args.top_labels,
                                    only_run=args.run is not None)
     except (FileNotFoundError, KeyError) as e:
-        print(f"inspect: {e.args[0] if e.args else e}", file=sys.stderr)
-        return 2
+        return cli.fail(JOB, e.args[0] if e.args else str(e))
     except DamagedOutputError as e:
-        print(f"inspect: {e}", file=sys.stderr)
-        return 2
+        return cli.fail(JOB, str(e))
     if not summary.runs:
-        print(f"inspect: no tag_audio output (frames/, files/ or run records) under {args.out_dir}",
-              file=sys.stderr)
-        return 2
+        return cli.fail(JOB, f"no tag_audio output (frames/, files/ or run records) under {args.out_dir}")
     if args.format == "json":
         print(json.dumps(to_json(summary), indent=2))
     else:
@@ -56,5 +54,9 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
+def main(argv: list[str] | None = None) -> int:
+    return cli.entry(run, argv)
+
+
 if __name__ == "__main__":
-    command(run)
+    sys.exit(main())

@@ -9,14 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from beam_jobs import command
+from beam_jobs import cli
 from transforms.output.timeline_plot import RANK_BY, plot_timeline
+
+JOB = "plot"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m beam_jobs.plot", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.job_parser(JOB, __doc__)
     parser.add_argument("--frames", required=True, metavar="OUT_DIR",
                         help="tag_audio output directory (local or gs://), or its frames directory.")
     parser.add_argument("--uri", required=True,
@@ -39,19 +39,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@cli.job(JOB)
 def run(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, _ = cli.parse(build_parser(), argv)
     if args.top < 1 or args.width < 200 or args.height < 200:
-        print("plot: --top must be >= 1 and --width/--height >= 200 pixels", file=sys.stderr)
-        return 2
+        raise cli.UsageError("--top must be >= 1 and --width/--height >= 200 pixels")
     try:
         result = plot_timeline(args.frames, args.uri, args.output, top=args.top, start_s=args.start_s,
                                end_s=args.end_s, run_id=args.run, rank_by=args.rank_by,
                                audio_uri=args.audio, width_px=args.width, height_px=args.height,
                                dpi=args.dpi)
     except (LookupError, ValueError, FileNotFoundError) as e:
-        print(f"plot: {e}", file=sys.stderr)
-        return 2
+        return cli.fail(JOB, str(e))
     run_label = f"run={result.run_id}" if result.run_id is not None else "no run partition"
     print(f"wrote {result.output} ({result.width_px}x{result.height_px} px): {result.model_identity}, "
           f"{run_label}, {result.start_s:g}-{result.end_s:g} s, {result.frames_shown} frames, "
@@ -61,5 +60,9 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
+def main(argv: list[str] | None = None) -> int:
+    return cli.entry(run, argv)
+
+
 if __name__ == "__main__":
-    command(run)
+    sys.exit(main())

@@ -22,27 +22,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from beam_jobs import cli
+from transforms.answers.queries import QueryError
+from transforms.answers.search import POOLINGS
+from transforms.answers.search_run import SearchRequest, search
+from transforms.output.frame_source import FramesNotUsableError, find_frames
 
-import storage
-from beam_jobs import command, parse_job_args
-from schemas.tables import METADATA_PREFIX
-from transforms.answers.queries import FramesModel, QueryError, embed_queries
-from transforms.answers.search import POOLINGS, QuerySet
-from transforms.answers.search_page import write_page
-from transforms.answers.search_run import SearchSettings, hits_table, search_beam, search_local, write_hits
-from transforms.output.frame_source import FramesNotUsableError, check_columns, find_frames
-
-SUMMARY_FILE = "search.json"
+JOB = "search"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m beam_jobs.search", description=__doc__, allow_abbrev=False,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Any Apache Beam pipeline option is accepted as well (with --engine beam).")
+    parser = cli.job_parser(JOB, __doc__, beam=True,
+                            epilog="Any Apache Beam pipeline option is accepted as well (--engine beam).")
     parser.add_argument("--frames", default=None, help="A tag_audio output directory (local or gs://).")
     parser.add_argument("--query", action="append", default=[],
                         help="A sound file, or FILE@START_S-END_S (a span of it); repeatable.")
@@ -65,67 +57,41 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fail(message: str) -> int:
-    print(f"search: {message}", file=sys.stderr)
-    return 2
-
-
+@cli.job(JOB)
 def run(argv: list[str] | None = None) -> int:
     """Runs the search; returns the exit status (0 ok, 2 usage or input error)."""
-    parsed = parse_job_args(_parser(), argv)
-    if parsed is None:
-        return 0
-    opts, pipeline_args = parsed
+    opts, pipeline_args = cli.parse(_parser(), argv, beam=True)
     if not (opts.frames and opts.query and opts.output):
-        return _fail("--frames OUT_DIR, at least one --query and --output DIR are required")
+        raise cli.UsageError("--frames OUT_DIR, at least one --query and --output DIR are required")
     if opts.top_k < 1 or opts.max_per_file < 0:
-        return _fail("--top_k must be >= 1 and --max_per_file >= 0")
-    started = time.perf_counter()
+        raise cli.UsageError("--top_k must be >= 1 and --max_per_file >= 0")
+    engine = opts.engine
+    if engine == "auto":
+        engine = "beam" if cli.names_a_runner(pipeline_args) else "local"
+    request = SearchRequest(tuple(opts.query), opts.top_k, opts.max_per_file, opts.query_pooling,
+                            opts.model_path, thumbnails=not opts.no_thumbnails)
     try:
-        source = find_frames(opts.frames, tuple(r.strip() for r in opts.runs.split(",") if r.strip()))
-        check_columns(source, ("embedding",))
-        record = next((run.record for run in reversed(source.runs) if run.record), None)
-        frames_model = FramesModel(source.metadata, record.model if record else {},
-                                   record.parameters if record else {})
-        names, vectors = embed_queries(opts.query, source.frame_files, frames_model, opts.model_path)
+        result = search(find_frames(opts.frames, cli.comma_separated(opts.runs)), request, opts.output,
+                        cli.pipeline_options(pipeline_args) if engine == "beam" else None)
     except (FramesNotUsableError, QueryError) as e:
-        return _fail(str(e))
-    embedded = time.perf_counter()
-    settings = SearchSettings(tuple(names), QuerySet.of(vectors, opts.query_pooling), opts.top_k,
-                              opts.max_per_file)
-    metadata = {(METADATA_PREFIX + k).encode(): v.encode() for k, v in source.metadata.items()}
-    options = PipelineOptions(pipeline_args)
-    standard = options.view_as(StandardOptions)
-    engine = opts.engine if opts.engine != "auto" else ("beam" if standard.runner else "local")
-    output = opts.output.rstrip("/")
-    if engine == "beam":
-        standard.runner = standard.runner or "FnApiRunner"  # DirectRunner first tries Prism (a download)
-        table, scanned = search_beam(source.frame_files, settings, output, options, metadata)
-    else:
-        hits, scanned = search_local(source.frame_files, settings)
-        table = hits_table(names, hits, metadata)
-        write_hits(output, table)
-    scan_s = time.perf_counter() - embedded
-    page = write_page(output, table, thumbnails=not opts.no_thumbnails,
-                      title=f"Search of {source.out_dir} ({source.metadata.get('model_identity')})")
-    summary = {"frames": source.out_dir, "runs": list(source.run_ids), "queries": names, "top_k": opts.top_k,
-               "max_per_file": opts.max_per_file, "query_pooling": opts.query_pooling, "engine": engine,
-               "frames_scanned": scanned,
-               "embed_queries_s": round(embedded - started, 2), "scan_s": round(scan_s, 2),
-               "frames_per_s": round(scanned / scan_s) if scan_s > 0 else None,
-               "model": source.base_model()}
-    storage.write_json(storage.join(output, SUMMARY_FILE), summary)
-    rows = table.select(["query", "uri", "start_s", "end_s", "score"]).to_pylist()
-    for name in names:
+        return cli.fail(JOB, str(e))
+    summary = result.summary
+    rows = result.table.select(["query", "uri", "start_s", "end_s", "score"]).to_pylist()
+    for name in summary["queries"]:
         top = [r for r in rows if r["query"] == name][:3]
         best = "; ".join(f"{r['uri'].rsplit('/', 1)[-1]} {r['start_s']:.2f}-{r['end_s']:.2f} s "
                          f"({r['score']:.3f})" for r in top)
         print(f"{name}: {best or 'no hits'}")
-    print(f"search: {scanned} frames scanned in {scan_s:.2f} s ({engine}); {table.num_rows} hits")
-    print(f"  hits       {storage.join(output, 'hits.parquet')}")
-    print(f"  page       {page}")
+    print(f"search: {summary['frames_scanned']} frames scanned in {summary['scan_s']:.2f} s ({engine}); "
+          f"{result.table.num_rows} hits")
+    print(f"  hits       {result.hits_path}")
+    print(f"  page       {result.page_path}")
     return 0
 
 
+def main(argv: list[str] | None = None) -> int:
+    return cli.entry(run, argv)
+
+
 if __name__ == "__main__":
-    command(run)
+    sys.exit(main())

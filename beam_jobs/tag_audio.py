@@ -22,10 +22,11 @@ from apache_beam.options.pipeline_options import (
 )
 
 from audio_models.loading import known_kinds
-from beam_jobs import command
+from beam_jobs import cli
+from beam_jobs.event_arguments import add_event_arguments, event_settings_from
 from schemas.tables import FrameColumns
 from storage import RetryPolicy
-from transforms.answers import event_options
+from transforms.answers.event_options import EventOptionsError
 from transforms.decoding.pool import DEFAULT_TIMEOUT_S
 from transforms.output.layout import EVENTS, RunRecord
 from transforms.output.lease import DEFAULT_TTL_S, OutputBusyError
@@ -34,6 +35,9 @@ from transforms.tagging import run as tagging
 from transforms.tagging.done_set import format_plan
 from transforms.tagging.listing import AUDIO_EXTENSIONS
 from transforms.tagging.pipeline import TagAudioConfig
+
+JOB = "tag_audio"
+BUSY = 3  # exit status when another run holds the output
 
 
 def _truthy(value: str) -> bool:
@@ -162,7 +166,7 @@ class TagAudioOptions(PipelineOptions):
             help="Also write OUT_DIR/events/: per class, sound events with start, end, peak and mean "
                  "score, and UTC times when a recording's start is known (see the --event_* and time "
                  "options).")
-        event_options.add_event_arguments(parser)
+        add_event_arguments(parser)
 
 
 def _frame_columns(opts: TagAudioOptions) -> FrameColumns:
@@ -193,34 +197,30 @@ def sdk_processes_per_machine(options: PipelineOptions) -> int:
     return 1
 
 
-def _print_help() -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m beam_jobs.tag_audio", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def _parser() -> argparse.ArgumentParser:
+    """The job's own options as a parser, for --help, for telling them from Beam's and for naming the
+    nearest one of a misspelled option."""
+    parser = cli.job_parser(
+        JOB, __doc__,
         epilog="Any Apache Beam pipeline option is accepted as well (--runner, --direct_num_workers, "
-               "--direct_running_mode, Dataflow options ...). Default runner: FnApiRunner (local).")
+               f"--direct_running_mode, Dataflow options ...). Default runner: {cli.DEFAULT_RUNNER} (local).")
     TagAudioOptions._add_argparse_args(parser)
-    parser.print_help()
-
-
-def _fail(message: str) -> int:
-    print(f"tag_audio: {message}", file=sys.stderr)
-    return 2
+    return parser
 
 
 def prepare_job(options: PipelineOptions) -> tuple[TagAudioConfig, RunRecord]:
     """Checks the options, resolves the model and lists earlier runs. Raises tagging.UsageError."""
     opts = options.view_as(TagAudioOptions)
-    standard = options.view_as(StandardOptions)
-    if not standard.runner:
-        # DirectRunner first tries Prism, which downloads a binary; FnApiRunner runs offline.
-        standard.runner = "FnApiRunner"
+    cli.with_default_runner(options)
+    if not opts.lease_ttl_s > 0:
+        raise tagging.UsageError(f"--lease_ttl_s must be more than 0 seconds, not {opts.lease_ttl_s:g} (the "
+                                 "lease is renewed a few times within it)")
     own = _own_option_names()
     events = None
     if opts.events:
         try:
-            events = event_options.event_settings_from(opts)
-        except event_options.EventOptionsError as e:
+            events = event_settings_from(opts)
+        except EventOptionsError as e:
             raise tagging.UsageError(f"--events: {e}") from None
     config, record = tagging.prepare(
         opts.input, opts.output, manifest=opts.input_manifest, model=opts.model, model_path=opts.model_path,
@@ -247,19 +247,18 @@ def _only_builds_a_job(options: PipelineOptions) -> bool:
     return bool(dry_run) or bool(options.view_as(GoogleCloudOptions).template_location)
 
 
+@cli.job(JOB)
 def run(argv: list[str] | None = None) -> int:
     """Runs the job; returns the process exit status (0 ok, 1 run marked failed, 2 usage/model error,
     3 another run is tagging the same output)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--help" in argv or "-h" in argv:
-        _print_help()
-        return 0
-    options = PipelineOptions(argv)
+    argv = cli.arguments(argv)
+    cli.parse(_parser(), argv, beam=True)  # refuses what neither the job nor Beam knows
+    options = cli.pipeline_options(argv)  # the job's options too: TagAudioOptions is a PipelineOptions
     opts = options.view_as(TagAudioOptions)
     try:
         config, record = prepare_job(options)
     except tagging.UsageError as e:
-        return _fail(str(e))
+        return cli.fail(JOB, str(e))
     if opts.plan_only:
         print(format_plan(tagging.plan_only(config, options), opts.retry_failed))
         return 0
@@ -271,13 +270,11 @@ def run(argv: list[str] | None = None) -> int:
         final = tagging.execute(config, record, options, progress_s=opts.progress_s,
                                 lease_ttl_s=opts.lease_ttl_s)
     except OutputBusyError as e:
-        print(f"tag_audio: {e}", file=sys.stderr)
-        return 3
+        return cli.fail(JOB, str(e), status=BUSY)
     except tagging.UsageError as e:  # found under the lease: a damaged part, a run id taken meanwhile
-        return _fail(str(e))
+        return cli.fail(JOB, str(e))
     except tagging.RunStoppedError as e:
-        print(f"tag_audio: {e}", file=sys.stderr)
-        return e.exit_code
+        return cli.fail(JOB, str(e), status=e.exit_code)
     print(format_plan(final.plan, opts.retry_failed))
     print(format_summary(final))
     if config.events is not None:
@@ -291,10 +288,12 @@ def _extensions(opts: TagAudioOptions) -> tuple[str, ...]:
 
 
 def _own_option_names() -> set[str]:
-    parser = argparse.ArgumentParser()
-    TagAudioOptions._add_argparse_args(parser)
-    return {action.dest for action in parser._actions}
+    return {action.dest for action in _parser()._actions}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.entry(run, argv)
 
 
 if __name__ == "__main__":
-    command(run)
+    sys.exit(main())

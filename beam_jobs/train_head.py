@@ -9,22 +9,22 @@ HEAD_DIR receives metrics.json, confusion_matrix.png, head.keras and export/
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
 from audio_models.loading import ModelUnavailableError
-from beam_jobs import command
+from beam_jobs import cli
 from transforms.training.head_trainer import CONFUSION_FILE, METRICS_FILE, HeadConfig, format_metrics, train
 
-# --- command line -------------------------------------------------------------------------------
+JOB = "train_head"
+
 
 def parse_args(argv: Sequence[str] | None = None) -> HeadConfig:
-    parser = argparse.ArgumentParser(
-        prog="python -m beam_jobs.train_head", allow_abbrev=False,
-        description="Train a classifier head (YAMNet transfer-learning recipe: two dense layers) on a "
-                    "build_training_set dataset and export audio -> YAMNet -> transform -> head as one "
-                    "SavedModel for tag_audio --model head.")
+    """The head the command line asks for.  Raises cli.UsageError (cli.HelpShown for --help)."""
+    parser = cli.job_parser(
+        JOB, "Train a classifier head (YAMNet transfer-learning recipe: two dense layers) on a "
+             "build_training_set dataset and export audio -> YAMNet -> transform -> head as one "
+             "SavedModel for tag_audio --model head.")
     parser.add_argument("--dataset", required=True, help="training-set directory DS_DIR (local or gs://)")
     parser.add_argument("--output", required=True,
                         help="HEAD_DIR (local or gs://): export/, metrics.json, confusion_matrix.png")
@@ -41,24 +41,27 @@ def parse_args(argv: Sequence[str] | None = None) -> HeadConfig:
                         help="YAMNet weights for the export (default: the model that made the frames, as "
                              "recorded in DS_DIR/dataset.json); must be the same weights")
     parser.add_argument("--no_export", action="store_true", help="train and report only")
-    args = parser.parse_args(argv)
+    args, _ = cli.parse(parser, argv)
     return HeadConfig(args.dataset.rstrip("/"), args.output.rstrip("/"), args.hidden_units, args.dropout,
                       args.learning_rate, args.batch_size, args.epochs, args.patience, args.seed,
                       args.yamnet_path, not args.no_export)
 
 
+@cli.job(JOB)
 def run(argv: Sequence[str] | None = None) -> int:
-
     config = parse_args(argv)
     try:
         metrics = train(config)
     except (FileNotFoundError, ValueError, ModelUnavailableError) as e:
-        print(f"train_head: {e}", file=sys.stderr)
-        return 2
+        return cli.fail(JOB, str(e))
     print(format_metrics(metrics))
     print(f"{METRICS_FILE} and {CONFUSION_FILE} written to {config.output_dir}")
     return 0
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli.entry(run, argv)
+
+
 if __name__ == "__main__":
-    command(run)
+    sys.exit(main())

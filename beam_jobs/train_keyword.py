@@ -19,9 +19,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import sys
 from collections.abc import Sequence
 
 from audio_models.keyword import DS_CNN, RECIPES, Architecture
+from beam_jobs import cli
 from transforms.training import keyword_clips as kd
 from transforms.training.keyword_trainer import (
     CONFUSION_FILE,
@@ -33,6 +35,7 @@ from transforms.training.keyword_trainer import (
     train,
 )
 
+JOB = "train_keyword"
 _AUGMENT_OPTIONS = tuple(f.name for f in dataclasses.fields(kd.AugmentOptions))
 _OPTIMISATION_OPTIONS = ("epochs", "batch_size", "learning_rate", "schedule", "warmup_epochs", "weight_decay",
                          "patience", "lr_patience", "label_smoothing", "mixup")
@@ -44,12 +47,12 @@ def _describe(options: kd.AugmentOptions) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
+    """The training the command line asks for.  Raises cli.UsageError (cli.HelpShown for --help)."""
     ds_cnn, seed = RECIPE_OPTIMISATION[DS_CNN], RECIPE_OPTIMISATION["seed"]
-    parser = argparse.ArgumentParser(
-        prog="python -m beam_jobs.train_keyword",
-        description="Train the keyword-spotting model on a folder with one sub-folder of clips per label, "
-                    "test it on held-out speakers and export it as a SavedModel for "
-                    "tag_audio --model keyword. Options left unset take the recipe's value.")
+    parser = cli.job_parser(
+        JOB, "Train the keyword-spotting model on a folder with one sub-folder of clips per label, "
+             "test it on held-out speakers and export it as a SavedModel for "
+             "tag_audio --model keyword. Options left unset take the recipe's value.")
     parser.add_argument("--data", required=True, help="dataset folder: one sub-folder per label")
     parser.add_argument("--output", required=True,
                         help="model directory (local or gs://) for the SavedModel, metrics.json and "
@@ -138,7 +141,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--clip_cache", default=None,
                         help="folder where decoded clips are kept between runs on the same files")
-    args = parser.parse_args(argv)
+    args, _ = cli.parse(parser, argv)
 
     base = RECOMMENDED_AUGMENT[args.recipe] if args.augment else kd.AugmentOptions()
     augment_options = dataclasses.replace(base, **_given(args, _AUGMENT_OPTIONS))
@@ -158,7 +161,9 @@ def _given(args: argparse.Namespace, names: Sequence[str]) -> dict:
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
-def run(argv: Sequence[str] | None = None) -> dict:
+@cli.job(JOB)
+def run(argv: Sequence[str] | None = None) -> int:
+    """Trains, tests and exports; returns the exit status (0 ok, 2 usage error)."""
     config = parse_args(argv)
     metrics = train(config).metrics
     test = metrics["splits"][kd.TEST]
@@ -167,9 +172,12 @@ def run(argv: Sequence[str] | None = None) -> dict:
     for label, row in metrics["test_per_label"].items():
         print(f"  {label:>10}: {percent(row['accuracy'])} of {row['count']}")
     print(f"model, {METRICS_FILE} and {CONFUSION_FILE} written to {config.output_dir}")
-    return metrics
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli.entry(run, argv, log_level=logging.INFO)  # training reports its progress at INFO
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
-    run()
+    sys.exit(main())

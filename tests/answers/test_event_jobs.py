@@ -17,6 +17,9 @@ from schemas.answers import event_rules_from
 from tests.answers.tone_model import HOP, RATE, save_tone_model, tone
 from tests.audio_factory import write_audio
 from tests.pipeline_helpers import read_table, run_tag_audio
+from transforms.answers.event_options import EventOptionsError, event_settings
+from transforms.answers.event_run import events_over
+from transforms.output.frame_source import find_frames
 
 HOP_S = HOP / RATE
 THRESHOLDS = "class,on,off,min_duration_s,merge_gap_s\n*,0.8,0.5,0.3,0\n"
@@ -125,3 +128,16 @@ def test_bad_event_options_are_one_line_before_any_work(tagged, tmp_path, capsys
               if line.startswith(("tag_audio:", "events:"))]
     assert len(errors) == 5 and "close: low" in errors[0] and "unknown time zone" in errors[1]
     assert not (tmp_path / "o").exists()
+
+
+def test_the_answers_library_checks_the_frames_and_classes_the_events_job_asks_for(tagged, tmp_path):
+    root, out = tagged
+    source = find_frames(str(out))
+    frames = events_over(source, event_settings(str(root / "thresholds.csv"), ["low"]), "--classes")
+    assert frames.score_column == "scores" and [name for _, name, _ in frames.context.classes] == ["low"]
+    assert frames.parameters()["runs"] == list(source.run_ids) and frames.parameters()["frames"] == str(out)
+    assert frames.context.hop_s == pytest.approx(HOP_S)
+    with pytest.raises(EventOptionsError, match="^--classes: .*close: low"):
+        events_over(source, event_settings(classes=["lwo"]), "--classes")
+    with pytest.raises(EventOptionsError, match="unknown time zone"):
+        event_settings(time_zone="Mars/Olympus")

@@ -1,8 +1,9 @@
-"""The command-line options of events, shared by ``tag_audio --events`` and ``beam_jobs.events``."""
+"""The events settings a run is asked for, read and checked before any work (``tag_audio --events`` and
+``beam_jobs.events``): the thresholds file, the classes, where recording start times come from."""
 
 from __future__ import annotations
 
-import argparse
+from collections.abc import Sequence
 
 from schemas.answers import TIME_SOURCES
 from transforms.answers import recording_time as rt
@@ -11,47 +12,21 @@ from transforms.answers.thresholds import ThresholdsError, read_rules
 
 
 class EventOptionsError(ValueError):
-    """An events option cannot be used; ``str(e)`` is one line for the user."""
+    """Events cannot be found as asked (a setting, the classes, the frames); ``str(e)`` is one line for
+    the user."""
 
 
-def add_event_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--event_thresholds", default=None,
-        help="CSV or JSON (local or gs://) of per-class thresholds: class,on,off,min_duration_s,merge_gap_s,"
-             "smooth_s ('*' sets the defaults). Default: on 0.5, off 0.3, no minimum duration, no merging, "
-             "no smoothing.")
-    parser.add_argument(
-        "--event_class", action="append", default=[],
-        help="A class to detect events of (repeatable; names may contain commas). Default: the classes "
-             "the thresholds file lists, else every class except background ones such as _silence_.")
-    parser.add_argument(
-        "--start_times", default=None,
-        help="CSV (local or gs://) with a uri column and a start_utc column (ISO 8601): when each "
-             "recording started, for the events' UTC times.")
-    parser.add_argument(
-        "--time_sources", default=",".join(TIME_SOURCES),
-        help="Where a recording's start time is looked for, in order: manifest (--start_times), bext "
-             "(Broadcast WAV origination date/time), creation_time (the container's), file_name.")
-    parser.add_argument(
-        "--file_time_pattern", default=None,
-        help="strftime pattern of the time in file names, e.g. REC_%%Y-%%m-%%d_%%H.%%M.%%S. "
-             "Default: YYYYMMDD_HHMMSS anywhere in the name (AudioMoth, Song Meter).")
-    parser.add_argument(
-        "--time_zone", default="UTC",
-        help="Zone of times that carry none (bext, file names): UTC, an offset such as +02:00, or a "
-             "name such as Europe/Paris.")
-
-
-def event_settings_from(opts: argparse.Namespace) -> EventSettings:
-    """Reads the thresholds file and checks the time options; raises EventOptionsError."""
+def event_settings(thresholds: str | None = None, classes: Sequence[str] = (), *,
+                   start_times: str | None = None, time_sources: Sequence[str] = TIME_SOURCES,
+                   file_time_pattern: str | None = None, time_zone: str = "UTC") -> EventSettings:
+    """Reads the thresholds file (local or gs://) and checks the time settings; raises EventOptionsError."""
     try:
-        sources = tuple(s.strip() for s in opts.time_sources.split(",") if s.strip())
-        time = rt.TimeSettings(sources=sources, file_name_pattern=opts.file_time_pattern or None,
-                               time_zone=opts.time_zone, manifest=opts.start_times or None)
+        time = rt.TimeSettings(sources=tuple(time_sources), file_name_pattern=file_time_pattern or None,
+                               time_zone=time_zone, manifest=start_times or None)
         time.check()
         if time.manifest:
             rt.read_manifest_header(time.manifest)
-        return EventSettings(read_rules(opts.event_thresholds, tuple(opts.event_class)), time)
+        return EventSettings(read_rules(thresholds, tuple(classes)), time)
     except (ThresholdsError, rt.TimeSettingsError) as e:
         raise EventOptionsError(str(e)) from None
 

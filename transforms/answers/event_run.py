@@ -2,13 +2,16 @@
 
 The events land in ``OUT/events/run=<id>/`` with a run record in ``OUT/runs/<id>.json``
 (OUT may be the frames' own output directory or another one), staged and then
-published as tag_audio publishes (``transforms.output.publish``), so a run killed
-half-way leaves nothing a reader takes as output.
+committed as tag_audio commits (``transforms.output.publish``), holding OUT's
+lease, so a run killed half-way leaves nothing a reader takes as output.  It
+reads the current rows of the frames only (``FrameSource.keep``): frames that a
+later run re-tagged are stale.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Callable, Sequence
 
@@ -17,8 +20,9 @@ import pyarrow as pa
 from apache_beam.io.parquetio import ReadAllFromParquetBatched, WriteToParquetBatched
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from schemas.tables import PACKAGE_VERSION
-from transforms.answers.event_pipeline import EventContext, FramesToEvents
+from schemas.tables import METADATA_PREFIX, PACKAGE_VERSION
+from transforms.answers.event_options import EventOptionsError, check_for_model
+from transforms.answers.event_pipeline import EventContext, EventSettings, FramesToEvents
 from transforms.output.layout import EVENTS, LOG_PROTOCOL, SUCCEEDED, RunRecord, new_run_id
 from transforms.output.lease import DEFAULT_TTL_S, Lease
 from transforms.output.publish import commit, lost_lease, publish
@@ -79,28 +83,69 @@ def EventsFromFrameFiles(pbegin, frame_files: Sequence[str], score_column: str, 
                                       recordings=beam.pvalue.AsSingleton(recordings)))
 
 
-def new_record(output: str, parameters: dict, model: dict, run_id: str | None = None) -> RunRecord:
+@dataclasses.dataclass(frozen=True)
+class FramesForEvents:
+    """The frames an events run reads, the score column it finds events in, and the settings resolved
+    against the frames' model (``events_over``)."""
+
+    frames_dir: str
+    run_ids: tuple[str, ...]
+    frame_files: tuple[str, ...]
+    score_column: str  # scores, or top_classes when the runs kept the top k only
+    context: EventContext
+    base_model: dict  # what made the frames, for the run record
+    keep: Callable[[str, pa.Table], pa.Table] | None = None  # the current rows of a frames part
+
+    def parameters(self) -> dict:
+        return {"frames": self.frames_dir, "runs": list(self.run_ids), **self.context.settings.to_document()}
+
+
+def score_column(runs) -> str:
+    """The column of every run's frames that events are found in; raises EventOptionsError."""
+    for column in ("scores", "top_classes"):
+        if all(column in run.columns for run in runs):
+            return column
+    columns = sorted({c for run in runs for c in run.columns})
+    raise EventOptionsError(f"the runs have no scores column to find events in (columns: "
+                            f"{', '.join(columns)})")
+
+
+def events_over(source, settings: EventSettings, classes_option: str) -> FramesForEvents:
+    """Checks ``settings`` against ``source``, the frames of one model (``find_frames``): a score column,
+    the classes asked for (named ``classes_option`` in the error); raises EventOptionsError."""
+    column = score_column(source.runs)
+    meta = source.metadata
+    class_names = json.loads(meta.get("class_names", "[]"))
+    check_for_model(settings, class_names, classes_option)
+    context = EventContext.for_model(
+        settings, class_names, float(meta["hop_s"]), meta["model_identity"], meta["config_id"],
+        {(METADATA_PREFIX + k).encode(): v.encode() for k, v in meta.items()})
+    return FramesForEvents(source.out_dir, tuple(source.run_ids), tuple(source.frame_files), column, context,
+                           source.base_model(), source.keep)
+
+
+def _new_record(output: str, parameters: dict, model: dict, run_id: str | None = None) -> RunRecord:
     return RunRecord(run_id=run_id or new_run_id(), out_dir=output.rstrip("/"), started_at=time.time(),
                      version=PACKAGE_VERSION, parameters=dict(parameters), model=dict(model),
                      protocol=LOG_PROTOCOL)
 
 
-def run_events(frame_files: Sequence[str], score_column: str, context: EventContext, record: RunRecord,
-               options: PipelineOptions, lease_ttl_s: float = DEFAULT_TTL_S,
-               keep: Callable[[str, pa.Table], pa.Table] | None = None) -> RunRecord:
-    """Takes the lease of the events' output (OutputBusyError when a run holds it), tidies it, writes the
-    'running' record, runs the pipeline and returns the final record."""
+def run_events(frames: FramesForEvents, output: str, options: PipelineOptions, run_id: str | None = None,
+               lease_ttl_s: float = DEFAULT_TTL_S) -> RunRecord:
+    """Takes the lease of ``output`` (OutputBusyError when a run holds it), tidies it, writes the
+    'running' record of a new events run there, runs the pipeline and returns the final record."""
+    record = _new_record(output, frames.parameters(), frames.base_model, run_id)
     lease = Lease(record.out_dir, record.run_id, lease_ttl_s).acquire()
     try:
         lease = dataclasses.replace(lease, base_commit=tidy(record.out_dir, record.run_id, check=False).head)
         record.write()
         pipeline = beam.Pipeline(options=options)
-        _ = pipeline | "EventsFromFrames" >> EventsFromFrameFiles(frame_files, score_column, context, record,
-                                                                  lease, keep)
+        _ = pipeline | "EventsFromFrames" >> EventsFromFrameFiles(frames.frame_files, frames.score_column,
+                                                                  frames.context, record, lease, frames.keep)
         pipeline.run().wait_until_finish()
     finally:
         lease.release()
     final = RunRecord.read(record.layout.record_path())
-    if final is None or not final.published:
+    if final is None:
         raise RuntimeError(f"the events run ended without its final record at {record.layout.record_path()}")
     return final

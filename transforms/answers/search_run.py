@@ -14,6 +14,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import os
+import time
 from collections.abc import Sequence
 
 import apache_beam as beam
@@ -23,9 +24,13 @@ from apache_beam.io.parquetio import ReadAllFromParquetBatched
 
 import storage
 from schemas.answers import hits_schema
+from schemas.tables import METADATA_PREFIX
+from transforms.answers.queries import FramesModel, QueryError, embed_queries
 from transforms.answers.search import SEARCH_COLUMNS, Candidates, QuerySet, best, table_candidates
+from transforms.answers.search_page import write_page
 
 HITS_FILE = "hits.parquet"
+SUMMARY_FILE = "search.json"
 READ_THREADS = max(2, min(8, os.cpu_count() or 2))
 
 
@@ -173,3 +178,66 @@ def read_hits(output: str) -> pa.Table:
     with storage.open_read(storage.join(output, HITS_FILE)) as f:
         return pq.read_table(f)
 
+
+
+# --- a whole search: queries embedded, frames scanned, hits, page and summary written ---------------
+
+@dataclasses.dataclass(frozen=True)
+class SearchRequest:
+    queries: tuple[str, ...]  # sound files, or FILE@START_S-END_S
+    top_k: int = 100
+    max_per_file: int = 0
+    pooling: str = "max"  # search.POOLINGS
+    model_path: str | None = None  # the frames' model, when its run record's path cannot be read here
+    thumbnails: bool = True  # spectrograms on the page (decodes each hit's audio)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchResult:
+    table: pa.Table  # the hits, as written
+    summary: dict  # search.json
+    hits_path: str
+    page_path: str
+
+
+def check_embeddings(source) -> None:
+    """Every run of ``source`` (the frames of one model, ``find_frames``) has embeddings to search;
+    raises QueryError."""
+    for run in source.runs:
+        if "embedding" not in run.columns or int(run.metadata.get("embedding_dim", "0")) <= 0:
+            raise QueryError(f"run {run.run_id} has no embedding column to search (its model gives none)")
+
+
+def search(source, request: SearchRequest, output: str, options=None) -> SearchResult:
+    """Embeds the queries, scans the frames of ``source`` (in this process, or as a Beam pipeline with
+    ``options``) and writes OUTPUT/hits.parquet, index.html and search.json.  Raises QueryError before
+    anything is written."""
+    started = time.perf_counter()
+    check_embeddings(source)
+    record = next((run.record for run in reversed(source.runs) if run.record), None)
+    frames_model = FramesModel(source.metadata, record.model if record else {},
+                               record.parameters if record else {})
+    names, vectors = embed_queries(list(request.queries), source.frame_files, frames_model,
+                                   request.model_path)
+    embedded = time.perf_counter()
+    settings = SearchSettings(tuple(names), QuerySet.of(vectors, request.pooling), request.top_k,
+                              request.max_per_file)
+    metadata = {(METADATA_PREFIX + k).encode(): v.encode() for k, v in source.metadata.items()}
+    output = output.rstrip("/")
+    if options is not None:
+        table, scanned = search_beam(source.frame_files, settings, output, options, metadata)
+    else:
+        hits, scanned = search_local(source.frame_files, settings)
+        table = hits_table(names, hits, metadata)
+        write_hits(output, table)
+    scan_s = time.perf_counter() - embedded
+    page = write_page(output, table, thumbnails=request.thumbnails,
+                      title=f"Search of {source.out_dir} ({source.metadata.get('model_identity')})")
+    summary = {"frames": source.out_dir, "runs": list(source.run_ids), "queries": names,
+               "top_k": request.top_k, "max_per_file": request.max_per_file, "query_pooling": request.pooling,
+               "engine": "local" if options is None else "beam", "frames_scanned": scanned,
+               "embed_queries_s": round(embedded - started, 2), "scan_s": round(scan_s, 2),
+               "frames_per_s": round(scanned / scan_s) if scan_s > 0 else None,
+               "model": source.base_model()}
+    storage.write_json(storage.join(output, SUMMARY_FILE), summary)
+    return SearchResult(table, summary, storage.join(output, HITS_FILE), page)

@@ -13,14 +13,13 @@ See ``schemas/training.py`` for the layout.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import time
 
 import apache_beam as beam
 from apache_beam.io.parquetio import ReadAllFromParquetBatched
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 
 import storage
 from schemas import training as ts
@@ -176,16 +175,6 @@ def _prepare_output(ds_dir: str, overwrite: bool) -> None:
         storage.delete_tree(ts.ds_path(ds_dir, name))
 
 
-def local_options(pipeline_args) -> PipelineOptions:
-    """Beam options from arguments; FnApiRunner unless a runner is named (DirectRunner first tries
-    Prism, which downloads a binary)."""
-    options = PipelineOptions(list(pipeline_args))
-    standard = options.view_as(StandardOptions)
-    if not standard.runner:
-        standard.runner = "FnApiRunner"
-    return options
-
-
 class TrainingSetError(ValueError):
     """The training set cannot be built as asked; ``str(e)`` is one line for the user."""
 
@@ -245,60 +234,3 @@ def build_training_set(request: TrainingSetRequest, options: PipelineOptions) ->
     except Exception as e:  # noqa: BLE001 - the temp dir is harmless; say so and go on
         logging.warning("could not delete %s: %s", ts.ds_path(ds_dir, ts.TRANSFORM_TEMP_DIR), e)
     return TrainingSet(report, document)
-
-
-# --- the options a training set is asked for with (build_training_set, compare_features) -------
-
-def add_job_arguments(parser: argparse.ArgumentParser) -> None:
-    """The job's own options.  A plain parser, not a PipelineOptions subclass: Beam's Google Cloud
-    options already own ``--labels`` (Dataflow job labels), and every PipelineOptions subclass in a
-    process shares one namespace with tag_audio's ``--output`` and ``--features``."""
-    parser.add_argument("--frames", default=None,
-                        help="tag_audio output directory (local or gs://) whose frames/ to read.")
-    parser.add_argument("--labels", default=None,
-                        help="CSV (local or gs://) with columns path (or uri), label and optionally fold; "
-                             "a path labels every frames URI it equals or ends with. With start_s and "
-                             "end_s columns (uri,start_s,end_s,label), the frames that overlap a span take "
-                             "its label.")
-    parser.add_argument("--negatives_from_labelled_files", nargs="?", const=NEGATIVE_LABEL, default=None,
-                        metavar="LABEL",
-                        help=f"With time-span labels: the frames of a labelled file that overlap no span "
-                             f"become examples of LABEL (default {NEGATIVE_LABEL}) instead of being left "
-                             "out.")
-    parser.add_argument("--output", default=None, help="Training-set directory DS_DIR (local or gs://).")
-    parser.add_argument("--features", default="embedding", choices=tuple(ts.FEATURE_SETS),
-                        help="Frame columns to learn from: embedding (YAMNet's 1024-d), logmel "
-                             "(logmel_stats, written by tag_audio --features logmel) or both.")
-    parser.add_argument("--pooling", default=ts.POOLING_NONE, choices=tuple(ts.POOLINGS),
-                        help="none: one example per frame; mean / max / mean_max: one example per clip "
-                             "with the statistic(s) of its frames.")
-    parser.add_argument("--train_folds", default="", help="Comma-separated folds for training "
-                        "(default with fold options: every fold not named for eval or test).")
-    parser.add_argument("--eval_folds", default="", help="Comma-separated folds for eval (default: "
-                        "--eval_percent of the training clips, chosen by URI hash).")
-    parser.add_argument("--test_folds", default="", help="Comma-separated folds for test. Without any "
-                        "fold option, splits are chosen by URI hash.")
-    parser.add_argument("--eval_percent", type=float, default=10.0,
-                        help="Share of clips for eval when not given by fold.")
-    parser.add_argument("--test_percent", type=float, default=10.0,
-                        help="Share of clips for test when splitting by URI hash.")
-    parser.add_argument("--split_salt", default="", help="Changes which clips the URI hash picks.")
-    parser.add_argument("--runs", default="",
-                        help="Comma-separated run ids of OUT_DIR to use (default: every succeeded run).")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="Replace a training set already in DS_DIR.")
-
-
-def _folds(text: str) -> tuple[str, ...]:
-    return tuple(f.strip() for f in text.split(",") if f.strip())
-
-
-def split_rule_from(opts: argparse.Namespace) -> SplitRule:
-    return SplitRule(_folds(opts.train_folds), _folds(opts.eval_folds), _folds(opts.test_folds),
-                     opts.eval_percent, opts.test_percent, opts.split_salt)
-
-
-def request_from(opts: argparse.Namespace) -> TrainingSetRequest:
-    return TrainingSetRequest(opts.frames, opts.labels, opts.output, opts.features, opts.pooling,
-                              split_rule_from(opts), _folds(opts.runs), opts.overwrite,
-                              opts.negatives_from_labelled_files)

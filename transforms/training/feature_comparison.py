@@ -28,11 +28,12 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
+from apache_beam.options.pipeline_options import PipelineOptions
 
 import storage
 from schemas import training as ts
 from transforms.training import head_trainer
-from transforms.training.build import TrainingSetError, TrainingSetRequest, build_training_set, local_options
+from transforms.training.build import TrainingSetError, TrainingSetRequest, build_training_set
 from transforms.training.head_trainer import HeadConfig
 from transforms.training.report import format_report
 
@@ -59,7 +60,7 @@ class ComparisonConfig:
     output_dir: str
     feature_sets: tuple[str, ...]  # the first is the baseline
     build: TrainingSetRequest  # frames, labels, split, pooling and runs: the same for every feature set
-    pipeline_args: tuple[str, ...]  # Beam options for build_training_set
+    pipeline_options: PipelineOptions  # Beam's, for build_training_set
     head: HeadConfig  # dataset_dir / output_dir are filled in per feature set
     top_pairs: int = 5
     min_gain_points: float = 2.0
@@ -290,7 +291,7 @@ def build_and_train(config: ComparisonConfig, features: str) -> dict:
     head_dir = ts.ds_path(config.feature_dir(features), HEAD_DIR)
     request = dataclasses.replace(config.build, output=ds_dir, features=features, overwrite=config.overwrite)
     try:
-        built = build_training_set(request, local_options(config.pipeline_args))
+        built = build_training_set(request, config.pipeline_options)
     except TrainingSetError as e:
         raise ComparisonError(f"build_training_set --features {features} failed: {e}") from None
     print(format_report(built.report))
