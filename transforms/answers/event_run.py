@@ -26,6 +26,7 @@ from transforms.answers.event_pipeline import EventContext, EventSettings, Frame
 from transforms.output.layout import EVENTS, LOG_PROTOCOL, SUCCEEDED, RunRecord, new_run_id
 from transforms.output.lease import DEFAULT_TTL_S, Lease
 from transforms.output.publish import commit, lost_lease, publish
+from transforms.output.read_pins import reading
 from transforms.output.tidy import tidy
 
 FRAME_COLUMNS = ("uri", "frame_index", "start_s", "end_s")
@@ -142,7 +143,8 @@ def run_events(frames: FramesForEvents, output: str, options: PipelineOptions, r
         pipeline = beam.Pipeline(options=options)
         _ = pipeline | "EventsFromFrames" >> EventsFromFrameFiles(frames.frame_files, frames.score_column,
                                                                   frames.context, record, lease, frames.keep)
-        pipeline.run().wait_until_finish()
+        with reading(frames.frames_dir, frames.run_ids, "events"):
+            pipeline.run().wait_until_finish()
     finally:
         lease.release()
     final = RunRecord.read(record.layout.record_path())

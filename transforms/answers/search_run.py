@@ -15,7 +15,7 @@ import concurrent.futures
 import dataclasses
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
@@ -28,10 +28,12 @@ from schemas.tables import METADATA_PREFIX
 from transforms.answers.queries import FramesModel, QueryError, embed_queries
 from transforms.answers.search import SEARCH_COLUMNS, Candidates, QuerySet, best, table_candidates
 from transforms.answers.search_page import write_page
+from transforms.output.read_pins import reading
 
 HITS_FILE = "hits.parquet"
 SUMMARY_FILE = "search.json"
 READ_THREADS = max(2, min(8, os.cpu_count() or 2))
+Keep = Callable[[str, pa.Table], pa.Table]  # (frames part, its rows) -> the rows to search
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +51,7 @@ def _merge(into: list[Candidates], found, settings: SearchSettings) -> None:
         into[q] = best(Candidates.concat([into[q], candidates]), settings.top_k, settings.max_per_file)
 
 
-def _scan_part(path: str, settings: SearchSettings) -> tuple[list[Candidates], int]:
+def _scan_part(path: str, settings: SearchSettings, keep: Keep | None = None) -> tuple[list[Candidates], int]:
     hits = [Candidates.empty() for _ in settings.names]
     rows = 0
     with storage.open_read(path) as f:
@@ -57,19 +59,21 @@ def _scan_part(path: str, settings: SearchSettings) -> tuple[list[Candidates], i
         for group in range(parquet.num_row_groups):
             # Whole row groups on this thread: parts are what runs in parallel (READ_THREADS).
             table = parquet.read_row_group(group, columns=list(SEARCH_COLUMNS), use_threads=False)
+            table = keep(path, table) if keep else table
             rows += table.num_rows
             _merge(hits, table_candidates(table, settings.queries, settings.top_k, settings.max_per_file),
                    settings)
     return hits, rows
 
 
-def search_local(frame_files: Sequence[str], settings: SearchSettings, threads: int = READ_THREADS
-                 ) -> tuple[list[Candidates], int]:
-    """(per query its hits, best first; frames scanned), reading ``threads`` parts at once."""
+def search_local(frame_files: Sequence[str], settings: SearchSettings, threads: int = READ_THREADS,
+                 keep: Keep | None = None) -> tuple[list[Candidates], int]:
+    """(per query its hits, best first; frames scanned), reading ``threads`` parts at once; ``keep``: the
+    rows of a part to search (``FrameSource.keep``: the current ones)."""
     hits = [Candidates.empty() for _ in settings.names]
     scanned = 0
     with concurrent.futures.ThreadPoolExecutor(max(1, threads)) as pool:
-        for part_hits, rows in pool.map(lambda p: _scan_part(p, settings), frame_files):
+        for part_hits, rows in pool.map(lambda p: _scan_part(p, settings, keep), frame_files):
             _merge(hits, enumerate(part_hits), settings)
             scanned += rows
     return hits, scanned
@@ -127,10 +131,11 @@ class WriteHits(beam.DoFn):
 
 @beam.ptransform_fn
 def SearchFrameFiles(pbegin, frame_files: Sequence[str], settings: SearchSettings, output: str,  # noqa: N802
-                     metadata: dict[bytes, bytes] | None = None):
+                     metadata: dict[bytes, bytes] | None = None, keep: Keep | None = None):
     return (pbegin
             | "ListFrameFiles" >> beam.Create(list(frame_files))
-            | "ReadEmbeddings" >> ReadAllFromParquetBatched(columns=list(SEARCH_COLUMNS))
+            | "ReadEmbeddings" >> ReadAllFromParquetBatched(columns=list(SEARCH_COLUMNS), with_filename=True)
+            | "CurrentRows" >> beam.Map(lambda ft: keep(ft[0], ft[1]) if keep else ft[1])
             | "ScoreAndKeepTopK" >> beam.ParDo(ScoreFrames(settings))
             | "TopKPerQuery" >> beam.CombinePerKey(TopHits(settings.top_k, settings.max_per_file))
             | "AllQueries" >> beam.combiners.ToList()
@@ -138,10 +143,10 @@ def SearchFrameFiles(pbegin, frame_files: Sequence[str], settings: SearchSetting
 
 
 def search_beam(frame_files: Sequence[str], settings: SearchSettings, output: str, options,
-                metadata: dict[bytes, bytes] | None = None) -> tuple[pa.Table, int]:
+                metadata: dict[bytes, bytes] | None = None, keep: Keep | None = None) -> tuple[pa.Table, int]:
     """Runs the pipeline; returns (the hits table it wrote, frames scanned)."""
     pipeline = beam.Pipeline(options=options)
-    _ = pipeline | "Search" >> SearchFrameFiles(frame_files, settings, output, metadata)
+    _ = pipeline | "Search" >> SearchFrameFiles(frame_files, settings, output, metadata, keep)
     result = pipeline.run()
     result.wait_until_finish()
     counters = result.metrics().query(beam.metrics.MetricsFilter().with_name("frames"))["counters"]
@@ -224,12 +229,13 @@ def search(source, request: SearchRequest, output: str, options=None) -> SearchR
                               request.max_per_file)
     metadata = {(METADATA_PREFIX + k).encode(): v.encode() for k, v in source.metadata.items()}
     output = output.rstrip("/")
-    if options is not None:
-        table, scanned = search_beam(source.frame_files, settings, output, options, metadata)
-    else:
-        hits, scanned = search_local(source.frame_files, settings)
-        table = hits_table(names, hits, metadata)
-        write_hits(output, table)
+    with reading(source.out_dir, source.run_ids, "search"):
+        if options is not None:
+            table, scanned = search_beam(source.frame_files, settings, output, options, metadata, source.keep)
+        else:
+            hits, scanned = search_local(source.frame_files, settings, keep=source.keep)
+            table = hits_table(names, hits, metadata)
+            write_hits(output, table)
     scan_s = time.perf_counter() - embedded
     page = write_page(output, table, thumbnails=request.thumbnails,
                       title=f"Search of {source.out_dir} ({source.metadata.get('model_identity')})")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
 import socket
@@ -21,6 +22,8 @@ from collections.abc import Iterable, Iterator
 import storage
 from transforms.output.layout import OutputLayout
 from transforms.output.lease import DEFAULT_TTL_S, is_live
+
+_log = logging.getLogger(__name__)
 
 
 def _document(run_ids: list[str], job: str, ttl_s: float, started_at: float) -> dict:
@@ -34,7 +37,13 @@ def reading(out_dir: str, run_ids: Iterable[str], job: str, ttl_s: float = DEFAU
     runs = sorted(set(run_ids))
     path = OutputLayout(out_dir).reader_path(f"{job}-{secrets.token_hex(4)}")
     started = time.time()
-    storage.write_json_atomic(path, _document(runs, job, ttl_s, started))
+    try:
+        storage.write_json_atomic(path, _document(runs, job, ttl_s, started))
+    except OSError as e:  # a read-only view of someone else's output: read it anyway, unpinned
+        _log.warning("could not pin the runs read in %s (%s); a compaction meanwhile may remove them",
+                     out_dir, e)
+        yield path
+        return
     stop = threading.Event()
 
     def keep_alive():

@@ -25,6 +25,7 @@ import storage
 from schemas import training as ts
 from schemas.tables import PACKAGE_VERSION
 from transforms.output.frame_source import FramesNotUsableError, FrameSource, check_columns, find_frames
+from transforms.output.read_pins import reading
 from transforms.training import labelled_rows as tset
 from transforms.training import report as tr
 from transforms.training.labelled_rows import LabelsFileError, LabelTable, SplitRule
@@ -216,7 +217,8 @@ def build_training_set(request: TrainingSetRequest, options: PipelineOptions) ->
     pipeline = beam.Pipeline(options=options)
     _ = pipeline | "BuildTrainingSet" >> BuildTrainingSet(source, labels, request.split, layout, ds_dir,
                                                           request.negative_label)
-    pipeline.run().wait_until_finish()
+    with reading(source.out_dir, source.run_ids, "build_training_set"):
+        pipeline.run().wait_until_finish()
 
     report = storage.read_json(ts.ds_path(ds_dir, ts.REPORT_FILE))
     if report["splits"][ts.TRAIN]["frames"] == 0:
