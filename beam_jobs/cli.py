@@ -171,6 +171,16 @@ def job(name: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
     return decorate
 
 
+def main_for(run: Callable[[list[str] | None], int], log_level: int = logging.WARNING
+             ) -> Callable[[Sequence[str] | None], int]:
+    """A job's ``main(argv=None) -> int``: ``run`` as the process runs it (``entry``)."""
+
+    def main(argv: Sequence[str] | None = None) -> int:
+        return entry(run, argv, log_level)
+
+    return main
+
+
 def entry(run: Callable[[list[str] | None], int], argv: Sequence[str] | None = None,
           log_level: int = logging.WARNING) -> int:
     """Runs a job's ``run(argv)`` as the process does: log lines from ``log_level`` up (by default

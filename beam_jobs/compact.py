@@ -93,8 +93,7 @@ def _report(out_dir: str, plan: CompactionPlan, dry_run: bool, quiet: bool = Fal
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    return cli.entry(run, argv)
+main = cli.main_for(run)
 
 
 if __name__ == "__main__":

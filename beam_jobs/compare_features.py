@@ -97,8 +97,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return cli.entry(run, argv)
+main = cli.main_for(run)
 
 
 if __name__ == "__main__":

@@ -60,8 +60,7 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    return cli.entry(run, argv)
+main = cli.main_for(run)
 
 
 if __name__ == "__main__":

@@ -291,8 +291,7 @@ def _own_option_names() -> set[str]:
     return {action.dest for action in _parser()._actions}
 
 
-def main(argv: list[str] | None = None) -> int:
-    return cli.entry(run, argv)
+main = cli.main_for(run)
 
 
 if __name__ == "__main__":

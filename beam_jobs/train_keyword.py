@@ -175,8 +175,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return cli.entry(run, argv, log_level=logging.INFO)  # training reports its progress at INFO
+main = cli.main_for(run, log_level=logging.INFO)  # training reports its progress at INFO
 
 
 if __name__ == "__main__":
