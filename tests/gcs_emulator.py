@@ -109,11 +109,6 @@ class GcsEmulator:
             self.client.create_bucket(name)
         return f"gs://{name}"
 
-    def upload_bytes(self, data: bytes, uri: str) -> str:
-        bucket, name = split_gs_uri(uri)
-        self.client.bucket(bucket).blob(name).upload_from_string(data)
-        return uri
-
     def upload_file(self, local: Path | str, uri: str) -> str:
         bucket, name = split_gs_uri(uri)
         self.client.bucket(bucket).blob(name).upload_from_filename(str(local))

@@ -341,7 +341,7 @@ def test_export_from_features_matches_waveform_path_on_pooled_layout():
     import tensorflow as tf
 
     from audio_models.head import frame_raw_features
-    from transforms.tagging.frame_table import logmel_statistics
+    from audio_models.logmel_features import logmel_statistics
 
     rng = np.random.default_rng(0)
     patches = rng.normal(size=(3, 96, 64)).astype(np.float32)

@@ -59,10 +59,6 @@ class TimeSettings:
         if self.file_name_pattern is not None:
             pattern_regex(self.file_name_pattern)
 
-    @property
-    def reads_files(self) -> bool:
-        return bool({"bext", "creation_time"} & set(self.sources))
-
 
 @dataclasses.dataclass(frozen=True)
 class RecordingStart:
