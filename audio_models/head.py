@@ -242,4 +242,4 @@ def load_head_model(source: ModelSource | str) -> HeadModel:
 
 
 register_kind(KIND, load_head_spec, load_head_model,
-              path_hint=f"HEAD_DIR/{EXPORT_DIR} (a train_head export, local or gs://)")
+              path_hint=f"HEAD_DIR/{EXPORT_DIR} (a train_head export, local or gs://)", needs_graph=True)

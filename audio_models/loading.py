@@ -75,7 +75,7 @@ class _Kind:
     model_loader: ModelLoader
     default_path: str | None
     path_hint: str  # what --model_path should be, for error messages
-    needs_graph: bool  # builds its graph from saved_model.pb (YAMNet's re-implementation reads weights only)
+    needs_graph: bool  # loads a SavedModel's graph: saved_model.pb must be there and whole
 
 
 _REGISTRY: dict[str, _Kind] = {}
@@ -84,8 +84,12 @@ _REGISTRY: dict[str, _Kind] = {}
 def register_kind(kind: str, spec_loader: SpecLoader, model_loader: ModelLoader,
                   default_path: str | None = None,
                   path_hint: str = "/path/to/model (a local or gs:// SavedModel directory)",
-                  needs_graph: bool = True) -> None:
-    """Makes ``kind`` loadable: ``spec_loader(source)`` on the driver, ``model_loader(source)`` on workers."""
+                  needs_graph: bool = False) -> None:
+    """Makes ``kind`` loadable: ``spec_loader(source)`` on the driver, ``model_loader(source)`` on workers.
+
+    ``needs_graph``: the loader builds a SavedModel's graph, so a directory without a whole
+    ``saved_model.pb`` is refused before work (YAMNet's re-implementation reads only the variables).
+    Any kind's variables shards are checked whole."""
     _REGISTRY[kind] = _Kind(spec_loader, model_loader, default_path, path_hint, needs_graph)
 
 
@@ -288,4 +292,4 @@ def _yamnet_model(source: ModelSource) -> BatchedModel:
 
 
 register_kind(YAMNET, _yamnet_spec, _yamnet_model, default_path=YAMNET_HUB_HANDLE,
-              path_hint="/path/to/yamnet (a SavedModel directory) or yamnet.h5", needs_graph=False)
+              path_hint="/path/to/yamnet (a SavedModel directory) or yamnet.h5")
