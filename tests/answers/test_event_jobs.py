@@ -15,8 +15,8 @@ import pytest
 from beam_jobs import events as events_job
 from schemas.answers import event_rules_from
 from tests.answers.tone_model import HOP, RATE, save_tone_model, tone
-from tests.audio_factory import write_audio
-from tests.pipeline_helpers import read_table, run_tag_audio
+from tests.support.audio_factory import write_audio
+from tests.support.pipeline_helpers import read_table, run_tag_audio
 
 HOP_S = HOP / RATE
 THRESHOLDS = "class,on,off,min_duration_s,merge_gap_s\n*,0.8,0.5,0.3,0\n"

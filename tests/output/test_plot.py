@@ -10,8 +10,15 @@ from PIL import Image
 
 from beam_jobs import plot
 from schemas.tables import STATUS_OK, FrameColumns
-from tests.audio_factory import write_audio
-from tests.output_factory import CLASS_NAMES, SPEC, FakeFile, scores_with_peaks, three_files, write_run
+from tests.support.audio_factory import write_audio
+from tests.support.output_factory import (
+    CLASS_NAMES,
+    SPEC,
+    FakeFile,
+    scores_with_peaks,
+    three_files,
+    write_run,
+)
 from transforms.decoding.span import load_audio_span
 from transforms.output import timeline_plot
 

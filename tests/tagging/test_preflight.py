@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from tests.pipeline_helpers import FIXTURE_MODEL, REPO, require_shared, run_tag_audio_subprocess
-from tests.savedmodel_factory import save_batched_encoder
+from tests.support.pipeline_helpers import FIXTURE_MODEL, REPO, require_shared, run_tag_audio_subprocess
+from tests.support.savedmodel_factory import save_batched_encoder
 
 
 @pytest.fixture(scope="module")

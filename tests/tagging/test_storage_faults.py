@@ -7,7 +7,6 @@ processes (the decoder processes too), nothing in the product is patched.
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import subprocess
@@ -16,10 +15,8 @@ import sys
 import pytest
 
 from schemas.tables import error_kind
-from storage.retries import is_transient
-from tests.audio_factory import chirp, sine, write_audio
-from tests.pipeline_helpers import REPO, read_table
-from tests.savedmodel_factory import save_batched_encoder
+from tests.support.audio_factory import chirp, sine, write_audio
+from tests.support.pipeline_helpers import REPO, read_table
 
 READS = "read,pread64,readv,preadv"
 
@@ -48,17 +45,7 @@ def _tag(args: list[str], prefix: list[str] = ()) -> subprocess.CompletedProcess
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
 
 
-@pytest.mark.parametrize("code", [errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.ENOTCONN])
-def test_a_filesystem_fault_is_transient(code):
-    assert is_transient(OSError(code, os.strerror(code), "/mnt/nfs/a.wav"))
-
-
-@pytest.mark.parametrize("code", [errno.ENOENT, errno.EACCES, errno.EISDIR, errno.ENOSPC])
-def test_a_missing_or_forbidden_file_is_not(code):
-    assert not is_transient(OSError(code, os.strerror(code), "/mnt/nfs/a.wav"))
-
-
-def test_eio_reading_a_file_gives_a_transient_row_and_the_next_run_retries_it(tmp_path):
+def test_eio_reading_a_file_gives_a_transient_row_and_the_next_run_retries_it(tmp_path, small_corpus):
     _require_strace_injection(tmp_path)
     audio = tmp_path / "audio"
     audio.mkdir()
@@ -67,7 +54,7 @@ def test_eio_reading_a_file_gives_a_transient_row_and_the_next_run_retries_it(tm
     out = tmp_path / "out"
     # --unit_s 2: the 3 s files are probed while planning, so the fault meets the probe and the decode.
     args = ["--input", str(audio), "--output", str(out), "--model", "savedmodel", "--model_path",
-            str(save_batched_encoder(tmp_path / "model")), "--unit_s", "2"]
+            str(small_corpus.model), "--unit_s", "2"]
 
     first = _tag(args, prefix=_eio_on_reads_of(bad))
     assert first.returncode == 0, first.stderr[-3000:]

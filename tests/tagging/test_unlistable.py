@@ -15,8 +15,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from schemas.tables import error_kind  # noqa: E402
-from tests.pipeline_helpers import read_table, run_tag_audio  # noqa: E402
-from tests.savedmodel_factory import save_batched_encoder  # noqa: E402
+from tests.support.pipeline_helpers import read_table, run_tag_audio  # noqa: E402
 from transforms.decoding.messages import ERROR, DecodeRequest, decode_messages  # noqa: E402
 from transforms.output.layout import FAILED, SUCCEEDED, RunRecord  # noqa: E402
 from transforms.output.publish import UNLISTABLE, final_record  # noqa: E402
@@ -33,7 +32,7 @@ def _decoder_error(path) -> str | None:
     return errors[0] if errors else None
 
 
-def test_a_run_whose_every_file_ffmpeg_cannot_open_ends_by_the_failed_files_rule(tmp_path):
+def test_a_run_whose_every_file_ffmpeg_cannot_open_ends_by_the_failed_files_rule(tmp_path, small_corpus):
     audio = tmp_path / "audio"
     audio.mkdir()
     for name, garbage in GARBAGE.items():
@@ -43,7 +42,7 @@ def test_a_run_whose_every_file_ffmpeg_cannot_open_ends_by_the_failed_files_rule
             pytest.skip(f"this FFmpeg build does not fail to open {garbage[:12]!r}... ({probed!r})")
     out = tmp_path / "out"
     status = run_tag_audio(["--input", str(audio), "--output", str(out), "--model", "savedmodel",
-                            "--model_path", str(save_batched_encoder(tmp_path / "model")),
+                            "--model_path", str(small_corpus.model),
                             "--decode_processes", "0", "--max_failed_fraction", "0.5"])
 
     files = read_table(out, "files", ["uri", "status", "error"]).to_pylist()

@@ -21,8 +21,8 @@ import pyarrow.dataset as pads
 import pytest
 
 from schemas import training as ts
-from tests.audio_factory import sine, write_audio
-from tests.pipeline_helpers import FIXTURE_MODEL, read_table, require_shared, run_tag_audio
+from tests.support.audio_factory import sine, write_audio
+from tests.support.pipeline_helpers import FIXTURE_MODEL, read_table, require_shared, run_tag_audio
 from transforms.training import labelled_rows as tset
 
 CLASSES = {"low": 300.0, "high": 2500.0, "noise": None}
