@@ -19,12 +19,13 @@ from tests.support.audio_factory import chirp, sine, write_audio
 from tests.support.pipeline_helpers import REPO, read_table
 
 READS = "read,pread64,readv,preadv"
+STATS = "stat,lstat,newfstatat,statx"
 
 
-def _eio_on_reads_of(path) -> list[str]:
-    """The strace prefix that makes every read of ``path`` fail with EIO, in all child processes."""
-    return ["strace", "-f", "-qq", "-o", os.devnull, "--seccomp-bpf", "-P", str(path), "-e", f"trace={READS}",
-            "-e", f"inject={READS}:error=EIO"]
+def _fault(path, calls: str = READS, error: str = "EIO") -> list[str]:
+    """The strace prefix that makes ``calls`` on ``path`` fail with ``error``, in all child processes."""
+    return ["strace", "-f", "-qq", "-o", os.devnull, "--seccomp-bpf", "-P", str(path), "-e", f"trace={calls}",
+            "-e", f"inject={calls}:error={error}"]
 
 
 def _require_strace_injection(tmp_path) -> None:
@@ -33,7 +34,7 @@ def _require_strace_injection(tmp_path) -> None:
     probe = tmp_path / "probe.bin"
     probe.write_bytes(b"x" * 100)
     code = f"open({str(probe)!r}, 'rb').read()"
-    result = subprocess.run([*_eio_on_reads_of(probe), sys.executable, "-c", code], capture_output=True,
+    result = subprocess.run([*_fault(probe), sys.executable, "-c", code], capture_output=True,
                             text=True, timeout=60)
     if "[Errno 5]" not in result.stderr:
         pytest.skip(f"strace cannot inject EIO here (ptrace not allowed?): {result.stderr.strip()[-300:]}")
@@ -56,7 +57,7 @@ def test_eio_reading_a_file_gives_a_transient_row_and_the_next_run_retries_it(tm
     args = ["--input", str(audio), "--output", str(out), "--model", "savedmodel", "--model_path",
             str(small_corpus.model), "--unit_s", "2"]
 
-    first = _tag(args, prefix=_eio_on_reads_of(bad))
+    first = _tag(args, prefix=_fault(bad))
     assert first.returncode == 0, first.stderr[-3000:]
     listed = read_table(out, "files", ["uri", "status", "error"]).to_pylist()
     rows = {os.path.basename(r["uri"]): r for r in listed}
@@ -72,3 +73,14 @@ def test_eio_reading_a_file_gives_a_transient_row_and_the_next_run_retries_it(tm
     latest = max((r["run"], r["status"]) for r in files if r["uri"].endswith(bad.name))
     assert latest[1] == "ok"
     assert sum(r["uri"].endswith(good.name) for r in files) == 1  # done before: not tagged twice
+
+
+def test_a_stale_handle_while_listing_a_named_file_is_transient_too(tmp_path):
+    _require_strace_injection(tmp_path)
+    named = write_audio(tmp_path / "named.wav", sine(440.0, 0.5, 16000), 16000)
+    code = ("from transforms.tagging.listing import ExpandInput; "
+            f"print(ExpandInput._literal({str(named)!r}).error)")
+    result = subprocess.run([*_fault(named, STATS, "ESTALE"), sys.executable, "-c", code], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    error = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else result.stderr[-2000:]
+    assert error == "transient: storage error ESTALE (Stale file handle); the next run retries this file"
