@@ -9,12 +9,11 @@ import time
 import pytest
 
 from tests.support.pipeline_helpers import FIXTURE_MODEL, REPO, require_shared, run_tag_audio_subprocess
-from tests.support.savedmodel_factory import save_batched_encoder
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return save_batched_encoder(tmp_path_factory.mktemp("preflight") / "model")
+def model(small_corpus):
+    return small_corpus.model
 
 
 def _bare_env(tmp_path) -> dict[str, str]:
