@@ -15,9 +15,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from transforms.output.compaction import CompactionPlan, compact, holding_output, plan_compaction
+from transforms.output.compaction import CompactionPlan, compact, holding_output, plan_compaction, repair
 from transforms.output.inspection import human_bytes
+from transforms.output.layout import FILES, FRAMES, OutputLayout
 from transforms.output.lease import OutputBusyError
+from transforms.output.reader import DamagedOutputError, damaged_parts, find_output
 
 BUSY = 3  # as tag_audio: another run holds the output
 
@@ -27,13 +29,24 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir", metavar="OUT_DIR", help="tag_audio output directory (local or gs://).")
     parser.add_argument("--dry_run", action="store_true", help="Print what would be removed; remove nothing.")
+    parser.add_argument("--repair", action="store_true",
+                        help="Move runs with a damaged Parquet part to OUT_DIR/_quarantine/ (their rows then "
+                             "count as never written: the next run tags those files again), then compact.")
     return parser
 
 
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        plan = plan_compaction(args.out_dir)  # read only: a missing or empty OUT_DIR stops here
+        found = find_output(args.out_dir)  # read only: a missing OUT_DIR stops here
+        if damaged := damaged_parts(found, (FRAMES, FILES), found.published):
+            if not args.repair:
+                raise DamagedOutputError(found.root, damaged)
+            with holding_output(args.out_dir):
+                moved = repair(args.out_dir, damaged)
+            print(f"repaired: {len(moved)} run(s) with damaged parts moved to "
+                  f"{OutputLayout(found.root).quarantine_path('')}: {', '.join(moved)}")
+        plan = plan_compaction(args.out_dir)  # read only: an empty OUT_DIR stops here
         if args.dry_run or _report(args.out_dir, plan, dry_run=True, quiet=True) != 0:
             return _report(args.out_dir, plan, dry_run=True)
         with holding_output(args.out_dir) as lease:  # planned again: runs may have ended meanwhile
@@ -50,6 +63,9 @@ def run(argv: list[str] | None = None) -> int:
     except OutputBusyError as e:
         print(f"compact: {e}", file=sys.stderr)
         return BUSY
+    except DamagedOutputError as e:
+        print(f"compact: {e}", file=sys.stderr)
+        return 2
 
 
 def _report(out_dir: str, plan: CompactionPlan, dry_run: bool, quiet: bool = False) -> int:
@@ -66,8 +82,11 @@ def _report(out_dir: str, plan: CompactionPlan, dry_run: bool, quiet: bool = Fal
         print(f"  {verb}  {removal.run.label}  {removal.run.status}  {removal.files_rows:,} files rows and "
               f"{removal.frames_rows:,} frames, all superseded, {human_bytes(removal.bytes)}")
     print(f"  keeping  {len(plan.kept)} published run(s) with current or latest rows")
+    for run_id, job in sorted(plan.being_read.items()):
+        print(f"  keeping  run={run_id}: superseded, but a running {job} job reads it")
     for run in plan.untouched:
-        print(f"  never touched  {run.label}  status {run.status or 'unknown (no record)'}: not published")
+        print(f"  never committed  {run.label}  status {run.status or 'unknown (no record)'}: its Parquet is "
+              "cleared by the next run or compaction that holds the lease")
     if dry_run:
         print(f"dry run: {len(plan.remove)} run(s), {human_bytes(plan.bytes)} would be removed; nothing was")
     return 0

@@ -30,9 +30,11 @@ from transforms.answers.event_options import (
 from transforms.answers.event_pipeline import EventContext
 from transforms.answers.event_run import new_record, run_events
 from transforms.answers.exports import AUDACITY, RAVEN, export_events
+from transforms.output.current import current_events
+from transforms.output.frame_source import FramesNotUsableError, find_frames
 from transforms.output.layout import EVENTS
-from transforms.output.reader import ModelInfo, find_output, read_events, read_schema
-from transforms.training.frame_source import FramesNotUsableError, find_frames
+from transforms.output.lease import OutputBusyError
+from transforms.output.reader import ModelInfo, find_output, read_events
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,17 +67,20 @@ def _fail(message: str) -> int:
 
 def _export(directory: str, opts: argparse.Namespace, run_id: str | None = None) -> int:
     output = find_output(directory)
-    runs = [run for run in output.published if run.events and (run_id is None or run.run_id == run_id)]
-    if not runs:
+    if run_id is not None:
+        run = output.run(run_id)
+        found = (read_events(run), f"run {run.run_id}") if run.events else None
+    else:
+        found = current_events(output)
+    if found is None:
         return _fail(f"no events under {directory}: run tag_audio --events or python -m beam_jobs.events "
                      "first")
-    run = runs[-1]
-    table = read_events(run)
-    rate = ModelInfo.from_schema(read_schema(run.events)).sample_rate  # events carry the frames' metadata
+    table, source = found
+    rate = ModelInfo.from_schema(table.schema).sample_rate  # events carry the frames' metadata
     for fmt, target in ((RAVEN, opts.raven), (AUDACITY, opts.audacity)):
         if target:
             paths = export_events(table, target, [fmt], rate)
-            print(f"{fmt}: {len(paths)} file(s) in {target} ({table.num_rows} events of run {run.run_id})")
+            print(f"{fmt}: {len(paths)} file(s) in {target} ({table.num_rows} events of {source})")
     return 0
 
 
@@ -116,7 +121,11 @@ def run(argv: list[str] | None = None) -> int:
         standard.runner = "FnApiRunner"  # DirectRunner first tries Prism, which downloads a binary
     parameters = {"frames": source.out_dir, "runs": list(source.run_ids), **settings.to_document()}
     record = new_record(opts.output, parameters, source.base_model(), opts.run_id)
-    final = run_events(source.frame_files, score_column, context, record, options)
+    try:
+        final = run_events(source.frame_files, score_column, context, record, options, keep=source.keep)
+    except OutputBusyError as e:
+        print(f"events: {e}", file=sys.stderr)
+        return 3
     counts = final.counts or {}
     print(f"events run {final.run_id}: {counts.get('events', 0)} events in "
           f"{counts.get('recordings_with_events', 0)} recordings, {len(context.classes)} classes, "

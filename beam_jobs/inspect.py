@@ -15,7 +15,8 @@ import sys
 
 from beam_jobs import command
 from transforms.output.inspection import format_text, summarize_output, to_json
-from transforms.output.reader import find_output
+from transforms.output.layout import FILES, FRAMES
+from transforms.output.reader import DamagedOutputError, damaged_parts, find_output
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,10 +35,15 @@ def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         found = find_output(args.out_dir)
+        if damaged := damaged_parts(found, (FRAMES, FILES), found.runs):
+            raise DamagedOutputError(found.root, damaged)
         summary = summarize_output(found, run_id=args.run, top_labels=args.top_labels,
                                    only_run=args.run is not None)
     except (FileNotFoundError, KeyError) as e:
         print(f"inspect: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    except DamagedOutputError as e:
+        print(f"inspect: {e}", file=sys.stderr)
         return 2
     if not summary.runs:
         print(f"inspect: no tag_audio output (frames/, files/ or run records) under {args.out_dir}",

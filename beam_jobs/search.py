@@ -33,7 +33,7 @@ from transforms.answers.queries import FramesModel, QueryError, embed_queries
 from transforms.answers.search import POOLINGS, QuerySet
 from transforms.answers.search_page import write_page
 from transforms.answers.search_run import SearchSettings, hits_table, search_beam, search_local, write_hits
-from transforms.training.frame_source import FramesNotUsableError, check_columns, find_frames
+from transforms.output.frame_source import FramesNotUsableError, check_columns, find_frames
 
 SUMMARY_FILE = "search.json"
 

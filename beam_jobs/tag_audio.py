@@ -264,7 +264,7 @@ def run(argv: list[str] | None = None) -> int:
         print(format_plan(tagging.plan_only(config, options), opts.retry_failed))
         return 0
     if _only_builds_a_job(options):
-        tagging.build(config, record, options).run()
+        tagging.build(tagging.with_published_runs(config), record, options).run()
         print(f"tag_audio: job built for {options.view_as(StandardOptions).runner}; nothing was run")
         return 0
     try:
@@ -273,6 +273,11 @@ def run(argv: list[str] | None = None) -> int:
     except OutputBusyError as e:
         print(f"tag_audio: {e}", file=sys.stderr)
         return 3
+    except tagging.UsageError as e:  # found under the lease: a damaged part, a run id taken meanwhile
+        return _fail(str(e))
+    except tagging.RunStoppedError as e:
+        print(f"tag_audio: {e}", file=sys.stderr)
+        return e.exit_code
     print(format_plan(final.plan, opts.retry_failed))
     print(format_summary(final))
     if config.events is not None:

@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator
 
 from storage.paths import local_path, parent
-from storage.writes import makedirs
+from storage.writes import crash_point, makedirs
 
 
 def _gcs_blob(path: str):
@@ -112,6 +112,7 @@ def create_exclusive(path: str, data: bytes) -> bool:
     """Creates the object only if there is none, whole or not at all; returns whether this call created
     it. On GCS a generation-0 precondition; locally a hard link of a complete temporary file, which
     fails when the name exists (atomic on every POSIX filesystem, NFS included)."""
+    crash_point(f"creating {path}")
     if path.startswith("gs://"):
         return _gcs_conditionally(lambda: _gcs_blob(path).upload_from_string(data, if_generation_match=0))
     local = local_path(path)

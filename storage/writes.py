@@ -47,6 +47,7 @@ def write_json(path: str, value) -> None:
 def rename(sources: Sequence[str], destinations: Sequence[str]) -> None:
     if not sources:
         return
+    crash_point(f"renaming {len(sources)} file(s) to {destinations[0]}")
     for destination in destinations:
         makedirs(parent(destination))
     if all(not is_remote(p) for p in [*sources, *destinations]):
@@ -58,6 +59,8 @@ def rename(sources: Sequence[str], destinations: Sequence[str]) -> None:
 
 def delete(paths: Sequence[str]) -> None:
     """Deletes files; missing ones are ignored."""
+    if paths:
+        crash_point(f"deleting {paths[0]}")
     for path in paths:
         if not is_remote(path):
             with contextlib.suppress(FileNotFoundError):
@@ -69,6 +72,7 @@ def delete(paths: Sequence[str]) -> None:
 
 def delete_tree(path: str) -> None:
     """Deletes a file or everything below a directory or prefix; nothing there is fine."""
+    crash_point(f"deleting {path}")
     if not is_remote(path):
         local = local_path(path)
         if os.path.isdir(local):
@@ -99,6 +103,7 @@ def write_json_atomic(path: str, value) -> None:
     """Writes JSON that a reader sees whole or not at all: an object store's upload is atomic; a local
     file is written beside its name, flushed, then renamed over it."""
     data = json.dumps(value, indent=2, sort_keys=True).encode()
+    crash_point(f"writing {path}")
     if is_remote(path):
         write_bytes(path, data, "application/json")
         return
@@ -114,3 +119,27 @@ def write_json_atomic(path: str, value) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.remove(staging)
+
+
+# --- crash points ---------------------------------------------------------------------------------------
+#
+# AUDIO_TAGGER_KILL_AT=K makes this process SIGKILL itself at its K-th change of stored state (a rename, an
+# exclusive create, an atomic record write, a delete), before the change happens. The crash-point tests
+# use it to stop a run at each step that matters and check what the next run makes of it.
+
+_KILL_AT_VARIABLE = "AUDIO_TAGGER_KILL_AT"
+_changes = 0
+
+
+def crash_point(what: str) -> None:
+    global _changes
+    kill_at = os.environ.get(_KILL_AT_VARIABLE)
+    if not kill_at:
+        return
+    _changes += 1
+    if _changes == int(kill_at):
+        import signal
+        import sys
+
+        print(f"crash point {_changes}: killed before {what}", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)

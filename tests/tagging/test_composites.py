@@ -64,7 +64,7 @@ def test_skip_done_keeps_new_and_changed_files_and_counts_every_decision(tmp_pat
     entries = [FileEntry("/in/done.wav", 1002, 1.7e9), FileEntry("/in/failed.wav", 1000, 1.7e9),
                FileEntry("/in/changed.wav", 1002, 1.8e9), FileEntry("/in/new.wav", 5, 1.7e9)]
     with _pipeline() as p:
-        prior = p | PriorResults(str(out), ["20250101T000000.000Z-aaaaaa"], config_id(SPEC))
+        prior = p | PriorResults(str(out), {"20250101T000000.000Z-aaaaaa": 1}, config_id(SPEC))
         work, categories = p | beam.Create(entries) | SkipDone(prior, retry_failed=False)
         assert_that(work | "Uris" >> beam.Map(lambda e: e.uri), equal_to(["/in/changed.wav", "/in/new.wav"]),
                     label="work")
@@ -76,7 +76,7 @@ def test_skip_done_keeps_new_and_changed_files_and_counts_every_decision(tmp_pat
 def test_prior_results_ignore_rows_of_another_model(tmp_path):
     out = _prior_output(tmp_path)
     with _pipeline() as p:
-        prior = p | PriorResults(str(out), ["20250101T000000.000Z-aaaaaa"], "another-config")
+        prior = p | PriorResults(str(out), {"20250101T000000.000Z-aaaaaa": 1}, "another-config")
         assert_that(prior, equal_to([]))
 
 

@@ -25,11 +25,11 @@ from collections.abc import Iterator
 
 import storage
 from transforms.output.current import RowStates, row_states
-from transforms.output.layout import RUNS, new_run_id
+from transforms.output.layout import TABLES, OutputLayout, new_run_id
 from transforms.output.lease import DEFAULT_TTL_S, Lease
+from transforms.output.read_pins import pinned_runs
 from transforms.output.reader import OutputDir, RunOutput, count_rows, find_output
-
-COMPACTED = "compacted"  # runs/compacted/<id>.json: the records of removed runs
+from transforms.output.tidy import tidy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +50,7 @@ class CompactionPlan:
     kept: tuple[str, ...]  # published runs that hold current or latest rows
     untouched: tuple[RunOutput, ...]  # not published: running, killed, no or damaged record
     states: RowStates
+    being_read: dict[str, str] = dataclasses.field(default_factory=dict)  # superseded, but a job reads them
 
     @property
     def bytes(self) -> int:
@@ -60,8 +61,12 @@ def plan_compaction(out_dir: str | OutputDir) -> CompactionPlan:
     found = find_output(out_dir) if isinstance(out_dir, str) else out_dir
     states = row_states(found)
     superseded = set(states.superseded_runs())
+    pinned = pinned_runs(found.root)
+    being_read = {run_id: job for run_id, job in pinned.items() if run_id in superseded}
     remove = []
     for run in found.published:
+        if run.run_id in being_read:
+            continue
         if run.run_id in superseded and run.files:  # an events-only run (beam_jobs.events) has no rows here
             counts = states.counts(run.run_id)
             remove.append(RunRemoval(run, files_rows=sum(counts.values()),
@@ -69,22 +74,28 @@ def plan_compaction(out_dir: str | OutputDir) -> CompactionPlan:
     kept = tuple(r for r in states.run_ids if r not in superseded)
     untouched = tuple(run for run in found.runs if not run.published)
     return CompactionPlan(out_dir=found.root, remove=tuple(remove), kept=kept, untouched=untouched,
-                          states=states)
+                          states=states, being_read=being_read)
 
 
-def archived_record_path(record_path: str) -> str:
-    """runs/<id>.json -> runs/compacted/<id>.json"""
-    runs_dir = storage.parent(record_path)
-    if runs_dir.rstrip("/").rsplit("/", 1)[-1] != RUNS:
-        raise ValueError(f"{record_path} is not a run record under {RUNS}/")
-    return storage.join(runs_dir, COMPACTED, record_path.rsplit("/", 1)[-1])
+def repair(out_dir: str, damaged: list[tuple[str, str]]) -> list[str]:
+    """Moves each damaged part's run (every part of it) to ``_quarantine/``; returns the runs moved."""
+    found = find_output(out_dir)
+    layout = OutputLayout(found.root)
+    paths = {path for path, _ in damaged}
+    moved = []
+    for run in found.runs:
+        parts = [p.path for table in TABLES for p in run.parts(table)]
+        if paths & set(parts):
+            storage.rename(parts, [layout.quarantine_path(p) for p in parts])
+            moved.append(run.run_id)
+    return moved
 
 
-def remove_run(removal: RunRemoval, states: RowStates) -> None:
+def remove_run(removal: RunRemoval, states: RowStates, out_dir: str) -> None:
     run = removal.run
     # Checked again here, whoever built the plan: a run that is not published, or that holds a current
     # or latest row, is never removed.
-    if not run.published or run.record_path is None:
+    if not run.published:
         raise ValueError(f"run {run.run_id} is not published (status {run.status}); it is never removed")
     if run.run_id in states.kept_runs() or run.run_id not in states.run_ids:
         raise ValueError(f"run {run.run_id} holds current or latest rows; it is never removed")
@@ -92,9 +103,10 @@ def remove_run(removal: RunRemoval, states: RowStates) -> None:
         storage.delete([p.path for p in parts])
         for directory in sorted({storage.parent(p.path) for p in parts}):
             storage.delete_tree(directory)  # the run's partition directory (local: now empty)
-    archive = archived_record_path(run.record_path)
-    storage.write_bytes(archive, storage.read_bytes(run.record_path), "application/json")
-    storage.delete([run.record_path])
+    if run.record_path is not None:
+        archive = OutputLayout(out_dir).compacted_record_path(run.run_id)
+        storage.write_bytes(archive, storage.read_bytes(run.record_path), "application/json")
+        storage.delete([run.record_path])
 
 
 @contextlib.contextmanager
@@ -102,6 +114,7 @@ def holding_output(out_dir: str, ttl_s: float = DEFAULT_TTL_S) -> Iterator[Lease
     """The output's lease, held by this compaction; raises OutputBusyError while a run holds it."""
     lease = Lease(out_dir, f"compact-{new_run_id()}", ttl_s).acquire()
     try:
+        tidy(out_dir, lease.run_id, check=False)
         yield lease
     finally:
         lease.release()
@@ -113,6 +126,6 @@ def compact(plan: CompactionPlan, lease: Lease | None = None) -> list[str]:
     for removal in plan.remove:
         if lease is not None:
             lease.renew()  # raises LeaseLostError rather than delete under another holder
-        remove_run(removal, plan.states)
+        remove_run(removal, plan.states, plan.out_dir)
         removed.append(removal.run.run_id)
     return removed

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from schemas.tables import STATUS_OK
 from storage import StoredFile
-from transforms.output.reader import OutputDir, RunOutput, find_output, read_parts
+from transforms.output.reader import OutputDir, RunOutput, find_output, read_events, read_parts
 
 CURRENT = "current"
 LATEST = "latest"
@@ -184,6 +184,24 @@ def current_frames(out_dir: str | OutputDir, columns: Sequence[str] | None = Non
     large outputs stream them with ``iter_current_batches``)."""
     found = find_output(out_dir) if isinstance(out_dir, str) else out_dir
     return _read_current(found, row_states(found, statuses), "frames", columns)
+
+
+def current_events(out_dir: str | OutputDir) -> tuple[pa.Table, str] | None:
+    """The current events and a label of where they come from; None when no committed run has events.
+
+    When the latest run with events is an events run (``beam_jobs.events``, no files rows of its own),
+    its events are current whole; otherwise (``tag_audio --events``) a file's events are those of the
+    run that holds its current files row, so a re-run with nothing to do exports what the earlier one
+    found."""
+    found = find_output(out_dir) if isinstance(out_dir, str) else out_dir
+    with_events = [run for run in _published(found) if run.events]
+    if not with_events:
+        return None
+    latest = with_events[-1]
+    if not latest.files:
+        return read_events(latest), f"run {latest.run_id}"
+    table = _read_current(found, row_states(found), "events", None)
+    return table.drop_columns([RUN_COLUMN]) if RUN_COLUMN in table.column_names else table, "the current view"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,8 +1,11 @@
-"""How a run becomes visible: its staged Parquet moved into place, then its final record.
+"""How a run becomes visible: its staged Parquet moved into its partitions, then one commit.
 
-The record is written last, so a reader that sees a published record sees the
-whole run, and a run killed at any point before leaves only staging files and
-a 'running' record behind.
+The commit (``transforms.output.commit_log``) is the only step that makes a run
+visible, and it is one object created only if absent, at the number the run's
+lease reserved.  A run killed at any point before it, or one that lost its lease,
+leaves Parquet that no reader takes as output; the next run that holds the lease
+removes it (``transforms.output.tidy``).  The run record is written after the
+commit, for people: readers take a committed run's final record from the log.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import time
 import apache_beam as beam
 
 import storage
+from transforms.output import commit_log
 from transforms.output.layout import FAILED, FILES, FRAMES, SUCCEEDED, TABLES, RunLayout, RunRecord
 from transforms.output.lease import Lease
 
@@ -65,9 +69,39 @@ def final_record(record: RunRecord, summary: dict, plan: dict, published: dict[s
     return final
 
 
+def lost_lease(record: RunRecord, **fields) -> RunRecord:
+    """The record of a run that lost the output to another run before it could commit."""
+    final = dataclasses.replace(record, status=FAILED, finished_at=time.time(), **fields,
+                                reason=f"lost the lease on {record.out_dir} to another run; nothing was "
+                                       "published (the next run tags these files)")
+    final.write()
+    return final
+
+
+def commit(final: RunRecord, lease: Lease | None) -> RunRecord:
+    """Commits a run whose Parquet is in its partitions, at the number its lease reserved (without a
+    lease: the next free number); then writes its record and gives the lease up. Returns the record:
+    failed, with nothing published, when another run took the output first."""
+    number = lease.commit_number if lease is not None else commit_log.head(final.out_dir) + 1
+    while True:
+        committed = dataclasses.replace(final, commit=number)
+        entry = commit_log.Commit(commit=number, kind=commit_log.RUN, run_id=final.run_id,
+                                  committed_at=time.time(), status=final.status,
+                                  record=committed.to_json())
+        if commit_log.append(final.out_dir, entry):
+            break
+        if lease is not None:  # our number is taken: we were fenced out
+            return lost_lease(final)
+        number = commit_log.head(final.out_dir) + 1
+    committed.write()
+    if lease is not None:
+        lease.release()
+    return committed
+
+
 class PublishRun(beam.DoFn):
-    """Runs once, after both tables are written: publish files, then write the final run record,
-    then give the output's lease up. A run that lost its lease publishes nothing."""
+    """Runs once, after both tables are written: move the staged parts, commit, write the run record,
+    give the output's lease up. A run that lost its lease publishes nothing."""
 
     def __init__(self, record: RunRecord, max_failed_fraction: float, lease: Lease | None = None):
         self._record = record
@@ -76,16 +110,8 @@ class PublishRun(beam.DoFn):
 
     def process(self, summary: dict, staged: list[str], plan: dict):
         if self._lease is not None and not self._lease.held():
-            final = dataclasses.replace(self._record, status=FAILED, counts=summary, plan=plan,
-                                        finished_at=time.time(),
-                                        reason=f"lost the lease on {self._record.out_dir} to another run; "
-                                               "nothing was published (the next run tags these files)")
-            final.write()
-            yield final.to_json()
+            yield lost_lease(self._record, counts=summary, plan=plan).to_json()
             return
         published = publish(self._record.layout, staged)
         final = final_record(self._record, summary, plan, published, self._max_failed_fraction)
-        final.write()
-        if self._lease is not None:
-            self._lease.release()
-        yield final.to_json()
+        yield commit(final, self._lease).to_json()

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 import storage
 from schemas.tables import class_names_from, read_model_metadata
 from storage import StoredFile
+from transforms.output import commit_log
 from transforms.output.layout import (
     EVENTS,
     FILES,
@@ -34,6 +35,7 @@ from transforms.output.layout import (
     RUNS,
     SUCCEEDED,
     TABLES,
+    OutputLayout,
     RunRecord,
     run_id_of,
 )
@@ -51,6 +53,7 @@ class RunOutput:
     events: tuple[StoredFile, ...] = ()  # only with tag_audio --events or beam_jobs.events
     record_path: str | None = None
     record: RunRecord | None = None
+    commit: int | None = None  # its place in the commit log; None: never committed (invisible)
 
     @property
     def status(self) -> str | None:
@@ -59,7 +62,8 @@ class RunOutput:
 
     @property
     def published(self) -> bool:
-        return self.record is not None and self.record.published
+        """Committed: its rows are output. The one definition every reader and backfill uses."""
+        return self.commit is not None
 
     @property
     def frames_bytes(self) -> int:
@@ -87,6 +91,12 @@ class OutputDir:
     runs: tuple[RunOutput, ...]
     total_bytes: int  # every object under root, run records and work in progress included
     in_progress_bytes: int  # below '_' / '.' directories (staging, sink temp files)
+    head: int = 0  # the commit log's highest number
+
+    @property
+    def uncommitted(self) -> tuple[RunOutput, ...]:
+        """Runs with data or a record that never committed: killed, interrupted, fenced, or running now."""
+        return tuple(run for run in self.runs if not run.published)
 
     def run(self, run_id: str | None) -> RunOutput:
         for run in self.runs:
@@ -191,37 +201,58 @@ def find_output(out_dir: str) -> OutputDir:
             parts.setdefault(run_id, {table: [] for table in TABLES})[relative[0]].append(obj)
     if base != root:  # only the runs below the directory given
         records = {rid: path for rid, path in records.items() if rid in parts}
-    run_ids = list(set(parts) | set(records))
-    loaded = map_parallel(lambda rid: RunRecord.read(records[rid]) if rid in records else None, run_ids)
-    runs = [
-        RunOutput(
+    log = commit_log.read_log(base, map_parallel)
+    committed = {entry.run_id: entry for entry in log if entry.kind == commit_log.RUN}
+    if base != root:
+        committed = {rid: entry for rid, entry in committed.items() if rid in parts}
+    run_ids = list(set(parts) | set(records) | set(committed))
+    loaded = dict(zip(run_ids, map_parallel(
+        lambda rid: RunRecord.read(records[rid]) if rid in records else None, run_ids)))
+    commits = _commit_numbers(committed, loaded)
+    runs = []
+    for rid in run_ids:
+        record = loaded[rid]
+        if rid in committed and committed[rid].record:  # the commit's record is the final one
+            record = RunRecord.from_json({**committed[rid].record, "commit": committed[rid].commit})
+        runs.append(RunOutput(
             run_id=rid,
             frames=tuple(sorted(parts.get(rid, {}).get(FRAMES, []), key=lambda f: f.path)),
             files=tuple(sorted(parts.get(rid, {}).get(FILES, []), key=lambda f: f.path)),
             events=tuple(sorted(parts.get(rid, {}).get(EVENTS, []), key=lambda f: f.path)),
             record_path=records.get(rid),
             record=record,
-        )
-        for rid, record in zip(run_ids, loaded)
-    ]
+            commit=commits.get(rid),
+        ))
     runs.sort(key=_run_order)
     return OutputDir(root=root, runs=tuple(runs), total_bytes=sum(o.size_bytes for o in objects),
-                     in_progress_bytes=in_progress)
+                     in_progress_bytes=in_progress, head=log[-1].commit if log else 0)
 
 
-def published_runs(out_dir: str) -> list[str]:
-    """Ids of the runs whose data was published (final record written), oldest first; an OUT_DIR that
-    does not exist yet has none."""
+def _commit_numbers(committed: dict[str, commit_log.Commit],
+                    records: dict[str, RunRecord | None]) -> dict[str, int]:
+    """{run id: commit}: the log's numbers; runs published before the log existed (a final record of the
+    legacy protocol, not in the log) come first, numbered below 1 in the order of their start."""
+    numbers = {rid: entry.commit for rid, entry in committed.items()}
+    legacy = sorted((record.started_at or 0.0, rid) for rid, record in records.items()
+                    if record is not None and record.legacy_published and rid not in numbers)
+    numbers.update({rid: i - len(legacy) for i, (_, rid) in enumerate(legacy)})
+    return numbers
+
+
+def published_runs(out_dir: str) -> list[tuple[str, int]]:
+    """(run id, commit) of the committed runs, in commit order; an OUT_DIR that does not exist yet has
+    none."""
     try:
-        return [run.run_id for run in find_output(out_dir).published]
+        return [(run.run_id, run.commit) for run in find_output(out_dir).published]
     except FileNotFoundError:
         return []
 
 
 def _run_order(run: RunOutput) -> tuple:
-    # Run ids sort by start time; a record's start time, when present, decides first.
+    # Committed runs in commit order; the others after them, by start time then id.
     started = run.record.started_at if run.record else None
-    return (started if isinstance(started, int | float) else 0.0, run.run_id)
+    started = started if isinstance(started, int | float) else 0.0
+    return (0, run.commit, 0.0, run.run_id) if run.commit is not None else (1, 0, started, run.run_id)
 
 
 # -- reading Parquet --------------------------------------------------------------------------------
@@ -246,6 +277,35 @@ def read_footer(part: StoredFile) -> Footer:
 
 def read_footers(parts: Sequence[StoredFile]) -> list[Footer]:
     return map_parallel(read_footer, parts)
+
+
+class DamagedOutputError(Exception):
+    """A committed Parquet part cannot be read; ``str(e)`` names it and says what to do."""
+
+    def __init__(self, out_dir: str, damaged: list[tuple[str, str]]):
+        self.damaged = damaged
+        path, why = damaged[0]
+        more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+        super().__init__(f"damaged Parquet part {path}{more}: {why}. Run `python -m beam_jobs.compact "
+                         f"{out_dir} --repair` to move it to {OutputLayout(out_dir).quarantine_path(path)} "
+                         "(its run's files are then tagged again by the next run)")
+
+
+def damaged_parts(found: OutputDir, tables: tuple[str, ...] = (FILES,),
+                  runs: Sequence[RunOutput] | None = None) -> list[tuple[str, str]]:
+    """(path, why) of the parts of ``tables`` of ``runs`` (default: the committed ones) whose Parquet
+    footer cannot be read."""
+    runs = found.published if runs is None else runs
+    parts = [part for run in runs for table in tables for part in run.parts(table)]
+
+    def check(part):
+        try:
+            read_footer(part)
+            return None
+        except Exception as e:  # noqa: BLE001 - whatever pyarrow says about the bytes
+            return part.path, f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+
+    return [d for d in map_parallel(check, parts) if d is not None]
 
 
 def count_rows(parts: Sequence[StoredFile]) -> int:

@@ -14,9 +14,8 @@ import math
 import apache_beam as beam
 from apache_beam import pvalue
 
-import storage
 from schemas.tables import STATUS_OK, error_kind
-from transforms.output.layout import FILES, RUN_PREFIX, run_id_of
+from transforms.output.layout import FILES, OutputLayout, run_id_of
 from transforms.tagging.listing import FileEntry
 
 NEW = "new"
@@ -33,6 +32,7 @@ PLAN = "plan"  # tag of the (category) side output
 @dataclasses.dataclass(frozen=True)
 class PriorResult:
     run_id: str
+    commit: int  # its run's place in the commit log: the highest is the latest
     status: str
     size_bytes: int | None
     last_modified: float | None
@@ -67,7 +67,7 @@ class SelectWork(beam.DoFn):
             yield from self._decide(entries[0], list(grouped["prior"]))
 
     def _decide(self, entry: FileEntry, priors: list[PriorResult]):
-        prior = max(priors, key=lambda p: p.run_id) if priors else None
+        prior = max(priors, key=lambda p: p.commit) if priors else None
         category = classify(entry, prior)
         beam.metrics.Metrics.counter("plan", category).inc()
         yield pvalue.TaggedOutput(PLAN, category)
@@ -75,24 +75,26 @@ class SelectWork(beam.DoFn):
             yield entry
 
 
-def _prior_from_row(filename_and_row: tuple[str, dict], out_dir: str, config: str):
+def _prior_from_row(filename_and_row: tuple[str, dict], out_dir: str, config: str, commits: dict[str, int]):
     filename, row = filename_and_row
-    if row["config_id"] == config:
-        run_id = run_id_of(out_dir, filename)
-        yield row["uri"], PriorResult(run_id, row["status"], row["size_bytes"], row["last_modified"],
-                                      row.get("error") or "")
+    run_id = run_id_of(out_dir, filename)
+    if row["config_id"] == config and run_id in commits:
+        yield row["uri"], PriorResult(run_id, commits[run_id], row["status"], row["size_bytes"],
+                                      row["last_modified"], row.get("error") or "")
 
 
 @beam.ptransform_fn
-def PriorResults(pbegin, out_dir: str, run_ids: list[str], config: str):  # noqa: N802
-    """(uri, PriorResult) for every files row of the given runs with this config, read on workers."""
-    patterns = [storage.join(out_dir, FILES, f"{RUN_PREFIX}{run_id}", "*.parquet") for run_id in run_ids]
+def PriorResults(pbegin, out_dir: str, commits: dict[str, int], config: str):  # noqa: N802
+    """(uri, PriorResult) for every files row of the committed runs ``commits`` ({run id: commit}) with
+    this config, read on workers."""
+    layout = OutputLayout(out_dir)
+    patterns = [layout.table_parts(FILES, run_id) for run_id in commits]
     return (pbegin
             | "PriorRunPatterns" >> beam.Create(patterns)
             | "ReadPriorFiles" >> beam.io.ReadAllFromParquet(
                 columns=["uri", "status", "error", "size_bytes", "last_modified", "config_id"],
                 with_filename=True)
-            | "PriorResult" >> beam.FlatMap(_prior_from_row, out_dir, config))
+            | "PriorResult" >> beam.FlatMap(_prior_from_row, out_dir, config, dict(commits)))
 
 
 @beam.ptransform_fn

@@ -48,7 +48,8 @@ class TagAudioConfig:
     decode_processes: int = -1  # -1: the cores left to each SDK process; 0: on the bundle's thread
     processes_per_machine: int = 1  # SDK processes sharing a worker machine (0: one per core)
     decode_timeout_s: float = DEFAULT_TIMEOUT_S
-    prior_runs: tuple[str, ...] = ()  # published runs whose done files are skipped
+    prior_runs: tuple[tuple[str, int], ...] = ()  # (run id, commit) of committed runs: their done files
+    force: bool = False  # ignore earlier runs (prior_runs stays empty)
     retry_failed: bool = False
     max_failed_fraction: float = 1.0
     lease: Lease | None = None  # held by the run; workers renew it, the publish step checks it
@@ -77,7 +78,7 @@ class PlanWork(beam.PTransform):
         c = self._config
         entries = pbegin | "ListInputs" >> ListInputFiles(list(c.inputs), c.manifest)
         if c.prior_runs:
-            prior = pbegin | "PriorResults" >> PriorResults(c.output, list(c.prior_runs), c.config_id)
+            prior = pbegin | "PriorResults" >> PriorResults(c.output, dict(c.prior_runs), c.config_id)
             entries, categories = entries | "SkipDone" >> SkipDone(prior, c.retry_failed)
         else:
             categories = entries | "AllNew" >> beam.Map(lambda _: NEW)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -24,9 +26,11 @@ from audio_models.loading import ModelUnavailableError, load_spec, one_line, res
 from audio_models.spec import ModelSpec
 from schemas.tables import PACKAGE_VERSION, FrameColumns
 from transforms.answers.event_options import classes_problem
-from transforms.output.layout import STAGING, RunRecord, new_run_id
+from transforms.output import commit_log
+from transforms.output.layout import FAILED, LOG_PROTOCOL, TABLES, OutputLayout, RunRecord, new_run_id
 from transforms.output.lease import DEFAULT_TTL_S, Lease, Renewer
 from transforms.output.reader import published_runs
+from transforms.output.tidy import DamagedOutputError, tidy
 from transforms.tagging.listing import AUDIO_EXTENSIONS, InputSpec, input_specs
 from transforms.tagging.pipeline import PlanWork, TagAudio, TagAudioConfig
 from transforms.tagging.progress import ProgressMonitor
@@ -34,6 +38,27 @@ from transforms.tagging.progress import ProgressMonitor
 
 class UsageError(Exception):
     """A problem with what the user asked for; reported in one line, without a stack trace."""
+
+
+class RunStoppedError(Exception):
+    """The run stopped before it committed (a signal, a full or read-only output); its record says
+    failed, its staging is gone and the lease is released. ``str(e)`` is the one line for the user."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Interrupted(BaseException):
+    """Raised in the driver by SIGINT / SIGTERM; a BaseException so that no library swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+_STORAGE_FULL = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is exceeded",
+                 errno.EROFS: "the filesystem is read-only"}
 
 
 def features_problem(columns: FrameColumns, spec: ModelSpec) -> str | None:
@@ -111,9 +136,10 @@ def prepare(inputs: Sequence[str], output: str, *, manifest: str | None = None, 
     except Exception as e:  # noqa: BLE001 - no credentials, a missing bucket: said in one line
         raise UsageError(f"cannot tell what --input names: {one_line(str(e))}") from None
     check_reachable(specs, manifest, out_dir, check_output)
-    config = TagAudioConfig(
-        inputs=specs, output=out_dir, source=source, spec=spec,
-        manifest=manifest, prior_runs=() if force else tuple(published_runs(out_dir)), **settings)
+    if run_id and (problem := run_id_problem(out_dir, run_id)):
+        raise UsageError(problem)
+    config = TagAudioConfig(inputs=specs, output=out_dir, source=source, spec=spec, manifest=manifest,
+                            force=force, **settings)
     record = RunRecord(
         run_id=run_id or new_run_id(), out_dir=out_dir, started_at=time.time(), version=PACKAGE_VERSION,
         parameters=dict(parameters or {}),
@@ -121,8 +147,24 @@ def prepare(inputs: Sequence[str], output: str, *, manifest: str | None = None, 
                "config_id": config.config_id, "sample_rate": spec.sample_rate,
                "window_samples": spec.window_samples, "hop_samples": spec.hop_samples,
                "num_classes": spec.num_classes, "embedding_dim": spec.embedding_dim,
-               "source": source.path})
+               "source": source.path},
+        protocol=LOG_PROTOCOL)
     return config, record
+
+
+def run_id_problem(out_dir: str, run_id: str) -> str | None:
+    """Why ``run_id`` cannot name a new run of ``out_dir``: a run of that id exists (published or not)."""
+    layout = OutputLayout(out_dir)
+    try:
+        taken = storage.exists(layout.record_path(run_id)) or any(
+            storage.exists(layout.table_dir(table, run_id)) for table in TABLES) or any(
+            entry.run_id == run_id for entry in commit_log.read_log(out_dir))
+    except FileNotFoundError:
+        taken = False
+    if taken:
+        return (f"--run_id {run_id}: {out_dir} already has a run of that id; run ids name one run each "
+                "(leave --run_id out for a new one, or pick another)")
+    return None
 
 
 def build(config: TagAudioConfig, record: RunRecord, options: PipelineOptions) -> beam.Pipeline:
@@ -136,6 +178,20 @@ def take_output(config: TagAudioConfig, record: RunRecord,
                 ttl_s: float = DEFAULT_TTL_S) -> TagAudioConfig:
     """The config with the output's lease held by this run; raises OutputBusyError if a live run has it."""
     return dataclasses.replace(config, lease=Lease(config.output, record.run_id, ttl_s).acquire())
+
+
+def with_prior_runs(config: TagAudioConfig, record: RunRecord) -> TagAudioConfig:
+    """Under the lease: tidies the output, then reads which runs are committed (the done-set's input).
+    Raises UsageError for a run id taken meanwhile or a damaged committed part."""
+    try:
+        tidied = tidy(config.output, record.run_id)
+    except DamagedOutputError as e:
+        raise UsageError(str(e)) from None
+    if problem := run_id_problem(config.output, record.run_id):
+        raise UsageError(problem)
+    lease = dataclasses.replace(config.lease, base_commit=tidied.head) if config.lease else None
+    prior = () if config.force else tuple(published_runs(config.output))
+    return dataclasses.replace(config, lease=lease, prior_runs=prior)
 
 
 @contextlib.contextmanager
@@ -160,17 +216,84 @@ def _renewing(lease: Lease | None):
         thread.join()
 
 
+@contextlib.contextmanager
+def _interruptible():
+    """SIGINT and SIGTERM raise Interrupted in the driver (the main thread only can take signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, _frame):
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _storage_full(error: BaseException) -> tuple[str, str] | None:
+    """(cause, path) when ``error`` or one it wraps is a full or read-only filesystem."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in _STORAGE_FULL:
+            return _STORAGE_FULL[error.errno], error.filename or ""
+        text = str(error)
+        for number, cause in _STORAGE_FULL.items():
+            if f"[Errno {number}]" in text:  # Beam re-raises worker errors as text
+                path = text.split(f"[Errno {number}]", 1)[1].split(":", 1)[-1].strip().split("'")
+                return cause, path[1] if len(path) > 2 else ""
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _abandon(config: TagAudioConfig, record: RunRecord, reason: str) -> None:
+    """A run that stops before it commits: its partial output removed, its record failed."""
+    layout = record.layout
+    committed = commit_log.read_commit(config.output, config.lease.commit_number) if config.lease else None
+    if committed is not None and committed.run_id == record.run_id:
+        return  # it committed just before the stop: its output is published and stays
+    for path in [layout.staging_dir(), *(layout.table_dir(table) for table in TABLES)]:
+        with contextlib.suppress(Exception):
+            storage.delete_tree(path)
+    with contextlib.suppress(Exception):
+        dataclasses.replace(record, status=FAILED, finished_at=time.time(), reason=reason).write()
+
+
 def execute(config: TagAudioConfig, record: RunRecord, options: PipelineOptions,
             progress_s: float = 0.0, lease_ttl_s: float = DEFAULT_TTL_S) -> RunRecord:
-    """Takes the output's lease, writes the 'running' record, runs the pipeline to its end and
-    returns the final record. Raises OutputBusyError (before writing anything) when another run is live."""
+    """Takes the output's lease, tidies it and reads earlier runs, writes the 'running' record, runs the
+    pipeline to its end and returns the final record.
+
+    Raises OutputBusyError (before writing anything) when another run is live, UsageError for a damaged
+    output or a taken run id, RunStoppedError for a signal or a full or read-only output."""
     config = take_output(config, record, lease_ttl_s)
     try:
-        record.write()
-        pipeline = build(config, record, options)
-        with (_renewing(config.lease),
-              ProgressMonitor(interval_s=progress_s) if progress_s > 0 else contextlib.nullcontext()):
-            pipeline.run().wait_until_finish()
+        with _interruptible():
+            try:
+                config = with_prior_runs(config, record)
+                record.write()
+                pipeline = build(config, record, options)
+                with (_renewing(config.lease),
+                      ProgressMonitor(interval_s=progress_s) if progress_s > 0 else contextlib.nullcontext()):
+                    pipeline.run().wait_until_finish()
+            except Interrupted as e:
+                name = signal.Signals(e.signum).name
+                _abandon(config, record, f"interrupted ({name})")
+                raise RunStoppedError(f"interrupted ({name}): run {record.run_id} stopped and recorded as "
+                                      "failed; nothing was published and the next run does its files",
+                                      128 + e.signum) from None
+            except Exception as e:
+                if (full := _storage_full(e)) is None:
+                    raise
+                cause, path = full
+                _abandon(config, record, f"{cause}: {path}")
+                raise RunStoppedError(f"{cause} at {path or config.output}: run {record.run_id} stopped and "
+                                      "recorded as failed; nothing was published (free space or make the "
+                                      "output writable, then run again)", 1) from None
     finally:
         config.lease.release()  # normally done by the publish step; a failed pipeline leaves it here
     final = RunRecord.read(record.layout.record_path())
@@ -179,9 +302,18 @@ def execute(config: TagAudioConfig, record: RunRecord, options: PipelineOptions,
     return final
 
 
+def with_published_runs(config: TagAudioConfig) -> TagAudioConfig:
+    """The config with the committed runs as they are now, read without the lease: for a plan, or a job
+    built to run later (a template), where nothing is published by this process."""
+    if config.force:
+        return config
+    return dataclasses.replace(config, prior_runs=tuple(published_runs(config.output)))
+
+
 def plan_only(config: TagAudioConfig, options: PipelineOptions) -> dict[str, int]:
     """Runs only the listing and the done-set join; returns the plan counts. Decodes nothing."""
-    plan_path = storage.join(config.output, STAGING, f"plan-{new_run_id()}.json")
+    config = with_published_runs(config)
+    plan_path = OutputLayout(config.output).plan_path(new_run_id())
     pipeline = beam.Pipeline(options=options)
     _entries, counts = pipeline | "Plan" >> PlanWork(config)
     _ = counts | "WritePlan" >> beam.Map(lambda c: storage.write_json(plan_path, c))

@@ -25,9 +25,9 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 import storage
 from schemas import training as ts
 from schemas.tables import PACKAGE_VERSION
+from transforms.output.frame_source import FramesNotUsableError, FrameSource, check_columns, find_frames
 from transforms.training import labelled_rows as tset
 from transforms.training import report as tr
-from transforms.training.frame_source import FramesNotUsableError, FrameSource, check_columns, find_frames
 from transforms.training.labelled_rows import LabelsFileError, LabelTable, SplitRule
 
 RAW_SAMPLE_SIZE = 64  # raw held-out rows kept for checking an export against training
@@ -57,14 +57,16 @@ def BuildTrainingSet(pbegin, source: FrameSource, labels: LabelTable, rule: Spli
     frame_tables = (pbegin
                     | "ListFrameFiles" >> beam.Create(source.frame_files)
                     | "ReadFrames" >> ReadAllFromParquetBatched(
-                        columns=[ts.URI, ts.FRAME_INDEX, *SPAN_COLUMNS, *layout.columns], with_filename=True))
+                        columns=[ts.URI, ts.FRAME_INDEX, *SPAN_COLUMNS, *layout.columns], with_filename=True)
+                    | "CurrentRows" >> beam.Map(lambda ft: (ft[0], source.keep(ft[0], ft[1]))))
     latest_run = None
-    if len(source.runs) > 1:  # a URI tagged by several runs: its latest run's frames only
+    if len(source.runs) > 1:  # runs named with --runs may share a URI: its latest run's frames only
+        order = {run.run_id: i for i, run in enumerate(source.runs)}  # commit order
         latest_run = beam.pvalue.AsDict(
             frame_tables
             | "UriRuns" >> beam.FlatMap(lambda ft: {(u, tset.run_of(ft[0])) for u in ft[1].column(ts.URI)
                                                     .to_pylist()})
-            | "LatestRun" >> beam.CombinePerKey(max))
+            | "LatestRun" >> beam.CombinePerKey(lambda runs: max(runs, key=order.__getitem__)))
     labelled = frame_tables | "AttachLabels" >> beam.ParDo(
         tset.AttachLabels(labels, rule, layout, negative_label), latest_run=latest_run).with_outputs(
         tset.UNLABELLED, tset.EXCLUDED, tset.CLIPS, main="rows")

@@ -1,18 +1,25 @@
-"""Which frames a training set is built from: the runs of a tag_audio OUT_DIR and their model.
+"""Which frames a job reads (training sets, events, search): the runs of a tag_audio OUT_DIR and their model.
 
 Embeddings of different models (or of one model framed differently) live in
-different spaces, so a training set takes frames of one ``config_id`` only;
-the runs to use are every published run whose record did not fail, or the
-ones named.  The run record says where the model came from, which the
-end-to-end export needs to rebuild the same YAMNet.
+different spaces, so a job takes frames of one ``config_id`` only; the runs to
+use are the committed runs whose record did not fail, or the ones named.  Of
+those, only the current rows count (``transforms.output.current``: the latest
+ok result per file, in commit order): a run whose rows were all re-tagged later
+is not read, and a run some of whose files were is read for the others only
+(``FrameSource.keep``).  The run record says where the model came from, which
+the end-to-end export needs to rebuild the same YAMNet.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from schemas import training as ts
 from schemas.tables import read_model_metadata
+from transforms.output.current import row_states
 from transforms.output.layout import FRAMES, RUN_PREFIX, SUCCEEDED, RunRecord
 from transforms.output.reader import find_output, read_schema
 
@@ -37,6 +44,15 @@ class FrameSource:
 
     out_dir: str
     runs: tuple[FrameRun, ...]
+    # frames part -> the uris whose rows in it are current; a part not named here is current whole
+    partly_current: dict[str, frozenset[str]] = dataclasses.field(default_factory=dict)
+
+    def keep(self, path: str, table: pa.Table) -> pa.Table:
+        """The rows of ``table`` (read from the frames part ``path``) that are current."""
+        uris = self.partly_current.get(path)
+        if uris is None:
+            return table
+        return table.filter(pc.is_in(table["uri"], pa.array(sorted(uris), pa.string())))
 
     @property
     def metadata(self) -> dict:
@@ -95,13 +111,18 @@ def find_frames(out_dir: str, run_ids: tuple[str, ...] = ()) -> FrameSource:
         if missing:
             raise FramesNotUsableError(f"{out_dir} has no frames of run(s) {', '.join(missing)} "
                                        f"(runs present: {', '.join(sorted(with_frames))})")
-    runs = []
-    for run_id in sorted(with_frames):
-        run = with_frames[run_id]
-        if run_ids and run_id not in run_ids:
+    states = row_states(output) if not run_ids else None
+    current = states.kept_runs() if states is not None else set(with_frames)
+    runs, partly_current = [], {}
+    for run in output.published:
+        run_id = run.run_id
+        if run_id not in with_frames or (run_ids and run_id not in run_ids):
             continue
-        if not run_ids and run.status != SUCCEEDED:
-            continue  # a failed or unfinished run is used only when named
+        if not run_ids and (run.status != SUCCEEDED or run_id not in current):
+            continue  # a failed run is used only when named; a run re-tagged whole is stale
+        if states is not None and states.counts(run_id)["superseded"]:  # some files tagged again later
+                uris = frozenset(uri for group in states.current_keys(run_id).values() for uri in group)
+                partly_current.update({part.path: uris for part in run.frames})
         schema = read_schema(run.frames)
         runs.append(FrameRun(run_id, tuple(f.path for f in run.frames), tuple(f.path for f in run.files),
                              read_model_metadata(schema), tuple(schema.names), run.record))
@@ -113,7 +134,7 @@ def find_frames(out_dir: str, run_ids: tuple[str, ...] = ()) -> FrameSource:
                             f"(config {run.metadata.get('config_id')})" for run in runs)
         raise FramesNotUsableError(f"{out_dir} holds frames of {len(configs)} different models or framings; "
                                    f"pick the runs of one with --runs ({listing})")
-    return FrameSource(out_dir, tuple(runs))
+    return FrameSource(out_dir, tuple(runs), partly_current)
 
 
 def check_columns(source: FrameSource, columns: tuple[str, ...]) -> None:
