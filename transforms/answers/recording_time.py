@@ -29,7 +29,6 @@ from collections.abc import Sequence
 import storage
 from schemas.answers import TIME_SOURCES
 
-DEFAULT_NAME_PATTERN = "%Y%m%d_%H%M%S"
 URI_HEADERS = ("uri", "path", "file")
 START_HEADERS = ("start_utc", "start", "start_time", "recorded_at")
 _DEFAULT_NAME_RE = re.compile(r"(?<!\d)(\d{8})[_T-](\d{6})(?!\d)")
