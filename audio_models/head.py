@@ -74,14 +74,13 @@ def build_head(input_dim: int, num_classes: int, hidden_units: int = 512, dropou
 def frame_raw_features(layout: ts.FeatureLayout, embedding, logmel_patches) -> dict:
     """The raw features of single frames, as build_training_set makes them (pooled: a clip of one frame)."""
     from audio_models.logmel import MEL_BANDS
+    from audio_models.logmel_features import logmel_statistics_tf
 
     columns = {}
     if ts.EMBEDDING in layout.columns:
         columns[ts.EMBEDDING] = embedding
     if ts.LOGMEL_STATS in layout.columns:
-        # transforms.tagging.frame_table.logmel_statistics: per-band mean, then per-band (population) std.
-        stats = tf.concat([tf.reduce_mean(logmel_patches, axis=1),
-                           tf.math.reduce_std(logmel_patches, axis=1)], axis=1)
+        stats = logmel_statistics_tf(logmel_patches)  # as the frames table's logmel_stats column
         tf.debugging.assert_equal(tf.shape(stats)[1], 2 * MEL_BANDS)
         columns[ts.LOGMEL_STATS] = stats
     return {name: columns[column] for name, column, _, _ in layout.raw_features()}
@@ -243,4 +242,4 @@ def load_head_model(source: ModelSource | str) -> HeadModel:
 
 
 register_kind(KIND, load_head_spec, load_head_model,
-              path_hint=f"HEAD_DIR/{EXPORT_DIR} (a train_head export, local or gs://)")
+              path_hint=f"HEAD_DIR/{EXPORT_DIR} (a train_head export, local or gs://)", needs_graph=True)

@@ -582,4 +582,5 @@ def _model_for(source: ModelSource) -> KeywordModel:
 
 
 register_kind(KIND, _spec_for, _model_for,
-              path_hint="/path/to/model (a directory written by python -m beam_jobs.train_keyword)")
+              path_hint="/path/to/model (a directory written by python -m beam_jobs.train_keyword)",
+              needs_graph=True)

@@ -21,7 +21,7 @@ import socket
 from collections.abc import Callable, Iterator
 
 import storage
-from audio_models import model_assets
+from audio_models import model_assets, model_files
 from audio_models.spec import BatchedModel, ModelSpec
 
 YAMNET = "yamnet"
@@ -75,6 +75,7 @@ class _Kind:
     model_loader: ModelLoader
     default_path: str | None
     path_hint: str  # what --model_path should be, for error messages
+    needs_graph: bool  # loads a SavedModel's graph: saved_model.pb must be there and whole
 
 
 _REGISTRY: dict[str, _Kind] = {}
@@ -82,9 +83,14 @@ _REGISTRY: dict[str, _Kind] = {}
 
 def register_kind(kind: str, spec_loader: SpecLoader, model_loader: ModelLoader,
                   default_path: str | None = None,
-                  path_hint: str = "/path/to/model (a local or gs:// SavedModel directory)") -> None:
-    """Makes ``kind`` loadable: ``spec_loader(source)`` on the driver, ``model_loader(source)`` on workers."""
-    _REGISTRY[kind] = _Kind(spec_loader, model_loader, default_path, path_hint)
+                  path_hint: str = "/path/to/model (a local or gs:// SavedModel directory)",
+                  needs_graph: bool = False) -> None:
+    """Makes ``kind`` loadable: ``spec_loader(source)`` on the driver, ``model_loader(source)`` on workers.
+
+    ``needs_graph``: the loader builds a SavedModel's graph, so a directory without a whole
+    ``saved_model.pb`` is refused before work (YAMNet's re-implementation reads only the variables).
+    Any kind's variables shards are checked whole."""
+    _REGISTRY[kind] = _Kind(spec_loader, model_loader, default_path, path_hint, needs_graph)
 
 
 @contextlib.contextmanager
@@ -162,8 +168,15 @@ def resolve_source(kind: str | None, path: str | None = None, *, class_map: str 
 
 
 def load_spec(source: ModelSource) -> ModelSpec:
-    """The model's spec (labels, window, hop, fingerprint) without building its graph."""
-    return _kind(source.kind).spec_loader(source)
+    """The model's spec (labels, window, hop, fingerprint) without building its graph, once its files
+    are checked whole: a partial copy fails here in one line, not on the workers."""
+    entry = _kind(source.kind)
+    path = source.local_path()
+    with read_errors_as_unavailable(f"check the model files in {path}"):
+        problem = model_files.damage(path, entry.needs_graph)
+    if problem:
+        raise ModelUnavailableError(problem)
+    return entry.spec_loader(source)
 
 
 # --- worker side --------------------------------------------------------------------------------

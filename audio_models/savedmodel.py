@@ -462,4 +462,5 @@ def load_savedmodel_model(source: ModelSource) -> SavedModelAdapter:
 
 
 register_kind(KIND, load_savedmodel_spec, load_savedmodel_model,
-              path_hint="/path/to/model (a local or gs:// SavedModel directory, or a TF Hub handle)")
+              path_hint="/path/to/model (a local or gs:// SavedModel directory, or a TF Hub handle)",
+              needs_graph=True)

@@ -4,7 +4,7 @@ The official model takes one waveform, pads and frames it inside the graph,
 and runs MobileNet v1 on 96x64 log-mel patches.  Here framing happens before
 the model (``transforms.decoding.windows``), so windows from many files share one
 batch; since each frame depends only on its own 15600 samples, the outputs are
-those of the official graph (``tests/models/test_yamnet.py`` measures the difference).
+those of the official graph (``tests/audio_models/test_yamnet.py`` measures the difference).
 
 The network is plain ``tf.nn`` ops in one ``tf.function`` with a
 ``[None, 15600]`` signature: traced once, whatever the batch size.  Choices

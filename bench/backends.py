@@ -14,7 +14,7 @@ installed (nothing is downloaded):
   spinning threads off (they burn a shared machine's CPU while waiting).
 
 Each backend is first checked against the official graph (the Hub model called
-once per clip, as ``tests/models/test_yamnet.py`` does) on real clips: scores
+once per clip, as ``tests/audio_models/test_yamnet.py`` does) on real clips: scores
 within 1e-4, embeddings within 1e-3. Then frames/s and frames per CPU-second at
 1 and 2 threads, interleaved over ``--rounds``; ratios are against TensorFlow.
 Missing runtimes are named with the pip command that adds them.

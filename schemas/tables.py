@@ -44,6 +44,19 @@ def error_kinds(errors: pa.Array) -> pa.Array:
 # How many clip-level labels a files row keeps (by mean and by max over frames).
 FILE_TOP_LABELS = 5
 
+# Frames columns, by name (the readers' and writers' one spelling).
+URI = "uri"
+FRAME_INDEX = "frame_index"
+START_S = "start_s"
+END_S = "end_s"
+SCORES = "scores"
+TOP_CLASSES = "top_classes"
+EMBEDDING = "embedding"
+LOGMEL_STATS = "logmel_stats"
+LOGMEL_PATCH = "logmel_patch"
+MODEL = "model"
+CONFIG_ID = "config_id"
+
 LABEL_SCORE = pa.struct([("label", pa.string()), ("score", pa.float32())])
 TOP_CLASS = pa.struct([("index", pa.int32()), ("label", pa.string()), ("score", pa.float32())])
 
@@ -60,23 +73,23 @@ class FrameColumns:
 
 def frames_schema(spec: ModelSpec, columns: FrameColumns = FrameColumns()) -> pa.Schema:
     fields = [
-        pa.field("uri", pa.string(), nullable=False),
-        pa.field("frame_index", pa.int32(), nullable=False),
-        pa.field("start_s", pa.float64(), nullable=False),
-        pa.field("end_s", pa.float64(), nullable=False),
+        pa.field(URI, pa.string(), nullable=False),
+        pa.field(FRAME_INDEX, pa.int32(), nullable=False),
+        pa.field(START_S, pa.float64(), nullable=False),
+        pa.field(END_S, pa.float64(), nullable=False),
     ]
     if columns.top_k > 0:
-        fields.append(pa.field("top_classes", pa.list_(TOP_CLASS)))
+        fields.append(pa.field(TOP_CLASSES, pa.list_(TOP_CLASS)))
     else:
-        fields.append(pa.field("scores", pa.list_(pa.float32())))
+        fields.append(pa.field(SCORES, pa.list_(pa.float32())))
     if spec.embedding_dim > 0:
-        fields.append(pa.field("embedding", pa.list_(pa.from_numpy_dtype(columns.embedding_dtype))))
+        fields.append(pa.field(EMBEDDING, pa.list_(pa.from_numpy_dtype(columns.embedding_dtype))))
     if columns.logmel_stats:
-        fields.append(pa.field("logmel_stats", pa.list_(pa.float32())))
+        fields.append(pa.field(LOGMEL_STATS, pa.list_(pa.float32())))
     if columns.logmel_patch:
-        fields.append(pa.field("logmel_patch", pa.list_(pa.float16())))
-    fields.append(pa.field("model", pa.string(), nullable=False))
-    fields.append(pa.field("config_id", pa.string(), nullable=False))
+        fields.append(pa.field(LOGMEL_PATCH, pa.list_(pa.float16())))
+    fields.append(pa.field(MODEL, pa.string(), nullable=False))
+    fields.append(pa.field(CONFIG_ID, pa.string(), nullable=False))
     return pa.schema(fields, metadata=model_metadata(spec))
 
 

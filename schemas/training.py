@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 
-# Frame columns (schemas/tables.py) a training set can take its features from.
-EMBEDDING = "embedding"
-LOGMEL_STATS = "logmel_stats"
+# Frame columns a training set can take its features from.
+from schemas.tables import EMBEDDING, LOGMEL_STATS, URI
+
 LOGMEL_STATS_DIM = 128  # per-band mean and std of YAMNet's 64 mel bands
 
 # --features choices -> frame columns, in concatenation order.
@@ -45,7 +45,7 @@ POOLINGS: dict[str, tuple[str, ...]] = {
 
 # Raw example keys besides the features.
 LABEL = "label"
-URI = "uri"
+# URI (above): the frame column, kept as is
 FRAME_INDEX = "frame_index"  # -1 on pooled (clip) rows
 NUM_FRAMES = "num_frames"  # frames behind the row: 1 for frame rows
 

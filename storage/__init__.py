@@ -33,7 +33,7 @@ from storage.paths import (
     parent,
 )
 from storage.reads import SeekableReader, fingerprint, open_read, read_bytes, read_json, read_text
-from storage.retries import RetryPolicy, TransientIOError, is_transient, set_retry_policy
+from storage.retries import RetryPolicy, TransientIOError, describe_fault, is_transient, set_retry_policy
 from storage.writes import (
     delete,
     delete_tree,
@@ -49,9 +49,9 @@ from storage.writes import (
 
 __all__ = [
     "RetryPolicy", "SeekableReader", "StoredFile", "TransientIOError", "cache_dir", "canonical_uri",
-    "create_exclusive", "credentials_problem", "delete", "delete_tree", "delete_versioned", "exists",
-    "fingerprint", "is_dir", "is_remote", "is_transient", "join", "list_files", "list_names", "local_copy",
-    "local_output_dir", "local_path", "makedirs", "match", "open_read", "open_write", "parent",
+    "create_exclusive", "credentials_problem", "delete", "delete_tree", "delete_versioned", "describe_fault",
+    "exists", "fingerprint", "is_dir", "is_remote", "is_transient", "join", "list_files", "list_names",
+    "local_copy", "local_output_dir", "local_path", "makedirs", "match", "open_read", "open_write", "parent",
     "probe_writable", "read_bytes", "read_json", "read_text", "read_versioned", "rename", "set_retry_policy",
     "upload_tree", "write_bytes", "write_json", "write_json_atomic", "write_text", "write_versioned",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import random
 
@@ -14,17 +15,23 @@ class TransientIOError(OSError):
 
 
 _TRANSIENT_HTTP = {408, 429, 500, 502, 503, 504}
+# What a local or mounted filesystem (NFS, SMB, gcsfuse) says when its disk, server or network fails
+# under it: the file itself is not at fault, and a later read usually succeeds.
+_TRANSIENT_ERRNOS = frozenset({errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.ENOTCONN})
 
 
 def is_transient(error: BaseException) -> bool:
     """Whether retrying may help: connection resets and refusals, timeouts, HTTP 408/429/5xx, a body
-    cut short. Not found, permission denied and bad data are permanent. Looks through wrapped causes."""
+    cut short, and a filesystem's EIO, ESTALE, ETIMEDOUT or ENOTCONN. Not found, permission denied and
+    bad data are permanent. Looks through wrapped causes."""
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         if isinstance(error, FileNotFoundError | PermissionError | IsADirectoryError):
             return False
         if isinstance(error, TransientIOError | ConnectionError | TimeoutError):
+            return True
+        if isinstance(error, OSError) and error.errno in _TRANSIENT_ERRNOS:
             return True
         status = getattr(error, "code", None) or getattr(error, "status_code", None)
         response = getattr(error, "response", None)
@@ -40,6 +47,15 @@ def is_transient(error: BaseException) -> bool:
             return any(isinstance(e, BaseException) and is_transient(e) for e in details.values())
         error = error.__cause__ or error.__context__
     return False
+
+
+def describe_fault(error: BaseException) -> str:
+    """One line naming a storage failure: the errno's name and text when the OS gave one
+    ('storage error EIO (Input/output error)'), else the exception."""
+    code = getattr(error, "errno", None)
+    if isinstance(code, int) and code in errno.errorcode:
+        return f"storage error {errno.errorcode[code]} ({os.strerror(code)})"
+    return f"storage error: {type(error).__name__}: {str(error)[:300]}"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,7 @@ import pytest
 
 from bench.corpus import Corpus, clip_corpus, write_recording
 from bench.memory import MB, kill_tree, run_measured, tree_rss
-from tests.pipeline_helpers import FIXTURE_MODEL, require_shared
+from tests.support.pipeline_helpers import FIXTURE_MODEL, require_shared
 from transforms.decoding.stream import decode_all, probe
 from transforms.decoding.windows import num_frames
 

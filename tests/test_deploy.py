@@ -32,7 +32,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-from tests.gcs_emulator import GcsEmulator
+from tests.support.gcs_emulator import GcsEmulator
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = REPO_ROOT / "deploy"
@@ -409,21 +409,9 @@ def beam_temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def build_tag_audio_pipeline(argv: list[str]) -> beam.Pipeline:
     """The tag_audio pipeline for ``argv``, built but not run."""
-    tag_audio = importlib.import_module("beam_jobs.tag_audio")
-    options = PipelineOptions(argv)
-    if hasattr(tag_audio, "build_pipeline"):
-        return tag_audio.build_pipeline(options)
-    # Until beam_jobs.tag_audio exposes build_pipeline(options): the wiring of its run().
-    from audio_models.loading import load_spec, resolve_source
-    from transforms.output.layout import RunLayout, new_run_id
+    from beam_jobs import tag_audio
 
-    opts = options.view_as(tag_audio.TagAudioOptions)
-    source = resolve_source(opts.model, opts.model_path, hop_s=opts.hop_s)
-    spec = load_spec(source)
-    layout = RunLayout(opts.output.rstrip("/"), opts.run_id or new_run_id())
-    pipeline = beam.Pipeline(options=options)
-    _ = pipeline | "TagAudio" >> tag_audio.TagAudio(opts, source, spec, layout, {"run_id": layout.run_id})
-    return pipeline
+    return tag_audio.build_pipeline(PipelineOptions(argv))
 
 
 def _job_argv(command: list[str]) -> list[str]:

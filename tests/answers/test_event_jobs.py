@@ -15,8 +15,8 @@ import pytest
 from beam_jobs import events as events_job
 from schemas.answers import event_rules_from
 from tests.answers.tone_model import HOP, RATE, save_tone_model, tone
-from tests.audio_factory import write_audio
-from tests.pipeline_helpers import read_table, run_tag_audio
+from tests.support.audio_factory import write_audio
+from tests.support.pipeline_helpers import read_table, run_tag_audio
 from transforms.answers.event_options import EventOptionsError, event_settings
 from transforms.answers.event_run import events_over
 from transforms.output.frame_source import find_frames

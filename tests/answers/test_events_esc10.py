@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from bench.events_esc10 import sounding_span
-from tests.audio_factory import write_audio
-from tests.pipeline_helpers import APPROX_MODEL, ESC10, read_table, require_shared, run_tag_audio
+from tests.support.audio_factory import write_audio
+from tests.support.pipeline_helpers import APPROX_MODEL, ESC10, read_table, require_shared, run_tag_audio
 from transforms.decoding.stream import decode_all
 
 HOP_S = 0.48

@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from tests.audio_factory import write_audio
+from tests.support.audio_factory import write_audio
 from transforms.answers import recording_time as rt
 
 UTC = dt.UTC

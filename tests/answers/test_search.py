@@ -15,9 +15,9 @@ from apache_beam.testing.util import assert_that
 
 from beam_jobs import search as search_job
 from tests.answers.tone_model import RATE, save_tone_model, tone
-from tests.audio_factory import write_audio
-from tests.pipeline_helpers import run_tag_audio
-from tests.savedmodel_factory import save_batched_encoder
+from tests.support.audio_factory import write_audio
+from tests.support.pipeline_helpers import run_tag_audio
+from tests.support.savedmodel_factory import save_batched_encoder
 from transforms.answers import search_run
 from transforms.answers.search import Candidates, QuerySet, best, query_vector, table_candidates, unit_rows
 

@@ -11,7 +11,7 @@ import pytest
 from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
 from beam_jobs import cli
-from tests.pipeline_helpers import REPO, run_tag_audio, run_tag_audio_subprocess
+from tests.support.pipeline_helpers import REPO, run_tag_audio, run_tag_audio_subprocess
 
 EXAMPLE_AUDIO = REPO / "examples" / "audio"
 NOT_JOBS = {"__init__", "cli", "event_arguments", "training_arguments"}

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.audio_factory import write_audio
 from tests.audio_tools import missing
+from tests.support.audio_factory import write_audio
 
 
 @dataclasses.dataclass(frozen=True)

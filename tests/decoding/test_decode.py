@@ -12,7 +12,15 @@ import av
 import numpy as np
 import pytest
 
-from tests.audio_factory import chirp, dequantize, make_bad_files, quantize, sine, sine_chunks, write_audio
+from tests.support.audio_factory import (
+    chirp,
+    dequantize,
+    make_bad_files,
+    quantize,
+    sine,
+    sine_chunks,
+    write_audio,
+)
 from transforms.decoding import windows as framing
 from transforms.decoding.stream import AudioStream, DecodeError, decode_all, probe
 
@@ -372,7 +380,8 @@ def test_sha256_of_the_bytes_while_decoding(tmp_path, name, extra):
 
 
 def test_gcs_uri_decodes_like_the_local_file(tmp_path, gcs):
-    # ``gcs``: the session's GCS emulator (tests/gcs_emulator.py); Beam's gs:// filesystem talks to it.
+    # ``gcs``: the session's GCS emulator (tests/support/gcs_emulator.py); Beam's gs:// filesystem
+    # talks to it.
     path = write_audio(tmp_path / "remote.flac", chirp_with_noise(48000, 6.0), 48000)
     uri = gcs.upload_file(path, f"{gcs.bucket('decode-tests')}/clips/remote.flac")
 

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from tests import audio_factory
+from tests.support import audio_factory
 from transforms.decoding.messages import END, ERROR, INFO, SAMPLES, DecodeRequest, decode_messages
 from transforms.decoding.pool import DecoderPool, DecodeSession, resolve_processes
 

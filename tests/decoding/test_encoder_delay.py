@@ -17,8 +17,8 @@ import av
 import numpy as np
 import pytest
 
-from tests.audio_factory import chirp, write_audio
 from tests.decoding.encoder_cells import MATRIX
+from tests.support.audio_factory import chirp, write_audio
 from transforms.decoding.stream import AudioStream, probe
 
 SECONDS = 1.5

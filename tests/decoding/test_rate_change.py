@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.audio_factory import sine, write_audio
+from tests.support.audio_factory import sine, write_audio
 from transforms.decoding.messages import END, SAMPLES, DecodeRequest, decode_messages
 from transforms.decoding.stream import AudioStream
 

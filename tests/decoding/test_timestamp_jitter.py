@@ -24,9 +24,9 @@ import av
 import numpy as np
 import pytest
 
-from tests.audio_factory import chirp, write_audio
 from tests.audio_tools import require
 from tests.decoding.encoder_cells import long_recording
+from tests.support.audio_factory import chirp, write_audio
 from transforms.decoding.stream import JITTER_MAX_S, AudioStream
 
 RATE = 48000

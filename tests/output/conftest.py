@@ -1,7 +1,7 @@
 """One real tag_audio history shared by the reader, current-view and compaction tests.
 
 Four real runs of ``tag_audio`` (FnApiRunner, in this process) with a tiny
-SavedModel built here (tests/savedmodel_factory.py), so nothing needs
+SavedModel built here (tests/support/savedmodel_factory.py), so nothing needs
 ../shared, then a fifth run that was killed while publishing (its record says
 'running', part of its Parquet is already under frames/ and files/):
 
@@ -57,15 +57,15 @@ def _run_ids(out: Path) -> list[str]:
 
 
 def _tag(args: list[str]) -> None:
-    from tests.pipeline_helpers import run_tag_audio
+    from tests.support.pipeline_helpers import run_tag_audio
 
     assert run_tag_audio(args) == 0
 
 
 @pytest.fixture(scope="session")
 def history(tmp_path_factory: pytest.TempPathFactory) -> History:
-    from tests import savedmodel_factory as factory
-    from tests.audio_factory import chirp, sine, write_audio
+    from tests.support import savedmodel_factory as factory
+    from tests.support.audio_factory import chirp, sine, write_audio
     from transforms.output.layout import new_run_id
 
     root = tmp_path_factory.mktemp("history")

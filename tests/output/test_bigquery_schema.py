@@ -17,7 +17,7 @@ import pytest
 from schemas.tables import FrameColumns
 from storage import StoredFile
 from tests.output.sql_docs import DOC, README
-from tests.output_factory import FakeFile, scores_with_peaks, write_run
+from tests.support.output_factory import FakeFile, scores_with_peaks, write_run
 from transforms.output.bigquery import UnsupportedColumnError, external_table_schema
 from transforms.output.reader import find_output
 

@@ -10,7 +10,7 @@ import pytest
 
 from beam_jobs import compact
 from tests.output.sql_docs import duckdb_current_view
-from tests.pipeline_helpers import run_tag_audio
+from tests.support.pipeline_helpers import run_tag_audio
 from transforms.output import compaction
 from transforms.output.current import current_files, current_frames, row_states
 from transforms.output.lease import Lease

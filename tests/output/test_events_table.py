@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.answers import events_schema
-from tests.output_factory import three_files, write_run
+from tests.support.output_factory import three_files, write_run
 from transforms.output.layout import EVENTS, RunLayout
 from transforms.output.publish import publish
 from transforms.output.reader import find_output, read_events

@@ -13,7 +13,7 @@ import pytest
 import storage
 from beam_jobs import inspect
 from schemas.tables import STATUS_FAILED, STATUS_OK
-from tests.output_factory import (
+from tests.support.output_factory import (
     FakeFile,
     scores_with_peaks,
     three_files,

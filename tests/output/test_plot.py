@@ -10,8 +10,16 @@ from PIL import Image
 
 from beam_jobs import plot
 from schemas.tables import STATUS_OK, FrameColumns
-from tests.audio_factory import write_audio
-from tests.output_factory import CLASS_NAMES, SPEC, FakeFile, scores_with_peaks, three_files, write_run
+from tests.support.audio_factory import write_audio
+from tests.support.output_factory import (
+    CLASS_NAMES,
+    SPEC,
+    FakeFile,
+    scores_with_peaks,
+    three_files,
+    write_run,
+)
+from transforms.decoding.span import load_audio_span
 from transforms.output import timeline_plot
 
 RUN_ID = "20250101T000000Z-aaaaaa"
@@ -109,11 +117,11 @@ def test_real_audio_panels(sine_then_noise: tuple[Path, Path], tmp_path: Path):
 
 def test_audio_span_and_spectrogram(sine_then_noise: tuple[Path, Path]):
     _out, wav = sine_then_noise
-    whole = timeline_plot.load_audio_span(str(wav), 16000, 0.0, 3.0)
-    middle = timeline_plot.load_audio_span(str(wav), 16000, 1.0, 2.0)
+    whole = load_audio_span(str(wav), 16000, 0.0, 3.0)
+    middle = load_audio_span(str(wav), 16000, 1.0, 2.0)
     assert whole.samples.size == 48000 and middle.samples.size == 16000
     np.testing.assert_allclose(middle.samples, whole.samples[16000:32000], atol=1e-6)
-    assert timeline_plot.load_audio_span(str(wav), 8000, 1.0, 2.0).samples.size == 8000  # at the model's rate
+    assert load_audio_span(str(wav), 8000, 1.0, 2.0).samples.size == 8000  # at the model's rate
 
     spectrogram = timeline_plot.log_mel(whole)
     assert spectrogram.shape == (1 + (48000 - 400) // 160, 64)

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from schemas.tables import class_names_from
-from tests import savedmodel_factory as factory
+from tests.support import savedmodel_factory as factory
 from transforms.output.current import current_frames
 
 KEY = ("run", "uri", "config_id", "frame_index")

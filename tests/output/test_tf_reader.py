@@ -11,8 +11,8 @@ import pytest
 
 from audio_models.spec import ModelSpec
 from schemas.tables import STATUS_OK, FrameColumns
-from tests import savedmodel_factory as factory
-from tests.output_factory import FakeFile, scores_with_peaks, write_run
+from tests.support import savedmodel_factory as factory
+from tests.support.output_factory import FakeFile, scores_with_peaks, write_run
 from transforms.output.current import current_frames
 from transforms.output.tf_reader import FrameStream
 

@@ -14,8 +14,8 @@ import duckdb
 import numpy as np
 import pytest
 
-from tests.audio_factory import make_bad_files, sine, write_audio
-from tests.pipeline_helpers import (
+from tests.support.audio_factory import make_bad_files, sine, write_audio
+from tests.support.pipeline_helpers import (
     APPROX_MODEL,
     FIXTURE_MODEL,
     REPO,

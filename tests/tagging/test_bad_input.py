@@ -12,9 +12,9 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tests import savedmodel_factory as factory  # noqa: E402
-from tests.audio_factory import make_bad_files  # noqa: E402
-from tests.pipeline_helpers import read_table, run_tag_audio  # noqa: E402
+from tests.support import savedmodel_factory as factory  # noqa: E402
+from tests.support.audio_factory import make_bad_files  # noqa: E402
+from tests.support.pipeline_helpers import read_table, run_tag_audio  # noqa: E402
 from transforms.decoding.stream import probe  # noqa: E402
 from transforms.tagging.listing import FileEntry  # noqa: E402
 from transforms.tagging.units import Framing, PlanUnits  # noqa: E402

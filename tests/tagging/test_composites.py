@@ -10,8 +10,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from schemas.tables import config_id
-from tests.audio_factory import sine, write_audio
-from tests.output_factory import SPEC, FakeFile, scores_with_peaks, write_run
+from tests.support.audio_factory import sine, write_audio
+from tests.support.output_factory import SPEC, FakeFile, scores_with_peaks, write_run
 from transforms.output.summary import SummarizeFiles
 from transforms.tagging.done_set import (
     CHANGED,

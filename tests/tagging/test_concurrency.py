@@ -11,9 +11,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.audio_factory import sine, write_audio
-from tests.pipeline_helpers import REPO
-from tests.savedmodel_factory import save_batched_encoder
+from tests.support.pipeline_helpers import REPO
 from transforms.output.lease import Lease, OutputBusyError
 
 
@@ -41,30 +39,18 @@ def test_a_second_run_finds_the_output_held_and_a_stale_lease_is_taken_over(out_
     Lease(out_dir, "run-c").acquire().release()  # free again
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("concurrent")
-    model = save_batched_encoder(root / "model")
-    audio = root / "audio"
-    audio.mkdir()
-    for i in range(6):
-        write_audio(audio / f"clip{i}.wav", sine(200.0 + 50 * i, 4.0, 16000), 16000)
-    return model, audio
-
-
 def _start(corpus, output: str, env: dict | None = None) -> subprocess.Popen:
-    model, audio = corpus
-    args = ["--input", str(audio), "--output", output, "--model", "savedmodel", "--model_path", str(model),
-            "--progress_s", "0", "--decode_processes", "0"]
+    args = ["--input", str(corpus.audio), "--output", output, "--model", "savedmodel", "--model_path",
+            str(corpus.model), "--progress_s", "0", "--decode_processes", "0"]
     return subprocess.Popen([sys.executable, "-m", "beam_jobs.tag_audio", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_two_runs_started_together_tag_every_file_once(corpus, out_dir, request, tmp_path):
+def test_two_runs_started_together_tag_every_file_once(small_corpus, out_dir, request, tmp_path):
     env = None
     if out_dir.startswith("gs://"):
         env = request.getfixturevalue("gcs").worker_env()
-    jobs = [_start(corpus, out_dir, env), _start(corpus, out_dir, env)]
+    jobs = [_start(small_corpus, out_dir, env), _start(small_corpus, out_dir, env)]
     results = [(job.wait(timeout=600), job.communicate()) for job in jobs]
     codes = sorted(code for code, _ in results)
     assert codes == [0, 3], results
@@ -81,7 +67,7 @@ def test_two_runs_started_together_tag_every_file_once(corpus, out_dir, request,
     records = [json.loads(p.read_text()) for p in (local / "runs").glob("*.json")]
     assert [r["status"] for r in records] == ["succeeded"], "the run that yielded wrote no record"
     files = duckdb.sql(f"select uri, count(*) from read_parquet('{local}/files/*/*.parquet') group by uri")
-    assert sorted(n for _, n in files.fetchall()) == [1] * 6
+    assert sorted(n for _, n in files.fetchall()) == [1] * len(small_corpus.listed)
     (total, distinct), = duckdb.sql(f"select count(*), count(distinct (uri, frame_index, config_id)) "
                                     f"from read_parquet('{local}/frames/*/*.parquet')").fetchall()
     assert total == distinct > 0

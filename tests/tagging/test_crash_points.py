@@ -16,10 +16,10 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 
-from tests.audio_factory import sine, write_audio
 from tests.output.sql_docs import duckdb_current_view
-from tests.pipeline_helpers import read_table, run_tag_audio, run_tag_audio_subprocess
-from tests.savedmodel_factory import save_batched_encoder
+from tests.support.audio_factory import sine, write_audio
+from tests.support.pipeline_helpers import read_table, run_tag_audio, run_tag_audio_subprocess
+from tests.support.savedmodel_factory import save_batched_encoder
 from transforms.output.current import current_files
 from transforms.output.reader import find_output
 

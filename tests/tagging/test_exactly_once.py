@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from beam_jobs import compact, inspect
-from tests.audio_factory import sine, write_audio
 from tests.output.sql_docs import duckdb_current_view
-from tests.pipeline_helpers import REPO, read_table, run_tag_audio
-from tests.savedmodel_factory import save_batched_encoder
+from tests.support.audio_factory import sine, write_audio
+from tests.support.pipeline_helpers import REPO, read_table, run_tag_audio
+from tests.support.savedmodel_factory import save_batched_encoder
 from transforms.output import commit_log
 from transforms.output.compaction import plan_compaction
 from transforms.output.current import current_files

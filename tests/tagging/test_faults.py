@@ -9,10 +9,10 @@ import json
 import duckdb
 import pytest
 
-from tests.audio_factory import chirp, sine, write_audio
-from tests.fault_proxy import FaultProxy
-from tests.pipeline_helpers import run_tag_audio_subprocess
-from tests.savedmodel_factory import save_batched_encoder
+from tests.support.audio_factory import chirp, sine, write_audio
+from tests.support.fault_proxy import FaultProxy
+from tests.support.pipeline_helpers import run_tag_audio_subprocess
+from tests.support.savedmodel_factory import save_batched_encoder
 
 RELAY_VARIABLES = ("https_proxy", "HTTPS_PROXY", "CURL_CA_BUNDLE", "GOOGLE_AUTH_TOKEN_FOR_TESTING")
 

@@ -34,7 +34,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from google.api_core import exceptions as google_exceptions
 from google.cloud.storage import exceptions as storage_exceptions
 
-from tests.gcs_emulator import REPO_ROOT, GcsEmulator
+from tests.support.gcs_emulator import REPO_ROOT, GcsEmulator
 
 SAMPLE_RATE = 16000
 

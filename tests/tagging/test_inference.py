@@ -12,7 +12,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from audio_models.loading import load_spec, resolve_source
 from schemas.tables import FrameColumns
-from tests.pipeline_helpers import FIXTURE_MODEL, require_shared
+from tests.support.pipeline_helpers import FIXTURE_MODEL, require_shared
 from transforms.tagging.file_report import ScoreStats
 from transforms.tagging.frame_table import FrameTableBuilder
 from transforms.tagging.inference import RunModelBatched, WindowQueue, shared_model

@@ -12,7 +12,7 @@ from apache_beam import pvalue
 from audio_models.loading import load_spec, resolve_source
 from audio_models.spec import SCORES
 from schemas.tables import FrameColumns
-from tests.pipeline_helpers import ESC10, FIXTURE_MODEL, require_shared
+from tests.support.pipeline_helpers import ESC10, FIXTURE_MODEL, require_shared
 from transforms.decoding.stream import decode_all
 from transforms.decoding.windows import frames_of
 from transforms.tagging.frame_table import FrameTableBuilder

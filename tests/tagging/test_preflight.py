@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 
 import pytest
 
-from tests.pipeline_helpers import run_tag_audio_subprocess
-from tests.savedmodel_factory import save_batched_encoder
+from tests.support.pipeline_helpers import FIXTURE_MODEL, REPO, require_shared, run_tag_audio_subprocess
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return save_batched_encoder(tmp_path_factory.mktemp("preflight") / "model")
+def model(small_corpus):
+    return small_corpus.model
 
 
 def _bare_env(tmp_path) -> dict[str, str]:
@@ -79,3 +79,55 @@ def test_a_bucket_that_does_not_exist_fails_before_work(gcs, tmp_path, model):
     assert result.returncode == 2
     line = _one_line_error(result)
     assert "gs://no-such-bucket/audio" in line and ("cannot list" in line or "cannot tell" in line)
+
+
+def _damaged_copy(source, tmp_path, damage: str):
+    """A copy of the model directory ``source`` as a partial copy leaves it."""
+    copy = tmp_path / f"{source.name}-{damage}"
+    shutil.copytree(source, copy)
+    for path in copy.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)  # the shared fixtures are read-only
+    if damage == "no_graph":
+        (copy / "saved_model.pb").unlink()
+    else:
+        (shard,) = (copy / "variables").glob("variables.data-*")
+        with open(shard, "r+b") as f:
+            f.truncate(shard.stat().st_size // 2)
+    return copy
+
+
+# Each kind reads the spec from files a partial copy keeps (labels, model_spec.json) and used to fail on
+# the workers, after the job had started. (YAMNet's re-implementation never reads saved_model.pb.)
+@pytest.mark.parametrize("kind, which, damage", [
+    ("keyword", "bundled", "no_graph"),
+    ("savedmodel", "factory", "short_variables"),
+    ("yamnet", "shared", "short_variables"),
+])
+def test_a_partial_model_copy_fails_before_work(tmp_path, model, kind, which, damage):
+    source = {"factory": model, "bundled": REPO / "examples" / "models" / "keyword",
+              "shared": require_shared(FIXTURE_MODEL)}[which]
+    damaged = _damaged_copy(source, tmp_path, damage)
+    started = time.monotonic()
+    result = run_tag_audio_subprocess(["--input", str(REPO / "examples" / "audio" / "lift.wav"), "--output",
+                                       str(tmp_path / "out"), "--model", kind, "--model_path", str(damaged)])
+    elapsed = time.monotonic() - started
+    assert result.returncode == 2, result.stderr[-2000:]
+    line = _one_line_error(result)
+    what = "has no saved_model.pb" if damage == "no_graph" else "are damaged (Read less bytes than requested)"
+    assert str(damaged) in line and what in line and "copy the whole model directory again" in line
+    assert not (tmp_path / "out" / "runs").exists(), "nothing ran"
+    assert elapsed < 60, f"{elapsed:.1f} s"
+
+
+def test_a_flipped_byte_in_the_variables_is_found_and_a_whole_copy_passes(tmp_path, model):
+    from audio_models.model_files import damage
+
+    assert damage(str(model), needs_graph=True) is None
+    copy = tmp_path / "flipped"
+    shutil.copytree(model, copy)
+    (shard,) = (copy / "variables").glob("variables.data-*")
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    problem = damage(str(copy), needs_graph=True)
+    assert problem is not None and "variables" in problem and "copy the whole model directory" in problem

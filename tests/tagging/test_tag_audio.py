@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from schemas.tables import FrameColumns, class_names_from, files_schema, frames_schema, read_model_metadata
-from tests.audio_factory import make_bad_files, sine, write_audio
-from tests.pipeline_helpers import (
+from tests.support.audio_factory import make_bad_files, sine, write_audio
+from tests.support.pipeline_helpers import (
     ESC10,
     FIXTURE_MODEL,
     SPEECH_COMMANDS,

@@ -1,8 +1,8 @@
 """tag_audio end to end on a model and audio the test makes itself: runs in any clone, ../shared or not.
 
-The model is a real SavedModel (tests/savedmodel_factory.py); the audio is real FLAC, MP3 and WAV
-encoded by FFmpeg; the job runs through its command line on FnApiRunner; the Parquet is read back by
-pyarrow and DuckDB; the expected numbers come from calling the saved signature directly.
+The corpus (tests/support/corpus.py, the session's ``small_corpus``) is a real SavedModel and real
+FLAC, MP3 and WAV encoded by FFmpeg; the job runs through its command line on FnApiRunner; the Parquet
+is read back by pyarrow and DuckDB; the expected numbers come from calling the saved signature directly.
 """
 
 from __future__ import annotations
@@ -13,33 +13,23 @@ import duckdb
 import numpy as np
 import pytest
 
-from tests.audio_factory import chirp, sine, write_audio
-from tests.pipeline_helpers import read_table, run_tag_audio
-from tests.savedmodel_factory import BATCHED_HOP_SAMPLES, BATCHED_LABELS, call_signature, save_batched_encoder
+from tests.support.corpus import RATE, tone_wave
+from tests.support.pipeline_helpers import read_table, run_tag_audio
+from tests.support.savedmodel_factory import (
+    BATCHED_HOP_SAMPLES,
+    BATCHED_LABELS,
+    call_signature,
+)
 
-RATE = 16000
 WINDOW = 16000
 
 
 @pytest.fixture(scope="module")
-def hermetic(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hermetic")
-    model = save_batched_encoder(root / "model")
-    audio = root / "audio"
-    audio.mkdir()
-    waves = {
-        "tone.flac": sine(440.0, 3.0, RATE),
-        "sweep.wav": chirp(2.5, RATE),
-        "short.mp3": sine(880.0, 0.4, RATE, amplitude=0.3),
-    }
-    for name, wave in waves.items():
-        write_audio(audio / name, wave, RATE)
-    (audio / "notes.txt").write_text("not audio")  # not an audio extension: never listed
-    (audio / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
-    out = root / "out"
-    status = run_tag_audio(["--input", str(audio), "--output", str(out), "--model", "savedmodel",
-                            "--model_path", str(model), "--decode_processes", "0"])
-    return {"root": root, "model": model, "audio": audio, "out": out, "status": status}
+def hermetic(small_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("hermetic") / "out"
+    status = run_tag_audio(["--input", str(small_corpus.audio), "--output", str(out), "--model", "savedmodel",
+                            "--model_path", str(small_corpus.model), "--decode_processes", "0"])
+    return {"model": small_corpus.model, "audio": small_corpus.audio, "out": out, "status": status}
 
 
 def test_every_file_gets_one_row_and_the_run_is_published(hermetic):
@@ -63,7 +53,7 @@ def test_frames_are_the_saved_signature_on_the_hop_grid(hermetic):
     # 3 s at hop 0.5 s with a 1 s window: windows start at 0, 0.5 ... 2.0 (the last one padded).
     assert list(index) == list(range(len(index))) and len(index) == 5
     np.testing.assert_allclose(tone["start_s"].to_numpy(), index * BATCHED_HOP_SAMPLES / RATE)
-    wave = sine(440.0, 3.0, RATE)[0]
+    wave = tone_wave()[0]
     padded = np.concatenate([wave, np.zeros(WINDOW, np.float32)])
     windows = np.stack([padded[i * BATCHED_HOP_SAMPLES:i * BATCHED_HOP_SAMPLES + WINDOW] for i in index])
     expected = call_signature(hermetic["model"], waveform=windows.astype(np.float32))

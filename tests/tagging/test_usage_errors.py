@@ -9,9 +9,9 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tests import savedmodel_factory as factory  # noqa: E402
-from tests.audio_factory import sine, write_audio  # noqa: E402
-from tests.pipeline_helpers import run_tag_audio  # noqa: E402
+from tests.support import savedmodel_factory as factory  # noqa: E402
+from tests.support.audio_factory import sine, write_audio  # noqa: E402
+from tests.support.pipeline_helpers import run_tag_audio  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -81,7 +81,7 @@ def test_report_states_the_verdict_in_one_sentence(report_dir):
 
 
 def test_frames_without_logmel_stop_with_the_reason(corpus, tmp_path, capsys):  # noqa: F811
-    from tests.pipeline_helpers import FIXTURE_MODEL, require_shared, run_tag_audio
+    from tests.support.pipeline_helpers import FIXTURE_MODEL, require_shared, run_tag_audio
 
     model = require_shared(FIXTURE_MODEL)
     plain = tmp_path / "plain"

@@ -17,8 +17,8 @@ import tensorflow as tf  # noqa: E402
 from audio_models import keyword  # noqa: E402
 from audio_models.loading import ModelUnavailableError, load_model, load_spec, resolve_source  # noqa: E402
 from beam_jobs import train_keyword  # noqa: E402
-from tests.audio_factory import sine, write_audio  # noqa: E402
-from tests.pipeline_helpers import read_table, run_tag_audio  # noqa: E402
+from tests.support.audio_factory import sine, write_audio  # noqa: E402
+from tests.support.pipeline_helpers import read_table, run_tag_audio  # noqa: E402
 from transforms.training import keyword_clips as kd  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,8 +14,8 @@ import pytest
 
 from schemas import training as ts
 from tests.answers.tone_model import HOP, RATE, WINDOW, save_tone_model, tone
-from tests.audio_factory import write_audio
-from tests.pipeline_helpers import run_tag_audio
+from tests.support.audio_factory import write_audio
+from tests.support.pipeline_helpers import run_tag_audio
 from transforms.training import labelled_rows as tset
 
 HOP_S, WINDOW_S = HOP / RATE, WINDOW / RATE

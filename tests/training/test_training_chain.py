@@ -21,8 +21,8 @@ import pyarrow.dataset as pads
 import pytest
 
 from schemas import training as ts
-from tests.audio_factory import sine, write_audio
-from tests.pipeline_helpers import FIXTURE_MODEL, read_table, require_shared, run_tag_audio
+from tests.support.audio_factory import sine, write_audio
+from tests.support.pipeline_helpers import FIXTURE_MODEL, read_table, require_shared, run_tag_audio
 from transforms.training import labelled_rows as tset
 
 CLASSES = {"low": 300.0, "high": 2500.0, "noise": None}
@@ -341,7 +341,7 @@ def test_export_from_features_matches_waveform_path_on_pooled_layout():
     import tensorflow as tf
 
     from audio_models.head import frame_raw_features
-    from transforms.tagging.frame_table import logmel_statistics
+    from audio_models.logmel_features import logmel_statistics
 
     rng = np.random.default_rng(0)
     patches = rng.normal(size=(3, 96, 64)).astype(np.float32)

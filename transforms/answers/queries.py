@@ -128,9 +128,9 @@ def embed_file(model, query: Query) -> np.ndarray:
     """Embeddings ``[n, D]`` of a file (or its span) framed as tag_audio frames it."""
     from audio_models.spec import EMBEDDING
     from transforms.decoding.source import DecodeError
+    from transforms.decoding.span import load_audio_span
     from transforms.decoding.stream import decode_all
     from transforms.decoding.windows import frames_of
-    from transforms.output.timeline_plot import load_audio_span
 
     spec = model.spec
     try:

@@ -29,7 +29,6 @@ from collections.abc import Sequence
 import storage
 from schemas.answers import TIME_SOURCES
 
-DEFAULT_NAME_PATTERN = "%Y%m%d_%H%M%S"
 URI_HEADERS = ("uri", "path", "file")
 START_HEADERS = ("start_utc", "start", "start_time", "recorded_at")
 _DEFAULT_NAME_RE = re.compile(r"(?<!\d)(\d{8})[_T-](\d{6})(?!\d)")
@@ -58,10 +57,6 @@ class TimeSettings:
         zone_of(self.time_zone)
         if self.file_name_pattern is not None:
             pattern_regex(self.file_name_pattern)
-
-    @property
-    def reads_files(self) -> bool:
-        return bool({"bext", "creation_time"} & set(self.sources))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -64,7 +64,7 @@ def thumbnail_png(samples: np.ndarray, marks: tuple[int, int] | None = None) -> 
 
 def hit_thumbnail(uri: str, start_s: float, end_s: float) -> str | None:
     """The base64 PNG of a hit with context, or None when its audio cannot be read."""
-    from transforms.output.timeline_plot import load_audio_span
+    from transforms.decoding.span import load_audio_span
 
     begin = max(0.0, start_s - CONTEXT_S)
     try:

@@ -224,9 +224,15 @@ def describe_failure(error: Exception) -> str:
     """
     if isinstance(error, DecodeError):
         return str(error)
-    if storage.is_transient(error):  # the next run retries the file (transforms.tagging.done_set)
-        return f"transient: {type(error).__name__}: {str(error)[:300]}"
+    if storage.is_transient(error):
+        return storage_failure(error)
     return f"decoder_error: {type(error).__name__}: {str(error)[:300]}"
+
+
+def storage_failure(error: BaseException) -> str:
+    """The error of a file that storage failed to serve (a reset, a 503, a mount's EIO): kind
+    'transient', which the next run retries (transforms.tagging.done_set)."""
+    return f"transient: {storage.describe_fault(error)}; the next run retries this file"
 
 
 def describe_error(error: Exception) -> str:

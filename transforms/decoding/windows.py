@@ -32,10 +32,6 @@ class WorkUnit:
     first_frame: int
     end_frame: int | None
 
-    @property
-    def is_last(self) -> bool:
-        return self.end_frame is None
-
 
 def plan_units(uri: str, expected_samples: int | None, window: int, hop: int,
                unit_frames: int) -> list[WorkUnit]:
@@ -79,10 +75,6 @@ class WindowAssembler:
     @property
     def samples_seen(self) -> int:
         return self._samples_seen
-
-    @property
-    def next_frame(self) -> int:
-        return self._next_frame
 
     @property
     def done(self) -> bool:

@@ -21,7 +21,9 @@ from transforms.output import commit_log
 from transforms.output.layout import FAILED, FILES, FRAMES, SUCCEEDED, TABLES, RunLayout, RunRecord
 from transforms.output.lease import Lease
 
-UNLISTABLE = "unreadable"  # the error kind of an input that could not be listed at all
+# The error kind of an input that could not be listed at all: its own word, so that files FFmpeg cannot
+# open ('unreadable') never make a run look as if no input could be listed.
+UNLISTABLE = "unlistable"
 
 
 def publish(layout: RunLayout, staged: list[str], tables: tuple[str, ...] = (FRAMES, FILES)

@@ -23,15 +23,23 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import storage
-from schemas.tables import class_names_from, read_model_metadata
+from schemas.tables import (
+    CONFIG_ID,
+    EMBEDDING,
+    END_S,
+    SCORES,
+    START_S,
+    TOP_CLASSES,
+    URI,
+    class_names_from,
+    read_model_metadata,
+)
 from transforms.output.current import PartSelection, current_parts, row_states, select_rows
 from transforms.output.reader import OutputDir, find_output, read_footers
 
-EMBEDDING = "embedding"
-SCORES = "scores"
 VECTOR_COLUMNS = (EMBEDDING, SCORES)
-ID_COLUMNS = ("uri", "start_s", "end_s")
-KEY_COLUMNS = ("uri", "config_id")  # read to select the current rows, even when not asked for
+ID_COLUMNS = (URI, START_S, END_S)
+KEY_COLUMNS = (URI, CONFIG_ID)  # read to select the current rows, even when not asked for
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,12 +90,8 @@ class FrameStream:
             missing = [c for c in self.columns if c not in part.schema.names]
             if missing:
                 hint = (" (frames written with --top_k keep 'top_classes' instead of 'scores')"
-                        if SCORES in missing and "top_classes" in part.schema.names else "")
+                        if SCORES in missing and TOP_CLASSES in part.schema.names else "")
                 raise ValueError(f"{part.selection.part.path} has no column {', '.join(missing)}{hint}")
-
-    @property
-    def num_parts(self) -> int:
-        return len(self._parts)
 
     def _width(self, column: str) -> int:
         return self.embedding_dim if column == EMBEDDING else len(self.class_names)
@@ -125,7 +129,7 @@ class FrameStream:
         for name in self.columns:
             if name in VECTOR_COLUMNS:
                 signature[name] = tf.TensorSpec([None, self._width(name)], tf.float32)
-            elif name == "uri":
+            elif name == URI:
                 signature[name] = tf.TensorSpec([None], tf.string)
             else:
                 dtype = schema.field(name).type.to_pandas_dtype() if schema is not None else np.float64

@@ -21,6 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import storage
+from transforms.decoding.span import AudioSpan, load_audio_span
 from transforms.output.reader import (
     ModelInfo,
     OutputDir,
@@ -85,17 +86,6 @@ class FrameScores:
         primary, secondary = (peak, mean) if rank_by == "max" else (mean, peak)
         order = np.lexsort((secondary, primary))[::-1]  # last key sorts first
         return order[:count]
-
-
-@dataclasses.dataclass(frozen=True)
-class AudioSpan:
-    samples: np.ndarray  # mono float32
-    sample_rate: int
-    start_s: float
-
-    @property
-    def duration_s(self) -> float:
-        return self.samples.size / self.sample_rate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,24 +186,6 @@ def file_duration(output: OutputDir, run_id: str | None, uri: str) -> float | No
     rows = read_files(run, ["duration_s"], uri=uri)
     values = [v for v in rows["duration_s"].to_pylist() if v is not None] if rows.num_rows else []
     return max(values) if values else None
-
-
-def load_audio_span(uri: str, sample_rate: int, start_s: float, end_s: float) -> AudioSpan:
-    """Decodes only ``[start_s, end_s)`` of ``uri`` at ``sample_rate`` (raises what the decoder raises)."""
-    from transforms.decoding.stream import AudioStream
-
-    first = int(round(start_s * sample_rate))
-    wanted = int(round((end_s - start_s) * sample_rate))
-    chunks, have = [], 0
-    with AudioStream(uri, sample_rate, start_sample=first, chunk_samples=min(max(wanted, 1), 160_000)) \
-            as stream:
-        for chunk in stream:
-            chunks.append(chunk[:wanted - have])
-            have += chunks[-1].size
-            if have >= wanted:
-                break
-    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    return AudioSpan(samples.astype(np.float32, copy=False), sample_rate, start_s)
 
 
 def log_mel(audio: AudioSpan) -> np.ndarray:

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from audio_models.logmel_features import logmel_statistics
 from audio_models.spec import EMBEDDING, LOGMEL, SCORES, ModelSpec
 from schemas.tables import TOP_CLASS, FrameColumns, config_id, frames_schema
 from transforms.tagging.bundle_outputs import in_global_window
@@ -23,11 +24,6 @@ def _list_column(values: np.ndarray, value_type: pa.DataType) -> pa.ListArray:
     offsets = pa.array(np.arange(rows + 1, dtype=np.int32) * np.int32(width))  # width may be 0 (no scores)
     flat = pa.array(values.reshape(-1).astype(value_type.to_pandas_dtype(), copy=False), type=value_type)
     return pa.ListArray.from_arrays(offsets, flat)
-
-
-def logmel_statistics(logmel: np.ndarray) -> np.ndarray:
-    """[B, patch_frames, bands] -> [B, 2 * bands]: per-band mean, then per-band std over the patch."""
-    return np.concatenate([logmel.mean(axis=1), logmel.std(axis=1)], axis=1).astype(np.float32)
 
 
 class FrameTableBuilder:

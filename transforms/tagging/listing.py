@@ -14,6 +14,8 @@ import stat
 import apache_beam as beam
 
 import storage
+from transforms.decoding.source import storage_failure
+from transforms.output.publish import UNLISTABLE
 from transforms.tagging import progress
 
 # Extensions taken when an --input names a directory (globs and manifest lines are taken as given).
@@ -88,7 +90,7 @@ class ExpandInput(beam.DoFn):
         try:
             matched = storage.match(spec.pattern)
         except Exception as e:  # noqa: BLE001 - e.g. missing bucket: reported, never fatal
-            yield FileEntry(spec.pattern, error=f"unreadable: cannot list {spec.pattern}: {_short(e)}")
+            yield FileEntry(spec.pattern, error=f"{UNLISTABLE}: cannot list {spec.pattern}: {_short(e)}")
             return
         if not matched:
             beam.metrics.Metrics.counter("inputs", "patterns_matching_nothing").inc()
@@ -112,7 +114,7 @@ class ExpandInput(beam.DoFn):
             return FileEntry(uri, error=f"invalid_uri: no filesystem reads {scheme}:// URIs "
                                         "(local paths and gs:// are read)")
         except Exception as e:  # noqa: BLE001
-            return FileEntry(uri, error=f"unreadable: {_short(e)}")
+            return FileEntry(uri, error=f"{UNLISTABLE}: {_short(e)}")
         if not matched:
             return FileEntry(uri, error="not_found: no such file")
         meta = matched[0]
@@ -135,7 +137,9 @@ def _stat_local(path: str) -> FileEntry:
     except FileNotFoundError:
         return FileEntry(path, error="not_found: no such file")
     except OSError as e:
-        return FileEntry(path, error=f"unreadable: {e.strerror or e}")
+        if storage.is_transient(e):  # the mount failed, not the file: the next run retries it
+            return FileEntry(path, error=storage_failure(e))
+        return FileEntry(path, error=f"{UNLISTABLE}: {e.strerror or e}")
     if stat.S_ISDIR(st.st_mode):
         return FileEntry(path, error="is_directory: a directory, not a file (pass it with --input)")
     return FileEntry(path, st.st_size, st.st_mtime)

@@ -71,8 +71,8 @@ class PlanUnits(beam.DoFn):
                 if info.duration_s:
                     seconds = min(info.duration_s, info.size_bytes / MIN_BYTES_PER_SECOND)
                     expected = math.ceil(seconds * f.sample_rate)
-            except DecodeError:
-                pass  # decoding the (single) unit reports the problem with its reason
+            except (DecodeError, OSError):
+                pass  # decoding the (single) unit meets the problem again and reports it with its reason
         units = plan_units(entry.uri, expected, f.window, f.hop, f.unit_frames)
         beam.metrics.Metrics.counter("tag_audio", "work_units").inc(len(units))
         progress.record(units_planned=len(units))

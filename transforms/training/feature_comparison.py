@@ -188,7 +188,7 @@ def time_logmel(windows: int, max_windows: int) -> ComputeTiming:
     import tensorflow as tf
 
     from audio_models import logmel
-    from transforms.tagging.frame_table import logmel_statistics
+    from audio_models.logmel_features import logmel_statistics
 
     mel = logmel.mel_weight_matrix()
     patches = tf.function(lambda w: logmel.log_mel_patches(w, mel),
@@ -202,7 +202,7 @@ def time_logmel(windows: int, max_windows: int) -> ComputeTiming:
 def time_model(base_model: dict, windows: int, max_windows: int) -> ComputeTiming:
     """The encoder's compute alone: the frames' model (log-mel frontend included) on the same windows."""
     from audio_models.loading import load_model, resolve_source
-    from transforms.tagging.frame_table import logmel_statistics
+    from audio_models.logmel_features import logmel_statistics
 
     if not base_model.get("source"):
         raise ComparisonError("the training set does not record where the frames' model is")

@@ -479,11 +479,3 @@ def PoolClips(rows, layout: ts.FeatureLayout):  # noqa: N802
             | "GroupClipFrames" >> beam.GroupByKey()
             | "Pool" >> beam.Map(pool_clip, layout))
 
-
-def latest_runs(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """(uri, run id) pairs -> uri: its latest run (run ids sort by start time)."""
-    latest: dict[str, str] = {}
-    for uri, run in pairs:
-        if uri not in latest or run > latest[uri]:
-            latest[uri] = run
-    return latest

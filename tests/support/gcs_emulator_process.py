@@ -1,6 +1,6 @@
 """The test GCS endpoint as one child process: ``gcp-storage-emulator`` plus the googleapis relay.
 
-Run as ``python -m tests.gcs_emulator_process --workdir DIR`` from the repository
+Run as ``python -m tests.support.gcs_emulator_process --workdir DIR`` from the repository
 root.  Prints one JSON line ``{"emulator_port": ..., "relay_port": ...}`` once both
 listen on 127.0.0.1, then serves until its stdin closes, so the servers die with
 the test process even when that process is killed.
@@ -20,7 +20,7 @@ from gcp_storage_emulator import server as emulator_server
 from gcp_storage_emulator.exceptions import NotFound
 from gcp_storage_emulator.handlers import objects as emulator_objects
 
-from tests.googleapis_relay import GoogleApisRelay, write_certificates
+from tests.support.googleapis_relay import GoogleApisRelay, write_certificates
 
 HOST = "127.0.0.1"
 

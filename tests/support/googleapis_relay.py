@@ -199,11 +199,6 @@ class GoogleApisRelay(socketserver.ThreadingTCPServer):
             return
         super().handle_error(request, client_address)
 
-    @property
-    def proxy_url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
-
     def start(self) -> GoogleApisRelay:
         self._thread.start()
         return self

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared"
 FIXTURE_MODEL = SHARED / "fixtures" / "yamnet-hub-random"
 APPROX_MODEL = SHARED / "models" / "yamnet-approx"

@@ -16,9 +16,9 @@ import tensorflow as tf  # noqa: E402
 
 from audio_models.loading import ModelUnavailableError, load_model, load_spec, resolve_source  # noqa: E402
 from schemas.tables import class_names_from, read_model_metadata  # noqa: E402
-from tests import savedmodel_factory as factory  # noqa: E402
-from tests.audio_factory import sine, write_audio  # noqa: E402
-from tests.pipeline_helpers import FIXTURE_MODEL, read_table, require_shared, run_tag_audio  # noqa: E402
+from tests.support import savedmodel_factory as factory  # noqa: E402
+from tests.support.audio_factory import sine, write_audio  # noqa: E402
+from tests.support.pipeline_helpers import FIXTURE_MODEL, read_table, require_shared, run_tag_audio  # noqa: E402
 from transforms.decoding.stream import AudioStream  # noqa: E402
 from transforms.decoding.windows import frames_of, num_frames  # noqa: E402
 

@@ -1,7 +1,7 @@
 """A real GCS server for tests: ``gcp-storage-emulator`` on 127.0.0.1, plus what clients need.
 
 The session fixture ``gcs`` starts the emulator in a child process
-(``tests/gcs_emulator_process.py``), writes a throwaway ``authorized_user``
+(``tests/support/gcs_emulator_process.py``), writes a throwaway ``authorized_user``
 credentials file whose token never expires (without it every process spends
 ~25 s probing for credentials), and sets in ``os.environ`` for the rest of the
 session (restored at the end):
@@ -10,7 +10,7 @@ session (restored at the end):
   google-cloud-storage, and therefore Beam's ``gcsio``, talk to the emulator.
 - ``https_proxy``, ``no_proxy``, ``CURL_CA_BUNDLE``, ``GOOGLE_AUTH_TOKEN_FOR_TESTING``:
   TensorFlow's own ``gs://`` client (hard-wired to ``www.googleapis.com``) reaches
-  the emulator through the local relay in ``tests/googleapis_relay.py``.
+  the emulator through the local relay in ``tests/support/googleapis_relay.py``.
 
 Worker processes need the same variables: pass ``gcs.env`` (or ``gcs.worker_env()``)
 to any subprocess (Beam's multi_processing workers inherit os.environ).  A process
@@ -36,7 +36,7 @@ from google.api_core import exceptions as google_exceptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 EMULATOR_PROJECT = "audio-tagger-test"
 _STARTUP_TIMEOUT_S = 60.0
 
@@ -109,11 +109,6 @@ class GcsEmulator:
             self.client.create_bucket(name)
         return f"gs://{name}"
 
-    def upload_bytes(self, data: bytes, uri: str) -> str:
-        bucket, name = split_gs_uri(uri)
-        self.client.bucket(bucket).blob(name).upload_from_string(data)
-        return uri
-
     def upload_file(self, local: Path | str, uri: str) -> str:
         bucket, name = split_gs_uri(uri)
         self.client.bucket(bucket).blob(name).upload_from_filename(str(local))
@@ -153,7 +148,7 @@ def running_gcs_emulator(workdir: Path) -> Iterator[GcsEmulator]:
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.gcs_emulator_process", "--workdir", str(workdir)],
+        [sys.executable, "-m", "tests.support.gcs_emulator_process", "--workdir", str(workdir)],
         cwd=REPO_ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
