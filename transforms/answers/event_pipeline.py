@@ -24,6 +24,7 @@ from schemas.tables import config_id, model_metadata
 from transforms.answers import recording_time as rt
 from transforms.answers.events import Event, FrameTrack, detect_events, keep_floor, table_tracks
 from transforms.answers.thresholds import ClassThresholds, EventRules
+from transforms.output.layout import run_of_path
 from transforms.output.table_coder import ARROW_TABLE
 
 TRACKS, STARTS = "tracks", "starts"
@@ -50,6 +51,7 @@ class EventContext:
     model: str  # identity, as frames rows carry it
     config_id: str
     schema: pa.Schema
+    run_order: tuple[str, ...] = ()  # the runs read, in commit order: the last is the latest
 
     @classmethod
     def for_model(cls, settings: EventSettings, class_names, hop_s: float, model: str, config_id: str,
@@ -96,7 +98,7 @@ class FrameTracks(beam.DoFn):
         run = ""
         if isinstance(element, tuple):
             filename, element = element
-            run = next((p[4:] for p in reversed(filename.split("/")) if p.startswith("run=")), "")
+            run = run_of_path(filename) or ""
         for uri, track in table_tracks(element, self._indices, self._floor):
             yield uri, (run, track)
 
@@ -105,7 +107,7 @@ class DetectEvents(beam.DoFn):
     """(uri, {tracks: [(run, FrameTrack)], starts: [start text]}) -> events rows of that uri.
 
     Pieces of several runs (the same recording tagged twice with one model):
-    the latest run's only.
+    the latest run's only, in commit order (``EventContext.run_order``).
     """
 
     def __init__(self, context: EventContext):
@@ -117,7 +119,8 @@ class DetectEvents(beam.DoFn):
         pieces = list(grouped[TRACKS])
         if not pieces:
             return
-        latest = max(run for run, _ in pieces)
+        order = {run: i for i, run in enumerate(self._context.run_order)}
+        latest = max((run for run, _ in pieces), key=lambda run: (order.get(run, -1), run))
         track = FrameTrack.merge(t for run, t in pieces if run == latest)
         c = self._context
         events = detect_events(track, c.classes, c.hop_s)

@@ -121,6 +121,7 @@ def events_over(source, settings: EventSettings, classes_option: str) -> FramesF
     context = EventContext.for_model(
         settings, class_names, float(meta["hop_s"]), meta["model_identity"], meta["config_id"],
         {(METADATA_PREFIX + k).encode(): v.encode() for k, v in meta.items()})
+    context = dataclasses.replace(context, run_order=tuple(source.run_ids))
     return FramesForEvents(source.out_dir, tuple(source.run_ids), tuple(source.frame_files), column, context,
                            source.base_model(), source.keep)
 

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 
 from schemas.tables import STATUS_OK
 from storage import StoredFile
+from transforms.output.layout import EVENTS, FILES, FRAMES
 from transforms.output.reader import OutputDir, RunOutput, find_output, read_events, read_parts
 
 CURRENT = "current"
@@ -175,7 +176,7 @@ def current_files(out_dir: str | OutputDir, columns: Sequence[str] | None = None
                   statuses: Sequence[str] = (STATUS_OK,)) -> pa.Table:
     """The files rows of the current view (one per file and config), with a ``run`` column."""
     found = find_output(out_dir) if isinstance(out_dir, str) else out_dir
-    return _read_current(found, row_states(found, statuses), "files", columns)
+    return _read_current(found, row_states(found, statuses), FILES, columns)
 
 
 def current_frames(out_dir: str | OutputDir, columns: Sequence[str] | None = None,
@@ -183,7 +184,7 @@ def current_frames(out_dir: str | OutputDir, columns: Sequence[str] | None = Non
     """The frames of the current files rows, with a ``run`` column (whole table in memory: for
     large outputs stream them with ``iter_current_batches``)."""
     found = find_output(out_dir) if isinstance(out_dir, str) else out_dir
-    return _read_current(found, row_states(found, statuses), "frames", columns)
+    return _read_current(found, row_states(found, statuses), FRAMES, columns)
 
 
 def current_events(out_dir: str | OutputDir) -> tuple[pa.Table, str] | None:
@@ -200,7 +201,7 @@ def current_events(out_dir: str | OutputDir) -> tuple[pa.Table, str] | None:
     latest = with_events[-1]
     if not latest.files:
         return read_events(latest), f"run {latest.run_id}"
-    table = _read_current(found, row_states(found), "events", None)
+    table = _read_current(found, row_states(found), EVENTS, None)
     return table.drop_columns([RUN_COLUMN]) if RUN_COLUMN in table.column_names else table, "the current view"
 
 
@@ -213,7 +214,7 @@ class PartSelection:
     keys: dict[str, list[str]] | None
 
 
-def current_parts(found: OutputDir, states: RowStates | None, table: str = "frames") -> list[PartSelection]:
+def current_parts(found: OutputDir, states: RowStates | None, table: str = FRAMES) -> list[PartSelection]:
     """The parts a streaming reader needs for the current view (``states`` None: every published row)."""
     selections = []
     for run in _published(found):

@@ -61,6 +61,12 @@ def new_run_id(now: float | None = None) -> str:
     return f"{stamp}.{int(now * 1000) % 1000:03d}Z-{secrets.token_hex(3)}"
 
 
+def run_of_path(path: str) -> str | None:
+    """The run id of a part path ``.../<table>/run=<id>/part.parquet`` wherever it is stored; None when
+    no segment names a run (a table read whole, outside the layout)."""
+    return next((p[len(RUN_PREFIX):] for p in reversed(path.split("/")) if p.startswith(RUN_PREFIX)), None)
+
+
 def run_id_of(out_dir: str, path: str) -> str | None:
     """The run a published path belongs to, read from the path *below* ``out_dir`` only
     (``out_dir`` itself may contain ``run=``): ``frames/run=<id>/...`` or ``runs/<id>.json``."""

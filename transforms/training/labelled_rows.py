@@ -35,6 +35,7 @@ from apache_beam import pvalue
 
 import storage
 from schemas import training as ts
+from transforms.output.layout import run_of_path
 
 # Accepted header names of the labels CSV, per role.
 PATH_HEADERS = ("path", "uri", "file", "filename")
@@ -396,10 +397,7 @@ class ClipFacts:
 
 def run_of(path: str) -> str:
     """The run id of a ``.../frames/run=<id>/part.parquet`` path ('' when there is none)."""
-    for part in reversed(path.split("/")):
-        if part.startswith("run="):
-            return part[4:]
-    return ""
+    return run_of_path(path) or ""
 
 
 class AttachLabels(beam.DoFn):
