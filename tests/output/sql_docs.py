@@ -42,6 +42,9 @@ def bigquery_current_view(out: Path) -> duckdb.DuckDBPyConnection:
         connection.execute(
             f"create view dataset.{table} as select * from read_parquet('{out}/{table}/*/*.parquet', "
             "hive_partitioning = true, hive_types = {'run': varchar}, union_by_name = true)")
+    connection.execute(  # the external table over OUT/_log/*.json, newline-delimited JSON
+        f"create view dataset.log as select * from read_json('{out}/_log/*.json', "
+        "columns = {run_id: 'varchar', commit: 'bigint', kind: 'varchar'})")
     for statement in statements(sql_block("BigQuery: the current view")):
         connection.execute(statement.replace("DATASET.", "dataset."))
     return connection
