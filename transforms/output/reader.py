@@ -171,7 +171,7 @@ def _split_root(out_dir: str) -> tuple[str, str]:
     for depth in (1, 2):
         if len(segments) > depth and segments[-depth] in TABLES and (
                 depth == 1 or segments[-1].startswith(RUN_PREFIX)):
-            if depth == 1 and storage.exists(storage.join(root, RUNS)):
+            if depth == 1 and storage.exists(OutputLayout(root).runs_dir()):
                 break
             return "/".join(segments[:-depth]), root
     return root, root
@@ -183,7 +183,7 @@ def find_output(out_dir: str) -> OutputDir:
     objects = storage.list_files(root)
     if base != root:  # a table or run directory: its runs' records live under OUT_DIR/runs
         with contextlib.suppress(FileNotFoundError):
-            objects += storage.list_files(storage.join(base, RUNS))
+            objects += storage.list_files(OutputLayout(base).runs_dir())
     parts: dict[str, dict[str, list[StoredFile]]] = {}
     records: dict[str, str] = {}
     in_progress = 0

@@ -20,7 +20,7 @@ import time
 
 import storage
 from transforms.output import commit_log
-from transforms.output.layout import FAILED, RUNNING, TABLES, OutputLayout
+from transforms.output.layout import FAILED, RUNNING, TABLES, OutputLayout, RunLayout
 from transforms.output.reader import DamagedOutputError, OutputDir, RunOutput, damaged_parts, find_output
 
 PROBE_PREFIX = "_write_probe-"
@@ -56,7 +56,7 @@ def clear_run(out_dir: str, run: RunOutput, by: str) -> None:
     layout = OutputLayout(out_dir)
     for table in TABLES:
         storage.delete_tree(layout.table_dir(table, run.run_id))
-    storage.delete_tree(storage.join(layout.staging_root(), f"run={run.run_id}"))
+    storage.delete_tree(RunLayout(out_dir, run.run_id).staging_dir())
     if run.record is not None and run.record.status == RUNNING and run.record_path:
         # Written where it was found: a copied output's records may name the directory they came from.
         failed = dataclasses.replace(
@@ -77,7 +77,7 @@ def clear_uncommitted(found: OutputDir, own_run_id: str) -> tuple[str, ...]:
     layout = OutputLayout(found.root)
     with contextlib.suppress(FileNotFoundError):
         for stored in storage.list_files(layout.staging_root()):
-            if f"/run={own_run_id}/" not in stored.path:
+            if not stored.path.startswith(RunLayout(found.root, own_run_id).staging_dir() + "/"):
                 storage.delete([stored.path])
     with contextlib.suppress(FileNotFoundError):
         storage.delete([storage.join(found.root, name) for name in storage.list_names(found.root)

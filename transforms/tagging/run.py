@@ -103,8 +103,8 @@ def prepare(inputs: Sequence[str], output: str, *, manifest: str | None = None, 
             extensions: tuple[str, ...] = AUDIO_EXTENSIONS, force: bool = False, run_id: str | None = None,
             parameters: dict[str, Any] | None = None, check_output: bool = True,
             **settings) -> tuple[TagAudioConfig, RunRecord]:
-    """Checks that everything named can be reached, resolves the model, classifies the inputs and lists
-    earlier runs; raises UsageError, in seconds, before any work.
+    """Checks that everything named can be reached, resolves the model and classifies the inputs; raises
+    UsageError, in seconds, before any work. Earlier runs are read by ``execute``, under the lease.
 
     ``settings`` are the remaining ``TagAudioConfig`` fields (columns, unit_s,
     batch_size, device, decode_processes, ...).
@@ -153,12 +153,13 @@ def prepare(inputs: Sequence[str], output: str, *, manifest: str | None = None, 
 
 
 def run_id_problem(out_dir: str, run_id: str) -> str | None:
-    """Why ``run_id`` cannot name a new run of ``out_dir``: a run of that id exists (published or not)."""
+    """Why ``run_id`` cannot name a new run of ``out_dir``: a run of that id exists, published or not (its
+    record is written before anything else of it, and kept when compaction removes its data)."""
     layout = OutputLayout(out_dir)
+    paths = [layout.record_path(run_id), layout.compacted_record_path(run_id),
+             *(layout.table_dir(table, run_id) for table in TABLES)]
     try:
-        taken = storage.exists(layout.record_path(run_id)) or any(
-            storage.exists(layout.table_dir(table, run_id)) for table in TABLES) or any(
-            entry.run_id == run_id for entry in commit_log.read_log(out_dir))
+        taken = any(storage.exists(path) for path in paths)
     except FileNotFoundError:
         taken = False
     if taken:
