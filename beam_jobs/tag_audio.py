@@ -125,6 +125,10 @@ class TagAudioOptions(PipelineOptions):
             "--extensions", default=",".join(AUDIO_EXTENSIONS),
             help="Comma-separated extensions taken when --input is a directory ('' = every file).")
         parser.add_argument(
+            "--follow_symlinks", type=_truthy, nargs="?", const=True, default=False,
+            help="Enter symlinked folders below a folder or pattern --input, each folder once (default: "
+                 "not followed, as find does; the plan line counts them).")
+        parser.add_argument(
             "--max_failed_fraction", type=float, default=1.0,
             help="Mark the run failed (exit status 1) when more than this fraction of files failed. "
                  "Default 1.0: never.")
@@ -225,6 +229,7 @@ def prepare_job(options: PipelineOptions) -> tuple[TagAudioConfig, RunRecord]:
     config, record = tagging.prepare(
         opts.input, opts.output, manifest=opts.input_manifest, model=opts.model, model_path=opts.model_path,
         hop_s=opts.hop_s, model_options=_model_options(opts), extensions=_extensions(opts),
+        follow_symlinks=opts.follow_symlinks,
         force=opts.force, run_id=opts.run_id, check_output=not _only_builds_a_job(options),
         parameters={k: v for k, v in opts.get_all_options().items() if k in own},
         columns=_frame_columns(opts), unit_s=opts.unit_s, batch_size=opts.batch_size, device=opts.device,

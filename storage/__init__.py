@@ -21,8 +21,11 @@ from storage.conditional import create_exclusive, delete_versioned, read_version
 from storage.model_cache import cache_dir, local_copy, local_output_dir
 from storage.paths import (
     StoredFile,
+    WalkItem,
     canonical_uri,
+    escape_glob,
     exists,
+    has_glob,
     is_dir,
     is_remote,
     join,
@@ -31,6 +34,7 @@ from storage.paths import (
     local_path,
     match,
     parent,
+    walk_local,
 )
 from storage.reads import SeekableReader, fingerprint, open_read, read_bytes, read_json, read_text
 from storage.retries import RetryPolicy, TransientIOError, is_transient, set_retry_policy
@@ -48,7 +52,8 @@ from storage.writes import (
 )
 
 __all__ = [
-    "RetryPolicy", "SeekableReader", "StoredFile", "TransientIOError", "cache_dir", "canonical_uri",
+    "RetryPolicy", "SeekableReader", "StoredFile", "TransientIOError", "WalkItem", "escape_glob",
+    "has_glob", "walk_local", "cache_dir", "canonical_uri",
     "create_exclusive", "credentials_problem", "delete", "delete_tree", "delete_versioned", "exists",
     "fingerprint", "is_dir", "is_remote", "is_transient", "join", "list_files", "list_names", "local_copy",
     "local_output_dir", "local_path", "makedirs", "match", "open_read", "open_write", "parent",

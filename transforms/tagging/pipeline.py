@@ -28,7 +28,7 @@ from transforms.tagging.done_set import NEW, CountPlan, PriorResults, SkipDone
 from transforms.tagging.file_report import CombineFileReports, MakeFileRows
 from transforms.tagging.frame_table import CoalesceTables, FrameTableBuilder
 from transforms.tagging.inference import SCORE_STATS, RunModelBatched
-from transforms.tagging.listing import InputSpec, ListInputFiles
+from transforms.tagging.listing import SKIPPED_LINKS, InputSpec, ListInputs
 from transforms.tagging.units import REPORTS, DecodeUnits, Framing, PlanUnits
 
 
@@ -75,13 +75,15 @@ class PlanWork(beam.PTransform):
 
     def expand(self, pbegin):
         c = self._config
-        entries = pbegin | "ListInputs" >> ListInputFiles(list(c.inputs), c.manifest)
+        entries, skipped_links = pbegin | "ListInputs" >> ListInputs(list(c.inputs), c.manifest)
         if c.prior_runs:
             prior = pbegin | "PriorResults" >> PriorResults(c.output, list(c.prior_runs), c.config_id)
             entries, categories = entries | "SkipDone" >> SkipDone(prior, c.retry_failed)
         else:
             categories = entries | "AllNew" >> beam.Map(lambda _: NEW)
-        return entries, categories | "CountPlan" >> CountPlan()
+        # Symlinked folders not followed are counted in the plan, beside the files' categories.
+        skipped = skipped_links | "SkippedLinks" >> beam.Map(lambda _: SKIPPED_LINKS)
+        return entries, (categories, skipped) | "PlanItems" >> beam.Flatten() | "CountPlan" >> CountPlan()
 
 
 class TagAudio(beam.PTransform):
