@@ -188,10 +188,40 @@ def list_names(directory: str) -> list[str]:
 
 
 
+ARCHIVE_SUFFIXES = {".tar": "tar", ".tar.gz": "tgz", ".tgz": "tgz", ".zip": "zip"}
+MEMBER_SEPARATOR = "#"
+
+
+def archive_kind(path: str) -> str | None:
+    """'tar', 'tgz' or 'zip' for a path whose name says it is one of those archives, else None."""
+    lowered = path.lower()
+    return next((kind for suffix, kind in ARCHIVE_SUFFIXES.items() if lowered.endswith(suffix)), None)
+
+
+def member_uri(archive: str, member: str) -> str:
+    return f"{archive}{MEMBER_SEPARATOR}{member}"
+
+
+def split_member_uri(uri: str) -> tuple[str, str] | None:
+    """(archive, member) for ``ARCHIVE#member/path``, else None. The archive is the text before the
+    first '#' that follows an archive's name; a local path that exists is a file, whatever its name."""
+    start = 0
+    while (cut := uri.find(MEMBER_SEPARATOR, start)) >= 0:
+        if archive_kind(uri[:cut]):
+            if not is_remote(uri) and os.path.lexists(local_path(uri)):
+                return None
+            return uri[:cut], uri[cut + 1:]
+        start = cut + 1
+    return None
+
+
 def canonical_uri(path: str) -> str:
     """The one spelling of a path: a local file as an absolute, normalised path (however it was given:
     relative, ``./``, ``//``, a trailing slash, ``file://``); a remote URI as given, less a trailing
-    slash. Symlinks are not resolved: a file is named where it was found."""
+    slash; an archive member as its canonical archive, '#', and the member's name unchanged. Symlinks
+    are not resolved: a file is named where it was found."""
+    if member := split_member_uri(path):
+        return member_uri(canonical_uri(member[0]), member[1])
     if is_remote(path):
         return path.rstrip("/") if path.rstrip("/").count("/") > 2 else path
     absolute = os.path.normpath(os.path.abspath(local_path(path)))

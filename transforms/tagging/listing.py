@@ -25,6 +25,7 @@ AUDIO_EXTENSIONS = (
 )
 
 SKIPPED_LINKS = "symlinked_folders_skipped"  # tag of the listing's side output, and its plan key
+ARCHIVES = "archives"  # listed archives, expanded into their members on workers of their own
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,6 +213,48 @@ def _first(entries):
     return min(entries, key=lambda e: e.error is not None)
 
 
+def is_archive(entry: FileEntry) -> bool:
+    """A listed .tar, .tar.gz/.tgz or .zip (not a member of one): its members are the inputs."""
+    return entry.error is None and bool(storage.archive_kind(entry.uri)) and not storage.split_member_uri(
+        entry.uri)
+
+
+class ExpandArchive(beam.DoFn):
+    """An archive's FileEntry -> one FileEntry per audio member, ``ARCHIVE#member``, listed in place.
+
+    A member's size is its own; its time is the archive's, so a rewritten archive re-plans its members.
+    Members that are not audio (WebDataset sidecars: .json, .cls, .txt ...) are not inputs; a member
+    that cannot be read, and an archive that cannot be, get an entry with the reason.
+    """
+
+    def process(self, archive: FileEntry):
+        try:
+            for member in storage.list_members(archive.uri):
+                if entry := _member_entry(archive, member):
+                    progress.record(files_listed=1)
+                    yield entry
+        except storage.ArchiveError as e:
+            yield FileEntry(archive.uri, archive.size_bytes, archive.last_modified, error=str(e))
+        except FileNotFoundError:
+            yield FileEntry(archive.uri, error="not_found: the archive is gone")
+        except Exception as e:  # noqa: BLE001 - one archive's failure is its row, never the job's
+            kind = "transient" if storage.is_transient(e) else "unreadable"
+            yield FileEntry(archive.uri, archive.size_bytes, archive.last_modified,
+                            error=f"{kind}: cannot read the archive: {_short(e)}")
+
+
+def _member_entry(archive: FileEntry, member: storage.Member) -> FileEntry | None:
+    uri = storage.member_uri(archive.uri, member.name)
+    if member.error:
+        return FileEntry(uri, member.size, archive.last_modified, error=member.error)
+    if storage.archive_kind(member.name):
+        return FileEntry(uri, member.size, archive.last_modified,
+                         error="unsupported: nested archive (give it as an --input of its own)")
+    if member.name.rsplit(".", 1)[-1].lower() not in AUDIO_EXTENSIONS:
+        return None
+    return FileEntry(uri, member.size, archive.last_modified)
+
+
 def manifest_line_to_spec(line: bytes | str) -> list[InputSpec]:
     """A manifest line is one URI; blank lines and '#' comments are skipped.
 
@@ -242,8 +285,15 @@ def ListInputs(pbegin, specs: list[InputSpec], manifest: str | None = None):  # 
         | "AllInputs" >> beam.Flatten()
         | "SpreadInputs" >> beam.Reshuffle()
         | "Expand" >> beam.ParDo(ExpandInput()).with_outputs(SKIPPED_LINKS, main="entries"))
+    routed = expanded.entries | "FindArchives" >> beam.FlatMap(
+        lambda e: [pvalue.TaggedOutput(ARCHIVES, e) if is_archive(e) else e]).with_outputs(
+        ARCHIVES, main="files")
+    members = (routed[ARCHIVES]
+               | "SpreadArchives" >> beam.Reshuffle()  # a glob of shards: each listed by a worker
+               | "ExpandArchives" >> beam.ParDo(ExpandArchive()))
     entries = (
-        expanded.entries
+        (routed.files, members)
+        | "FilesAndMembers" >> beam.Flatten()
         | "KeyByUri" >> beam.Map(lambda e: (e.uri, e))
         | "GroupByUri" >> beam.GroupByKey()
         | "OnePerUri" >> beam.MapTuple(lambda _uri, entries: _first(entries)))
