@@ -226,7 +226,129 @@ class _MemoryMember(SeekableReader):
 
 
 class _InflatingMember(SeekableReader):
-    """A compressed zip member, inflated as read (seeking back restarts it); damage is ArchiveError."""
+    """A deflated zip member, inflated as it is read from a window on the archive; seeking back
+    restarts the inflation. Damage (bad data, a CRC that does not match) is ArchiveError."""
+
+    _BLOCK = 1 << 18
+
+    def __init__(self, compressed: _Window, size: int, crc: int):
+        super().__init__(size)
+        self._raw, self._crc_expected = compressed, crc
+        self._restart()
+
+    def _restart(self) -> None:
+        self._raw.seek(0)
+        self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        self._pending = b""  # compressed bytes read but not yet inflated
+        self._out = 0  # inflated bytes produced so far
+        self._crc = 0
+
+    def _seek_raw(self, position: int) -> None:
+        if position < self._out:
+            self._restart()
+        while self._out < min(position, self.size):
+            self._inflate(min(self._BLOCK, position - self._out))
+
+    def read(self, size: int = -1) -> bytes:
+        if self._position < self._out:  # a seek back that landed mid-way: replay from the start
+            self._seek_raw(self._position)
+        wanted = self.size - self._out if size is None or size < 0 else min(size, self.size - self._out)
+        data = self._inflate(wanted) if wanted > 0 else b""
+        self._position += len(data)
+        return data
+
+    def _short(self, reached: int) -> ArchiveError:
+        return ArchiveError("corrupt_member", f"the member's compressed bytes end after {reached:,} of "
+                                              f"{self.size:,} bytes")
+
+    def _inflate(self, wanted: int) -> bytes:
+        parts, produced = [], 0
+        try:
+            while produced < wanted:
+                if not self._pending:
+                    self._pending = self._raw.read(self._BLOCK)
+                    if not self._pending and not self._inflater.unconsumed_tail:
+                        raise self._short(self._out + produced)
+                source = self._inflater.unconsumed_tail or self._pending
+                chunk = self._inflater.decompress(source, wanted - produced)
+                if source is self._pending:
+                    self._pending = b""
+                parts.append(chunk)
+                produced += len(chunk)
+                if self._inflater.eof:
+                    break
+        except zlib.error as error:
+            raise ArchiveError("corrupt_member", f"the member's bytes are damaged ({_why(error)})") from None
+        data = b"".join(parts)
+        self._crc = zlib.crc32(data, self._crc)
+        self._out += len(data)
+        if self._inflater.eof and self._out < self.size:
+            raise self._short(self._out)
+        if self._out >= self.size and self._crc != self._crc_expected:
+            raise ArchiveError("corrupt_member", f"the member's bytes are damaged (CRC-32 {self._crc:08x}, "
+                                                 f"expected {self._crc_expected:08x})")
+        return data
+
+
+def _open_tar_member(archive: str, name: str) -> SeekableReader:
+    reader = open_read(archive)
+    offset, size = _tar_index(archive, _size_of_open(reader)).get(name, (None, 0))
+    if offset is None:
+        reader.close()
+        raise FileNotFoundError(f"{archive} has no member {name}")
+    return _Window(reader, offset, size)
+
+
+@functools.lru_cache(maxsize=8)
+def _tar_index(archive: str, _size: int) -> dict[str, tuple[int, int]]:
+    """name -> (data offset, size) of a plain tar's members, read once per process and archive size
+    (headers only)."""
+    index = {}
+    with open_read(archive) as reader:
+        try:
+            tar = tarfile.open(fileobj=reader, mode="r:")  # noqa: SIM115 - reader closes it
+            for info in iter(tar.next, None):
+                if info.isfile():
+                    index[info.name] = (info.offset_data, info.size)
+        except (tarfile.TarError, EOFError, OSError):
+            pass  # a cut archive: the members before the cut can still be read
+    return index
+
+
+def _open_zip_member(archive: str, name: str) -> SeekableReader:
+    reader = open_read(archive)
+    try:
+        size = _size_of_open(reader)
+        info = _zip_index(archive, size).get(name)
+        if info is None:
+            raise FileNotFoundError(f"{archive} has no member {name}")
+        if problem := _zip_problem(info, size):
+            raise ArchiveError(*problem.split(": ", 1))
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            return _InflatingZipExt(zipfile.ZipFile(reader).open(info), info.file_size)  # bzip2, lzma
+        reader.seek(info.header_offset)
+        header = _ZIP_LOCAL_HEADER.unpack(reader.read(_ZIP_LOCAL_HEADER.size))
+        start = info.header_offset + _ZIP_LOCAL_HEADER.size + header[-2] + header[-1]
+        if info.compress_type == zipfile.ZIP_STORED:  # a window on the archive: ranged reads, no copy
+            return _Window(reader, start, info.file_size)
+        return _InflatingMember(_Window(reader, start, info.compress_size), info.file_size, info.CRC)
+    except BaseException:
+        reader.close()
+        raise
+
+
+@functools.lru_cache(maxsize=8)
+def _zip_index(archive: str, size: int) -> dict[str, zipfile.ZipInfo]:
+    """name -> ZipInfo from a zip's central directory, read once per process (and archive size)."""
+    with open_read(archive) as reader:
+        try:
+            return {info.filename: info for info in zipfile.ZipFile(reader).infolist()}
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError) as error:
+            raise ArchiveError("not_archive", f"not a readable zip: {_why(error)}") from None
+
+
+class _InflatingZipExt(SeekableReader):
+    """A zip member compressed other than by DEFLATE, through ``zipfile`` itself."""
 
     def __init__(self, raw: zipfile.ZipExtFile, size: int):
         super().__init__(size)
@@ -243,56 +365,8 @@ class _InflatingMember(SeekableReader):
     def _guarded(self, action):
         try:
             return action()
-        except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as error:
             raise ArchiveError("corrupt_member", f"the member's bytes are damaged ({_why(error)})") from None
-
-
-def _open_tar_member(archive: str, name: str) -> SeekableReader:
-    offset, size = _tar_index(archive).get(name, (None, 0))
-    if offset is None:
-        raise FileNotFoundError(f"{archive} has no member {name}")
-    return _Window(open_read(archive), offset, size)
-
-
-@functools.lru_cache(maxsize=8)
-def _tar_index(archive: str) -> dict[str, tuple[int, int]]:
-    """name -> (data offset, size) of a plain tar's members, read once per process (headers only)."""
-    index = {}
-    with open_read(archive) as reader:
-        try:
-            tar = tarfile.open(fileobj=reader, mode="r:")  # noqa: SIM115 - reader closes it
-            for info in iter(tar.next, None):
-                if info.isfile():
-                    index[info.name] = (info.offset_data, info.size)
-        except (tarfile.TarError, EOFError, OSError):
-            pass  # a cut archive: the members before the cut can still be read
-    return index
-
-
-def _open_zip_member(archive: str, name: str) -> SeekableReader:
-    reader = open_read(archive)
-    try:
-        archive_file = zipfile.ZipFile(reader)
-        info = archive_file.getinfo(name)
-    except KeyError:
-        reader.close()
-        raise FileNotFoundError(f"{archive} has no member {name}") from None
-    except (zipfile.BadZipFile, OSError, ValueError) as error:
-        reader.close()
-        raise ArchiveError("not_archive", f"not a readable zip: {_why(error)}") from None
-    if problem := _zip_problem(info, _size_of_open(reader)):
-        reader.close()
-        raise ArchiveError(*problem.split(": ", 1))
-    if info.compress_type == zipfile.ZIP_STORED:  # a window on the archive: ranged reads, no copy
-        reader.seek(info.header_offset)
-        header = _ZIP_LOCAL_HEADER.unpack(reader.read(_ZIP_LOCAL_HEADER.size))
-        start = info.header_offset + _ZIP_LOCAL_HEADER.size + header[-2] + header[-1]
-        return _Window(reader, start, info.file_size)
-    try:
-        return _InflatingMember(archive_file.open(info), info.file_size)
-    except (zipfile.BadZipFile, NotImplementedError, RuntimeError) as error:
-        reader.close()
-        raise ArchiveError("corrupt_member", f"the member cannot be opened ({_why(error)})") from None
 
 
 def _size_of_open(reader) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import storage
 from tests.pipeline_helpers import ESC10, REPO, read_table, require_shared
 
 KEYWORD_MODEL = REPO / "examples" / "models" / "keyword"
@@ -121,6 +122,39 @@ def test_archives_on_gcs_give_the_frames_of_the_extracted_files(recordings, tmp_
     assert_members_equal_extracted(tmp_path / "out", archives, folder)
 
 
+def test_a_member_reads_as_its_own_bytes_whatever_the_archive(tmp_path):
+    """storage.open_read on ARCHIVE#member: every byte, and seeks back and forth, for each way a member
+    is stored (tar window, tar.gz cursor, zip stored window, zip deflated, zip bzip2)."""
+    rng = np.random.default_rng(5)
+    blobs = {f"d/m{i}.wav": rng.bytes(int(rng.integers(1, 200_000))) + bytes(int(rng.integers(0, 400_000)))
+             for i in range(5)}
+    for name, data in blobs.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    with tarfile.open(tmp_path / "a.tar", "w") as tar, tarfile.open(tmp_path / "a.tgz", "w:gz") as tgz:
+        for name in blobs:
+            tar.add(tmp_path / name, arcname=name)
+            tgz.add(tmp_path / name, arcname=name)
+    with zipfile.ZipFile(tmp_path / "a.zip", "w") as mixed, \
+            zipfile.ZipFile(tmp_path / "b.zip", "w", zipfile.ZIP_BZIP2) as bzip2:
+        for i, name in enumerate(blobs):
+            mixed.write(tmp_path / name, name, zipfile.ZIP_DEFLATED if i % 2 else zipfile.ZIP_STORED)
+            bzip2.write(tmp_path / name, name)
+    for archive in ("a.tar", "a.tgz", "a.zip", "b.zip"):
+        path = str(tmp_path / archive)
+        assert [member.name for member in storage.list_members(path)] == list(blobs)
+        for name in reversed(list(blobs)):  # against archive order: a .tar.gz cursor restarts
+            data = blobs[name]
+            with storage.open_read(storage.member_uri(path, name)) as member:
+                assert member.read() == data, (archive, name)
+                for _ in range(4):
+                    start, count = int(rng.integers(0, len(data))), int(rng.integers(0, 70_000))
+                    member.seek(start)
+                    assert member.read(count) == data[start:start + count], (archive, name, start)
+                member.seek(-10, io.SEEK_END)
+                assert member.read() == data[-10:]
+
+
 # --- damaged and hostile archives ---------------------------------------------------------------------
 
 def _patch_zip_member(data: bytearray, name: str, flags: int = 0, declared_size: int | None = None) -> None:
@@ -171,7 +205,8 @@ def damaged(recordings, tmp_path_factory):
     (root / "bad.zip").write_bytes(bytes(data))
     (root / "not_really.zip").write_text("a text file with an archive's name")
 
-    result = tag(root, "--input", str(root / "cut.tar"), "--input", str(root / "cut.tar.gz"),
+    (root / "manifest.txt").write_text(f"# a manifest line may name an archive\n{root / 'cut.tar.gz'}\n")
+    result = tag(root, "--input", str(root / "cut.tar"), "--input_manifest", str(root / "manifest.txt"),
                  "--input", str(root / "*.zip"), "--output", "out")
     return {"root": root, "result": result, "rows": rows_by_uri(root / "out") if result.returncode == 0
             else {}, "clips": clips}

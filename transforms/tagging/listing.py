@@ -187,10 +187,11 @@ def _wanted(path: str, spec: InputSpec) -> bool:
 
 
 def _stat_local(path: str) -> FileEntry:
-    """A local URI by os.stat: far cheaper than a filesystem match, which matters for big manifests."""
-    path = storage.canonical_uri(path)
+    """A local URI by os.stat: far cheaper than a filesystem match, which matters for big manifests.
+    A file that is there is named canonically; one that is not, as it was written (what to look for)."""
     try:
         st = os.stat(path)
+        path = storage.canonical_uri(path)
     except FileNotFoundError:
         if os.path.islink(path):
             return FileEntry(path, error=f"not_found: dangling symlink to {os.readlink(path)}")

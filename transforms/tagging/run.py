@@ -58,8 +58,17 @@ def check_reachable(inputs: Sequence[InputSpec], manifest: str | None, output: s
             raise UsageError(f"cannot write to --output {output}: {one_line(str(e))} (check the path and "
                              "that these credentials may create objects there)") from None
     for spec in inputs:
-        if spec.literal or spec.directory:
-            continue  # a file's problems are its row; a folder was found to exist when classified
+        if spec.literal:
+            continue  # a single file: a missing one is that file's row, not a configuration error
+        if spec.directory:
+            try:
+                if storage.is_remote(spec.pattern):  # its first page: a missing bucket fails here
+                    storage.match(storage.escape_glob(spec.pattern) + "/*", limit=1)
+                elif not storage.exists(spec.pattern):
+                    raise FileNotFoundError(f"no such directory: {spec.pattern}")
+            except Exception as e:  # noqa: BLE001
+                raise UsageError(f"cannot list --input {spec.pattern}/**: {one_line(str(e))}") from None
+            continue
         try:
             found = first_match(spec)
         except Exception as e:  # noqa: BLE001
