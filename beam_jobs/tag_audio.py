@@ -129,6 +129,10 @@ class TagAudioOptions(PipelineOptions):
             help="Enter symlinked folders below a folder or pattern --input, each folder once (default: "
                  "not followed, as find does; the plan line counts them).")
         parser.add_argument(
+            "--archive_sidecar", default=None, choices=("json",),
+            help="Archive inputs (WebDataset shards): carry each audio member's key.json sidecar into a "
+                 "'sidecar' column of the files table (default: sidecars are ignored).")
+        parser.add_argument(
             "--max_failed_fraction", type=float, default=1.0,
             help="Mark the run failed (exit status 1) when more than this fraction of files failed. "
                  "Default 1.0: never.")
@@ -236,7 +240,8 @@ def prepare_job(options: PipelineOptions) -> tuple[TagAudioConfig, RunRecord]:
         decode_processes=opts.decode_processes, processes_per_machine=sdk_processes_per_machine(options),
         decode_timeout_s=opts.decode_timeout_s, retry_failed=opts.retry_failed,
         max_failed_fraction=opts.max_failed_fraction,
-        io_retry=RetryPolicy(opts.io_retries, opts.io_retry_s), events=events)
+        io_retry=RetryPolicy(opts.io_retries, opts.io_retry_s), events=events,
+        archive_sidecar=opts.archive_sidecar)
     return config, record
 
 

@@ -60,7 +60,7 @@ def recordings(tmp_path_factory) -> Path:
     clips.mkdir(parents=True)
     for source in sorted((ESC10 / "audio").glob("*.ogg"))[:CLIPS]:
         shutil.copy2(source, clips / source.name)
-        (clips / source.name).with_suffix(".json").write_text('{"label": "x"}')
+        (clips / source.name).with_suffix(".json").write_text(f'{{"key": "{source.stem}"}}')
         (clips / source.name).with_suffix(".cls").write_text("3")
     shutil.copy2(REPO / "examples" / "audio" / "lift.wav", clips / "lift.wav")  # WAV: a tar window on PCM
     return root
@@ -98,9 +98,16 @@ def test_tar_tgz_and_zip_members_give_the_frames_of_the_extracted_files(recordin
     folder = recordings / "extracted" / "clips"
     archives = {kind: str(path) for kind, path in make_archives(tmp_path, folder).items()}
     stdout = ok(tag(tmp_path, "--input", str(folder), "--input", str(tmp_path / "shard.t*"),
-                    "--input", archives["zip"], "--output", "out"))
+                    "--input", archives["zip"], "--output", "out", "--archive_sidecar", "json"))
     assert f"{4 * (CLIPS + 1)} input files: {4 * (CLIPS + 1)} new" in stdout
     assert_members_equal_extracted(tmp_path / "out", archives, folder)
+    # WebDataset sidecars: key.json beside key.ogg comes along in the 'sidecar' column.
+    sidecars = {row["uri"]: row["sidecar"] for row in read_table(tmp_path / "out", "files").to_pylist()}
+    for archive in archives.values():
+        for clip in folder.glob("*.ogg"):
+            assert sidecars[f"{archive}#clips/{clip.name}"] == f'{{"key": "{clip.stem}"}}'
+        assert sidecars[f"{archive}#clips/lift.wav"] is None  # no lift.json
+    assert sidecars[str(folder / "lift.wav")] is None
 
     # Per member done-set: nothing to do again; a rewritten archive re-plans its members.
     stdout = ok(tag(tmp_path, "--input", str(tmp_path / "shard.t*"), "--input", archives["zip"],

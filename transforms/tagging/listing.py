@@ -50,6 +50,7 @@ class FileEntry:
     size_bytes: int | None = None
     last_modified: float | None = None
     error: str | None = None  # set when the file cannot be used at all ('not_found: ...')
+    sidecar: str | None = None  # an archive member's sidecar text (--archive_sidecar)
 
 
 def is_glob(path: str) -> bool:
@@ -220,18 +221,34 @@ def is_archive(entry: FileEntry) -> bool:
         entry.uri)
 
 
+MAX_SIDECAR_BYTES = 1 << 16
+
+
 class ExpandArchive(beam.DoFn):
     """An archive's FileEntry -> one FileEntry per audio member, ``ARCHIVE#member``, listed in place.
 
     A member's size is its own; its time is the archive's, so a rewritten archive re-plans its members.
-    Members that are not audio (WebDataset sidecars: .json, .cls, .txt ...) are not inputs; a member
-    that cannot be read, and an archive that cannot be, get an entry with the reason.
+    Members that are not audio (WebDataset sidecars: .json, .cls, .txt ...) are not inputs; with
+    ``sidecar`` ('json') an audio member carries its sidecar's text (``key.json`` beside ``key.flac``).
+    A member that cannot be read, and an archive that cannot be, get an entry with the reason.
     """
+
+    def __init__(self, sidecar: str | None = None):
+        self._sidecar = sidecar
 
     def process(self, archive: FileEntry):
         try:
-            for member in storage.list_members(archive.uri):
+            members = storage.list_members(archive.uri)
+            sidecars: dict[str, storage.Member] = {}
+            if self._sidecar:  # held per archive: a sidecar may come before or after its audio
+                members = list(members)
+                suffix = f".{self._sidecar}"
+                sidecars = {m.name: m for m in members if m.name.endswith(suffix) and not m.error}
+            for member in members:
                 if entry := _member_entry(archive, member):
+                    if self._sidecar and not entry.error:
+                        text = _sidecar_text(archive.uri, member, sidecars, self._sidecar)
+                        entry = dataclasses.replace(entry, sidecar=text)
                     progress.record(files_listed=1)
                     yield entry
         except storage.ArchiveError as e:
@@ -242,6 +259,24 @@ class ExpandArchive(beam.DoFn):
             kind = "transient" if storage.is_transient(e) else "unreadable"
             yield FileEntry(archive.uri, archive.size_bytes, archive.last_modified,
                             error=f"{kind}: cannot read the archive: {_short(e)}")
+
+
+def _sidecar_text(archive: str, member: storage.Member, sidecars: dict[str, storage.Member],
+                  extension: str) -> str | None:
+    """The text of ``member``'s sidecar: ``a/key.json`` for ``a/key.flac`` (or WebDataset's key, the
+    name up to its first dot, for ``a/key.seg1.flac``); None when there is none or it is too large."""
+    folder, _, base = member.name.rpartition("/")
+    prefix = f"{folder}/" if folder else ""
+    candidates = (f"{member.name.rsplit('.', 1)[0]}.{extension}",
+                  f"{prefix}{base.split('.', 1)[0]}.{extension}")
+    for name in candidates:
+        found = sidecars.get(name)
+        if found is not None and found.size <= MAX_SIDECAR_BYTES:
+            try:
+                return storage.read_bytes(storage.member_uri(archive, name)).decode("utf-8", errors="replace")
+            except (OSError, storage.ArchiveError):
+                return None
+    return None
 
 
 def _member_entry(archive: FileEntry, member: storage.Member) -> FileEntry | None:
@@ -269,9 +304,10 @@ def manifest_line_to_spec(line: bytes | str) -> list[InputSpec]:
 
 
 @beam.ptransform_fn
-def ListInputs(pbegin, specs: list[InputSpec], manifest: str | None = None):  # noqa: N802
+def ListInputs(pbegin, specs: list[InputSpec], manifest: str | None = None,  # noqa: N802
+               archive_sidecar: str | None = None):
     """(one FileEntry per distinct input file, the distinct symlinked folders not followed), listed on
-    workers.
+    workers; archives are expanded into their members (with ``archive_sidecar``, each member's sidecar).
 
     The manifest is read with Beam's text source, so a list of millions of URIs
     is split across workers instead of passing through the driver.
@@ -291,7 +327,7 @@ def ListInputs(pbegin, specs: list[InputSpec], manifest: str | None = None):  # 
         ARCHIVES, main="files")
     members = (routed[ARCHIVES]
                | "SpreadArchives" >> beam.Reshuffle()  # a glob of shards: each listed by a worker
-               | "ExpandArchives" >> beam.ParDo(ExpandArchive()))
+               | "ExpandArchives" >> beam.ParDo(ExpandArchive(archive_sidecar)))
     entries = (
         (routed.files, members)
         | "FilesAndMembers" >> beam.Flatten()

@@ -54,6 +54,7 @@ class TagAudioConfig:
     lease: Lease | None = None  # held by the run; workers renew it, the publish step checks it
     io_retry: RetryPolicy = RetryPolicy()  # reads through transient storage errors, then 'transient'
     events: EventSettings | None = None  # also write the events table (tag_audio --events)
+    archive_sidecar: str | None = None  # 'json': an archive member's key.json goes to files.sidecar
 
     @property
     def framing(self) -> Framing:
@@ -75,7 +76,8 @@ class PlanWork(beam.PTransform):
 
     def expand(self, pbegin):
         c = self._config
-        entries, skipped_links = pbegin | "ListInputs" >> ListInputs(list(c.inputs), c.manifest)
+        entries, skipped_links = pbegin | "ListInputs" >> ListInputs(list(c.inputs), c.manifest,
+                                                                          c.archive_sidecar)
         if c.prior_runs:
             prior = pbegin | "PriorResults" >> PriorResults(c.output, list(c.prior_runs), c.config_id)
             entries, categories = entries | "SkipDone" >> SkipDone(prior, c.retry_failed)
@@ -123,7 +125,7 @@ class TagAudio(beam.PTransform):
                      | "CombinePerFile" >> beam.CombinePerKey(CombineFileReports())
                      | "FileRows" >> beam.ParDo(MakeFileRows(c.spec.sample_rate, c.spec.class_names,
                                                              c.spec.identity, c.config_id)))
-        schema = files_schema(c.spec)
+        schema = files_schema(c.spec, sidecar=c.archive_sidecar is not None)
         files_written = (file_rows
                          | "BatchFileRows" >> beam.BatchElements(min_batch_size=256, max_batch_size=8192)
                          | "FileTables" >> beam.Map(lambda rows: pa.Table.from_pylist(rows, schema=schema))
