@@ -76,7 +76,7 @@ def list_members(archive: str) -> Iterator[Member]:
         if kind == "zip":
             yield from _zip_members(reader, size)
         else:
-            yield from _tar_members(reader, size, compressed=kind == "tgz")
+            yield from _tar_members(reader, size, compressed=kind == "tgz", archive=archive)
 
 
 def _size_of(reader) -> int:
@@ -86,9 +86,11 @@ def _size_of(reader) -> int:
     return size
 
 
-def _tar_members(reader, archive_size: int, compressed: bool) -> Iterator[Member]:
-    """A plain tar's members are checked against its size; a .tar.gz member's bytes are inflated (and
-    dropped) to know they are all there, which skipping them would cost anyway."""
+def _tar_members(reader, archive_size: int, compressed: bool, archive: str = "") -> Iterator[Member]:
+    """A plain tar's members are checked against its size (and its index kept, for opening them in this
+    process without reading the headers again); a .tar.gz member's bytes are inflated (and dropped) to
+    know they are all there, which skipping them would cost anyway."""
+    index: dict[str, tuple[int, int]] = {}
     try:
         tar = tarfile.open(fileobj=reader, mode="r|gz" if compressed else "r:")  # noqa: SIM115
     except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
@@ -102,9 +104,12 @@ def _tar_members(reader, archive_size: int, compressed: bool) -> Iterator[Member
             raise ArchiveError("truncated", f"the archive ends inside a member's header after {listed} "
                                             f"members ({_why(error)})") from None
         if info is None:
+            if not compressed:
+                _remember_tar_index(archive, archive_size, index)
             return
         if not info.isfile():
             continue
+        index[info.name] = (info.offset_data, info.size)
         member = _tar_member(info, archive_size, compressed,
                              cut=compressed and not _inflates_whole(tar, info))
         yield member
@@ -292,11 +297,22 @@ class _InflatingMember(SeekableReader):
 
 def _open_tar_member(archive: str, name: str) -> SeekableReader:
     reader = open_read(archive)
-    offset, size = _tar_index(archive, _size_of_open(reader)).get(name, (None, 0))
+    key = (archive, _size_of_open(reader))
+    index = _LISTED_TAR_INDEXES.get(key) or _tar_index(*key)
+    offset, size = index.get(name, (None, 0))
     if offset is None:
         reader.close()
         raise FileNotFoundError(f"{archive} has no member {name}")
     return _Window(reader, offset, size)
+
+
+_LISTED_TAR_INDEXES: dict[tuple[str, int], dict[str, tuple[int, int]]] = {}
+
+
+def _remember_tar_index(archive: str, size: int, index: dict[str, tuple[int, int]]) -> None:
+    while len(_LISTED_TAR_INDEXES) >= 8:
+        _LISTED_TAR_INDEXES.pop(next(iter(_LISTED_TAR_INDEXES)))
+    _LISTED_TAR_INDEXES[(archive, size)] = index
 
 
 @functools.lru_cache(maxsize=8)
