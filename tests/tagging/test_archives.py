@@ -113,6 +113,11 @@ def test_tar_tgz_and_zip_members_give_the_frames_of_the_extracted_files(recordin
     stdout = ok(tag(tmp_path, "--input", str(tmp_path / "shard.t*"), "--input", archives["zip"],
                     "--output", "out", "--plan_only"))
     assert f"{3 * (CLIPS + 1)} input files: 0 new, 0 changed, {3 * (CLIPS + 1)} done" in stdout
+    # A manifest may name members themselves; a member tagged through its archive is done.
+    (tmp_path / "members.txt").write_text(f"{archives['tar']}#clips/lift.wav\n"
+                                          f"{archives['zip']}#clips/no.wav\n")
+    stdout = ok(tag(tmp_path, "--input_manifest", "members.txt", "--output", "out", "--plan_only"))
+    assert "2 input files: 1 new, 0 changed, 1 done" in stdout  # no.wav: a new not_found row
     os.utime(archives["zip"], (1.9e9, 1.9e9))
     stdout = ok(tag(tmp_path, "--input", archives["zip"], "--output", "out", "--plan_only"))
     assert f"{CLIPS + 1} input files: 0 new, {CLIPS + 1} changed" in stdout

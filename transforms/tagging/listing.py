@@ -158,6 +158,8 @@ class ExpandInput(beam.DoFn):
     def _literal(uri: str) -> FileEntry:
         if problem := _not_a_uri(uri):
             return FileEntry(uri, error=f"invalid_uri: {problem}")
+        if member := storage.split_member_uri(uri):
+            return _member_literal(uri, *member)
         if "://" not in uri:
             return _stat_local(uri)
         try:
@@ -172,6 +174,25 @@ class ExpandInput(beam.DoFn):
             return FileEntry(uri, error="not_found: no such file")
         meta = matched[0]
         return FileEntry(meta.path, meta.size_bytes, meta.last_modified)
+
+
+def _member_literal(uri: str, archive: str, name: str) -> FileEntry:
+    """One member named as ``ARCHIVE#member`` (a manifest line): listed as the archive's expansion
+    lists it (its own size, the archive's time), so both find the same earlier rows."""
+    listed = ExpandInput._literal(archive)
+    uri = storage.member_uri(listed.uri, name)
+    if listed.error:
+        return FileEntry(uri, error=listed.error)
+    try:
+        with storage.open_read(uri) as reader:
+            size = reader.seek(0, 2)
+    except storage.ArchiveError as e:
+        return FileEntry(uri, error=str(e))
+    except FileNotFoundError:
+        return FileEntry(uri, error=f"not_found: {archive} has no member {name}")
+    except Exception as e:  # noqa: BLE001
+        return FileEntry(uri, error=f"unreadable: {_short(e)}")
+    return FileEntry(uri, size, listed.last_modified)
 
 
 def _not_a_uri(uri: str) -> str | None:
