@@ -129,6 +129,14 @@ class TagAudioOptions(PipelineOptions):
             "--extensions", default=",".join(AUDIO_EXTENSIONS),
             help="Comma-separated extensions taken when --input is a directory ('' = every file).")
         parser.add_argument(
+            "--follow_symlinks", type=_truthy, nargs="?", const=True, default=False,
+            help="Enter symlinked folders below a folder or pattern --input, each folder once (default: "
+                 "not followed, as find does; the plan line counts them).")
+        parser.add_argument(
+            "--archive_sidecar", default=None, choices=("json",),
+            help="Archive inputs (WebDataset shards): carry each audio member's key.json sidecar into a "
+                 "'sidecar' column of the files table (default: sidecars are ignored).")
+        parser.add_argument(
             "--max_failed_fraction", type=float, default=1.0,
             help="Mark the run failed (exit status 1) when more than this fraction of files failed. "
                  "Default 1.0: never.")
@@ -225,13 +233,15 @@ def prepare_job(options: PipelineOptions) -> tuple[TagAudioConfig, RunRecord]:
     config, record = tagging.prepare(
         opts.input, opts.output, manifest=opts.input_manifest, model=opts.model, model_path=opts.model_path,
         hop_s=opts.hop_s, model_options=_model_options(opts), extensions=_extensions(opts),
+        follow_symlinks=opts.follow_symlinks,
         force=opts.force, run_id=opts.run_id, check_output=not _only_builds_a_job(options),
         parameters={k: v for k, v in opts.get_all_options().items() if k in own},
         columns=_frame_columns(opts), unit_s=opts.unit_s, batch_size=opts.batch_size, device=opts.device,
         decode_processes=opts.decode_processes, processes_per_machine=sdk_processes_per_machine(options),
         decode_timeout_s=opts.decode_timeout_s, retry_failed=opts.retry_failed,
         max_failed_fraction=opts.max_failed_fraction,
-        io_retry=RetryPolicy(opts.io_retries, opts.io_retry_s), events=events)
+        io_retry=RetryPolicy(opts.io_retries, opts.io_retry_s), events=events,
+        archive_sidecar=opts.archive_sidecar)
     return config, record
 
 

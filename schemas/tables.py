@@ -93,7 +93,9 @@ def frames_schema(spec: ModelSpec, columns: FrameColumns = FrameColumns()) -> pa
     return pa.schema(fields, metadata=model_metadata(spec))
 
 
-def files_schema(spec: ModelSpec) -> pa.Schema:
+def files_schema(spec: ModelSpec, sidecar: bool = False) -> pa.Schema:
+    """The files table; ``sidecar`` adds the ``sidecar`` column (an archive member's JSON sidecar,
+    tag_audio --archive_sidecar json)."""
     fields = [
         pa.field("uri", pa.string(), nullable=False),
         pa.field("status", pa.string(), nullable=False),
@@ -110,6 +112,8 @@ def files_schema(spec: ModelSpec) -> pa.Schema:
         pa.field("model", pa.string(), nullable=False),
         pa.field("config_id", pa.string(), nullable=False),
     ]
+    if sidecar:
+        fields.append(pa.field("sidecar", pa.string()))
     return pa.schema(fields, metadata=model_metadata(spec))
 
 

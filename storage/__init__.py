@@ -6,6 +6,7 @@ uses, so both see the same paths, credentials and ``STORAGE_EMULATOR_HOST``).
 One module a section:
 
 - ``paths``: what a path names, joining, listing and matching;
+- ``archives``: the members of tar and zip archives, listed and read in place (``ARCHIVE#member``);
 - ``retries``: transient errors and how long reads keep trying through them;
 - ``reads``: local files through the OS, remote objects through transient failures;
 - ``writes``: writes, renames, deletes;
@@ -16,13 +17,18 @@ One module a section:
 No other package chooses a filesystem, and this one imports nothing of the product.
 """
 
+from storage.archives import ArchiveError, Member, list_members
 from storage.checks import credentials_problem, probe_writable
 from storage.conditional import create_exclusive, delete_versioned, read_versioned, write_versioned
 from storage.model_cache import cache_dir, local_copy, local_output_dir
 from storage.paths import (
     StoredFile,
+    WalkItem,
+    archive_kind,
     canonical_uri,
+    escape_glob,
     exists,
+    has_glob,
     is_dir,
     is_remote,
     join,
@@ -30,7 +36,10 @@ from storage.paths import (
     list_names,
     local_path,
     match,
+    member_uri,
     parent,
+    split_member_uri,
+    walk_local,
 )
 from storage.reads import SeekableReader, fingerprint, open_read, read_bytes, read_json, read_text
 from storage.retries import RetryPolicy, TransientIOError, describe_fault, is_transient, set_retry_policy
@@ -48,7 +57,9 @@ from storage.writes import (
 )
 
 __all__ = [
-    "RetryPolicy", "SeekableReader", "StoredFile", "TransientIOError", "cache_dir", "canonical_uri",
+    "ArchiveError", "Member", "archive_kind", "list_members", "member_uri", "split_member_uri",
+    "RetryPolicy", "SeekableReader", "StoredFile", "TransientIOError", "WalkItem", "escape_glob",
+    "has_glob", "walk_local", "cache_dir", "canonical_uri",
     "create_exclusive", "credentials_problem", "delete", "delete_tree", "delete_versioned", "describe_fault",
     "exists", "fingerprint", "is_dir", "is_remote", "is_transient", "join", "list_files", "list_names",
     "local_copy", "local_output_dir", "local_path", "makedirs", "match", "open_read", "open_write", "parent",

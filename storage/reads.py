@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import BinaryIO
 
 from storage import retries
-from storage.paths import _filesystems, is_remote, local_path
+from storage.paths import _filesystems, is_remote, local_path, split_member_uri
 from storage.retries import RetryPolicy, TransientIOError, _backoff, is_transient
 
 _BLOCK = 1 << 20
@@ -172,8 +172,13 @@ def _open_remote(path: str):
 
 def open_read(path: str) -> BinaryIO:
     """A binary, seekable reader; a missing object raises FileNotFoundError, a forbidden one
-    PermissionError, whatever the filesystem. Remote reads go on through transient failures
-    (``RetryPolicy``) and raise TransientIOError when those outlast it."""
+    PermissionError, whatever the filesystem. An archive member (``ARCHIVE#member``) is read in place;
+    one that cannot be read raises ``storage.archives.ArchiveError``. Remote reads go on through
+    transient failures (``RetryPolicy``) and raise TransientIOError when those outlast it."""
+    if split_member_uri(path):  # ARCHIVE#member: read in place (storage.archives)
+        from storage.archives import open_member
+
+        return open_member(path)  # type: ignore[return-value]
     if not is_remote(path):
         return open(local_path(path), "rb")  # noqa: SIM115 - the caller closes it
     return _RetryingReader(path, retries.active_policy())  # type: ignore[return-value]

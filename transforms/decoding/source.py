@@ -71,6 +71,9 @@ class SourceFile(storage.SeekableReader):
             size = max(0, self.size - self._position)
         try:
             data = self._raw.read(size)
+        except storage.ArchiveError as error:  # a damaged archive member: its own kind, not retried
+            self.read_error = DecodeError(error.kind, error.message)
+            raise self.read_error from None
         except Exception as error:
             # FFmpeg turns a failed read into a short file; keep the cause so the caller can
             # re-raise it and the runner retries, instead of recording a truncated file.
@@ -114,6 +117,8 @@ def open_source(uri: str, hash_bytes: bool = False) -> SourceFile:
         raise DecodeError("not_found", "the file does not exist") from None
     except PermissionError as error:
         raise DecodeError("unreadable", f"the file cannot be read: permission denied ({error})") from None
+    except storage.ArchiveError as error:  # an archive member that cannot be read (storage.archives)
+        raise DecodeError(error.kind, error.message) from None
     try:
         size = raw.seek(0, io.SEEK_END)
         size = raw.tell() if size is None else size
@@ -222,7 +227,7 @@ def describe_failure(error: Exception) -> str:
     A DecodeError says it itself; anything else is a decoder bug or an I/O
     failure that must cost one file, never the job.
     """
-    if isinstance(error, DecodeError):
+    if isinstance(error, (DecodeError, storage.ArchiveError)):
         return str(error)
     if storage.is_transient(error):
         return storage_failure(error)

@@ -14,9 +14,10 @@ import math
 import apache_beam as beam
 from apache_beam import pvalue
 
+import storage
 from schemas.tables import STATUS_OK, error_kind
 from transforms.output.layout import FILES, OutputLayout, run_id_of
-from transforms.tagging.listing import FileEntry
+from transforms.tagging.listing import SKIPPED_LINKS, FileEntry
 
 NEW = "new"
 CHANGED = "changed"
@@ -79,8 +80,10 @@ def _prior_from_row(filename_and_row: tuple[str, dict], out_dir: str, config: st
     filename, row = filename_and_row
     run_id = run_id_of(out_dir, filename)
     if row["config_id"] == config and run_id in commits:
-        yield row["uri"], PriorResult(run_id, commits[run_id], row["status"], row["size_bytes"],
-                                      row["last_modified"], row.get("error") or "")
+        # Canonical, so rows written before URIs were canonical (relative, './', '//') still match.
+        yield storage.canonical_uri(row["uri"]), PriorResult(
+            run_id, commits[run_id], row["status"], row["size_bytes"], row["last_modified"],
+            row.get("error") or "")
 
 
 @beam.ptransform_fn
@@ -117,10 +120,13 @@ def CountPlan(categories):  # noqa: N802
 
 def format_plan(counts: dict[str, int], retry_failed: bool) -> str:
     counts = {**dict.fromkeys(CATEGORIES, 0), **counts}
+    links = counts.pop(SKIPPED_LINKS, 0)
     todo = counts[NEW] + counts[CHANGED] + counts[TRANSIENT_BEFORE] + (counts[FAILED_BEFORE] if retry_failed
                                                                        else 0)
     transient = counts[TRANSIENT_BEFORE]
     retried = f", {transient} hit storage errors before (retried)" if transient else ""
     return (f"plan: {sum(counts.values())} input files: {counts[NEW]} new, {counts[CHANGED]} changed, "
             f"{counts[DONE]} done{retried}, {counts[FAILED_BEFORE]} failed before "
-            f"({'retried' if retry_failed else 'skipped; --retry_failed retries them'}) -> {todo} to tag")
+            f"({'retried' if retry_failed else 'skipped; --retry_failed retries them'}) -> {todo} to tag"
+            + (f"; {links} symlinked folder{'s' if links != 1 else ''} not followed (--follow_symlinks "
+               "follows them)" if links else ""))

@@ -50,6 +50,7 @@ class FileAccumulator:
     size_bytes: int | None = None
     last_modified: float | None = None
     listing_error: str | None = None
+    sidecar: str | None = None
     units: dict[int, UnitReport] = dataclasses.field(default_factory=dict)
     num_units: int | None = None
     scores: ScoreStats | None = None
@@ -60,6 +61,7 @@ def _merge_into(acc: FileAccumulator, item) -> FileAccumulator:
         acc.size_bytes = item.size_bytes if item.size_bytes is not None else acc.size_bytes
         acc.last_modified = item.last_modified if item.last_modified is not None else acc.last_modified
         acc.listing_error = item.error or acc.listing_error
+        acc.sidecar = item.sidecar if item.sidecar is not None else acc.sidecar
     elif isinstance(item, UnitReport):
         acc.units[item.unit_index] = item
         acc.num_units = item.num_units
@@ -73,6 +75,7 @@ def _merge_into(acc: FileAccumulator, item) -> FileAccumulator:
         acc.size_bytes = item.size_bytes if item.size_bytes is not None else acc.size_bytes
         acc.last_modified = item.last_modified if item.last_modified is not None else acc.last_modified
         acc.listing_error = item.listing_error or acc.listing_error
+        acc.sidecar = item.sidecar if item.sidecar is not None else acc.sidecar
     else:
         raise TypeError(f"unexpected file report {type(item).__name__}")
     return acc
@@ -134,6 +137,7 @@ def file_row(uri: str, acc: FileAccumulator, model_rate: int, class_names: tuple
         "top_labels_max": max_labels,
         "model": model_identity,
         "config_id": config_id,
+        "sidecar": acc.sidecar,  # written only when the schema has the column (--archive_sidecar)
     }
 
 

@@ -28,7 +28,7 @@ from transforms.tagging.done_set import NEW, CountPlan, PriorResults, SkipDone
 from transforms.tagging.file_report import CombineFileReports, MakeFileRows
 from transforms.tagging.frame_table import CoalesceTables, FrameTableBuilder
 from transforms.tagging.inference import SCORE_STATS, RunModelBatched
-from transforms.tagging.listing import InputSpec, ListInputFiles
+from transforms.tagging.listing import SKIPPED_LINKS, InputSpec, ListInputs
 from transforms.tagging.units import REPORTS, DecodeUnits, Framing, PlanUnits
 
 
@@ -55,6 +55,7 @@ class TagAudioConfig:
     lease: Lease | None = None  # held by the run; workers renew it, the publish step checks it
     io_retry: RetryPolicy = RetryPolicy()  # reads through transient storage errors, then 'transient'
     events: EventSettings | None = None  # also write the events table (tag_audio --events)
+    archive_sidecar: str | None = None  # 'json': an archive member's key.json goes to files.sidecar
 
     @property
     def framing(self) -> Framing:
@@ -76,13 +77,16 @@ class PlanWork(beam.PTransform):
 
     def expand(self, pbegin):
         c = self._config
-        entries = pbegin | "ListInputs" >> ListInputFiles(list(c.inputs), c.manifest)
+        entries, skipped_links = pbegin | "ListInputs" >> ListInputs(list(c.inputs), c.manifest,
+                                                                          c.archive_sidecar)
         if c.prior_runs:
             prior = pbegin | "PriorResults" >> PriorResults(c.output, dict(c.prior_runs), c.config_id)
             entries, categories = entries | "SkipDone" >> SkipDone(prior, c.retry_failed)
         else:
             categories = entries | "AllNew" >> beam.Map(lambda _: NEW)
-        return entries, categories | "CountPlan" >> CountPlan()
+        # Symlinked folders not followed are counted in the plan, beside the files' categories.
+        skipped = skipped_links | "SkippedLinks" >> beam.Map(lambda _: SKIPPED_LINKS)
+        return entries, (categories, skipped) | "PlanItems" >> beam.Flatten() | "CountPlan" >> CountPlan()
 
 
 class TagAudio(beam.PTransform):
@@ -122,7 +126,7 @@ class TagAudio(beam.PTransform):
                      | "CombinePerFile" >> beam.CombinePerKey(CombineFileReports())
                      | "FileRows" >> beam.ParDo(MakeFileRows(c.spec.sample_rate, c.spec.class_names,
                                                              c.spec.identity, c.config_id)))
-        schema = files_schema(c.spec)
+        schema = files_schema(c.spec, sidecar=c.archive_sidecar is not None)
         files_written = (file_rows
                          | "BatchFileRows" >> beam.BatchElements(min_batch_size=256, max_batch_size=8192)
                          | "FileTables" >> beam.Map(lambda rows: pa.Table.from_pylist(rows, schema=schema))

@@ -31,7 +31,7 @@ from transforms.output.layout import FAILED, LOG_PROTOCOL, TABLES, OutputLayout,
 from transforms.output.lease import DEFAULT_TTL_S, Lease, Renewer
 from transforms.output.reader import published_runs
 from transforms.output.tidy import DamagedOutputError, tidy
-from transforms.tagging.listing import AUDIO_EXTENSIONS, InputSpec, input_specs
+from transforms.tagging.listing import AUDIO_EXTENSIONS, InputSpec, first_match, input_specs
 from transforms.tagging.pipeline import PlanWork, TagAudio, TagAudioConfig
 from transforms.tagging.progress import ProgressMonitor
 
@@ -85,14 +85,22 @@ def check_reachable(inputs: Sequence[InputSpec], manifest: str | None, output: s
     for spec in inputs:
         if spec.literal:
             continue  # a single file: a missing one is that file's row, not a configuration error
-        root = spec.pattern.split("*", 1)[0].rsplit("/", 1)[0] or "/"
+        if spec.directory:
+            try:
+                if storage.is_remote(spec.pattern):  # its first page: a missing bucket fails here
+                    storage.match(storage.escape_glob(spec.pattern) + "/*", limit=1)
+                elif not storage.exists(spec.pattern):
+                    raise FileNotFoundError(f"no such directory: {spec.pattern}")
+            except Exception as e:  # noqa: BLE001
+                raise UsageError(f"cannot list --input {spec.pattern}/**: {one_line(str(e))}") from None
+            continue
         try:
-            if storage.is_remote(root):
-                storage.match(root.rstrip("/") + "/*", limit=1)
-            elif not storage.exists(root):
-                raise FileNotFoundError(f"no such directory: {root}")
+            found = first_match(spec)
         except Exception as e:  # noqa: BLE001
             raise UsageError(f"cannot list --input {spec.pattern}: {one_line(str(e))}") from None
+        if found is None and check_output:  # a job only built (a template) may name inputs still to come
+            raise UsageError(f"--input {spec.pattern} matches no file and names none (a pattern: '*', '?' "
+                             "and '[...]' match; write [[] [*] [?] for those characters in a name)")
     if manifest and not storage.exists(manifest):
         raise UsageError(f"--input_manifest {manifest} does not exist")
 
@@ -100,7 +108,8 @@ def check_reachable(inputs: Sequence[InputSpec], manifest: str | None, output: s
 def prepare(inputs: Sequence[str], output: str, *, manifest: str | None = None, model: str | None = None,
             model_path: str | None = None, hop_s: float | None = None,
             model_options: tuple[tuple[str, str], ...] = (),
-            extensions: tuple[str, ...] = AUDIO_EXTENSIONS, force: bool = False, run_id: str | None = None,
+            extensions: tuple[str, ...] = AUDIO_EXTENSIONS, follow_symlinks: bool = False,
+            force: bool = False, run_id: str | None = None,
             parameters: dict[str, Any] | None = None, check_output: bool = True,
             **settings) -> tuple[TagAudioConfig, RunRecord]:
     """Checks that everything named can be reached, resolves the model and classifies the inputs; raises
@@ -132,7 +141,7 @@ def prepare(inputs: Sequence[str], output: str, *, manifest: str | None = None, 
                          "only); drop --top_k to write its embeddings")
     out_dir = output.rstrip("/")
     try:
-        specs = tuple(input_specs(list(inputs), extensions))
+        specs = tuple(input_specs(list(inputs), extensions, follow_symlinks))
     except Exception as e:  # noqa: BLE001 - no credentials, a missing bucket: said in one line
         raise UsageError(f"cannot tell what --input names: {one_line(str(e))}") from None
     check_reachable(specs, manifest, out_dir, check_output)
