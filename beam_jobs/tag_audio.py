@@ -27,6 +27,7 @@ from schemas.tables import FrameColumns
 from storage import RetryPolicy
 from transforms.answers import event_options
 from transforms.decoding.pool import DEFAULT_TIMEOUT_S
+from transforms.decoding.stream import parse_channels
 from transforms.output.layout import EVENTS, RunRecord
 from transforms.output.lease import DEFAULT_TTL_S, OutputBusyError
 from transforms.output.summary import format_summary
@@ -109,6 +110,11 @@ class TagAudioOptions(PipelineOptions):
             "--features", default="none", choices=("none", "logmel", "logmel_patch", "both"),
             help="Extra spectral columns: logmel = per-band mean and std of the frame's log-mel patch "
                  "(logmel_stats); logmel_patch = the whole patch as float16; both.")
+        parser.add_argument(
+            "--channels", default="mix",
+            help="mix: average a file's channels into one (default); each: tag every channel on its own; "
+                 "0,2: tag those channels (counted from 0) on their own. Rows carry a 'channel' column "
+                 "(null for mix). A file is decoded once whatever the choice.")
         parser.add_argument(
             "--unit_s", type=float, default=600.0,
             help="Files longer than this are cut into work units of about this many seconds, "
@@ -216,6 +222,10 @@ def prepare_job(options: PipelineOptions) -> tuple[TagAudioConfig, RunRecord]:
         # DirectRunner first tries Prism, which downloads a binary; FnApiRunner runs offline.
         standard.runner = "FnApiRunner"
     own = _own_option_names()
+    try:
+        channels = parse_channels(opts.channels)
+    except ValueError as e:
+        raise tagging.UsageError(f"--channels: {e}") from None
     events = None
     if opts.events:
         try:
@@ -231,7 +241,7 @@ def prepare_job(options: PipelineOptions) -> tuple[TagAudioConfig, RunRecord]:
         decode_processes=opts.decode_processes, processes_per_machine=sdk_processes_per_machine(options),
         decode_timeout_s=opts.decode_timeout_s, retry_failed=opts.retry_failed,
         max_failed_fraction=opts.max_failed_fraction,
-        io_retry=RetryPolicy(opts.io_retries, opts.io_retry_s), events=events)
+        io_retry=RetryPolicy(opts.io_retries, opts.io_retry_s), events=events, channels=channels)
     return config, record
 
 

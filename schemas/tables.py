@@ -58,9 +58,15 @@ class FrameColumns:
     logmel_patch: bool = False  # the whole log-mel patch, float16
 
 
+# ``channel``: the file's channel a row is about (0 = first), null when the channels were mixed to
+# mono (``--channels mix``, the default).  Frames, files and events rows all carry it.
+CHANNEL = pa.field("channel", pa.int32())
+
+
 def frames_schema(spec: ModelSpec, columns: FrameColumns = FrameColumns()) -> pa.Schema:
     fields = [
         pa.field("uri", pa.string(), nullable=False),
+        CHANNEL,
         pa.field("frame_index", pa.int32(), nullable=False),
         pa.field("start_s", pa.float64(), nullable=False),
         pa.field("end_s", pa.float64(), nullable=False),
@@ -83,6 +89,7 @@ def frames_schema(spec: ModelSpec, columns: FrameColumns = FrameColumns()) -> pa
 def files_schema(spec: ModelSpec) -> pa.Schema:
     fields = [
         pa.field("uri", pa.string(), nullable=False),
+        CHANNEL,
         pa.field("status", pa.string(), nullable=False),
         pa.field("error", pa.string(), nullable=False),
         pa.field("duration_s", pa.float64()),

@@ -4,6 +4,11 @@ A file is *done* when a published run has an ``ok`` row for the same URI,
 size, modification time and ``config_id`` (model fingerprint + framing).  The
 earlier files rows are read by workers and joined by URI with the listing
 (a CoGroupByKey), so the driver never holds millions of URIs.
+
+With ``--channels`` the rows that count are those of the same choice: a mixed
+run looks at rows whose ``channel`` is null, a per-channel run at the rows of
+its channels (every channel an earlier run found, for ``each``), and a file is
+done when each of them is.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from apache_beam import pvalue
 
 import storage
 from schemas.tables import STATUS_OK, error_kind
+from transforms.decoding.stream import EACH, MIX
 from transforms.output.layout import FILES, RUN_PREFIX, run_id_of
 from transforms.tagging.listing import FileEntry
 
@@ -37,6 +43,7 @@ class PriorResult:
     size_bytes: int | None
     last_modified: float | None
     error: str = ""
+    channel: int | None = None
 
 
 def _same_time(a: float | None, b: float | None) -> bool:
@@ -57,8 +64,9 @@ def classify(entry: FileEntry, prior: PriorResult | None) -> str:
 class SelectWork(beam.DoFn):
     """(uri, {'entries': [...], 'prior': [...]}) -> entries to tag; every decision counted under PLAN."""
 
-    def __init__(self, retry_failed: bool):
+    def __init__(self, retry_failed: bool, channels: str | tuple[int, ...] = MIX):
         self._retry_failed = retry_failed
+        self._channels = channels
 
     def process(self, element):
         _uri, grouped = element
@@ -67,12 +75,32 @@ class SelectWork(beam.DoFn):
             yield from self._decide(entries[0], list(grouped["prior"]))
 
     def _decide(self, entry: FileEntry, priors: list[PriorResult]):
-        prior = max(priors, key=lambda p: p.run_id) if priors else None
-        category = classify(entry, prior)
+        category = classify_channels(entry, priors, self._channels)
         beam.metrics.Metrics.counter("plan", category).inc()
         yield pvalue.TaggedOutput(PLAN, category)
         if category in (NEW, CHANGED, TRANSIENT_BEFORE) or (category == FAILED_BEFORE and self._retry_failed):
             yield entry
+
+
+def _latest(priors: list[PriorResult]) -> PriorResult | None:
+    return max(priors, key=lambda p: p.run_id) if priors else None
+
+
+def classify_channels(entry: FileEntry, priors: list[PriorResult],
+                      channels: str | tuple[int, ...] = MIX) -> str:
+    """``classify`` against the earlier rows of the same channel choice (see the module's docstring)."""
+    mixed = [p for p in priors if p.channel is None]
+    if channels == MIX:
+        return classify(entry, _latest(mixed))
+    per_channel: dict[int, list[PriorResult]] = {}
+    for prior in priors:
+        if prior.channel is not None:
+            per_channel.setdefault(prior.channel, []).append(prior)
+    wanted = sorted(per_channel) if channels == EACH else list(channels)
+    if not per_channel:  # never split: only a failure of the whole file (bad audio) says anything
+        return classify(entry, _latest([p for p in mixed if p.status != STATUS_OK]))
+    categories = [classify(entry, _latest(per_channel.get(channel, []))) for channel in wanted]
+    return next((c for c in categories if c != DONE), DONE)
 
 
 def _prior_from_row(filename_and_row: tuple[str, dict], out_dir: str, config: str):
@@ -80,7 +108,7 @@ def _prior_from_row(filename_and_row: tuple[str, dict], out_dir: str, config: st
     if row["config_id"] == config:
         run_id = run_id_of(out_dir, filename)
         yield row["uri"], PriorResult(run_id, row["status"], row["size_bytes"], row["last_modified"],
-                                      row.get("error") or "")
+                                      row.get("error") or "", row.get("channel"))
 
 
 @beam.ptransform_fn
@@ -90,17 +118,19 @@ def PriorResults(pbegin, out_dir: str, run_ids: list[str], config: str):  # noqa
     return (pbegin
             | "PriorRunPatterns" >> beam.Create(patterns)
             | "ReadPriorFiles" >> beam.io.ReadAllFromParquet(
-                columns=["uri", "status", "error", "size_bytes", "last_modified", "config_id"],
+                # 'channel' is absent from runs older than --channels: read as null (mixed)
+                columns=["uri", "channel", "status", "error", "size_bytes", "last_modified", "config_id"],
                 with_filename=True)
             | "PriorResult" >> beam.FlatMap(_prior_from_row, out_dir, config))
 
 
 @beam.ptransform_fn
-def SkipDone(entries, prior, retry_failed: bool):  # noqa: N802
+def SkipDone(entries, prior, retry_failed: bool, channels: str | tuple[int, ...] = MIX):  # noqa: N802
     """Returns (entries to tag, plan categories)."""
     selected = ({"entries": entries | "KeyEntries" >> beam.Map(lambda e: (e.uri, e)), "prior": prior}
                 | "JoinWithPrior" >> beam.CoGroupByKey()
-                | "SelectWork" >> beam.ParDo(SelectWork(retry_failed)).with_outputs(PLAN, main="work"))
+                | "SelectWork" >> beam.ParDo(SelectWork(retry_failed, channels)).with_outputs(
+                    PLAN, main="work"))
     return selected.work, selected[PLAN]
 
 

@@ -44,12 +44,15 @@ class FrameTableBuilder:
     def needs_logmel(self) -> bool:
         return self.columns.logmel_stats or self.columns.logmel_patch
 
-    def build(self, uris: list[str], frame_index: np.ndarray, outputs: dict[str, np.ndarray]) -> pa.Table:
+    def build(self, uris: list[str], frame_index: np.ndarray, outputs: dict[str, np.ndarray],
+              channels: list[int | None] | None = None) -> pa.Table:
+        """``channels``: each row's channel of its file (None, or omitted: channels mixed)."""
         n = len(uris)
         hop_s, window_s = self.spec.hop_s, self.spec.window_s
         start = frame_index.astype(np.float64) * hop_s
         columns = {
             "uri": pa.array(uris, pa.string()),
+            "channel": pa.array(channels if channels is not None else [None] * n, pa.int32()),
             "frame_index": pa.array(frame_index.astype(np.int32)),
             "start_s": pa.array(start),
             "end_s": pa.array(start + window_s),

@@ -71,9 +71,9 @@ class WindowQueue:
                 pieces.append(self._chunks.popleft())
                 remaining -= len(head.windows)
             else:
-                pieces.append(WindowChunk(head.uri, head.first_frame, head.windows[:remaining]))
+                pieces.append(WindowChunk(head.uri, head.first_frame, head.windows[:remaining], head.channel))
                 self._chunks[0] = WindowChunk(head.uri, head.first_frame + remaining,
-                                              head.windows[remaining:])
+                                              head.windows[remaining:], head.channel)
                 remaining = 0
         self.size -= count
         return pieces, np.concatenate([p.windows for p in pieces])
@@ -162,15 +162,17 @@ class RunModelBatched(beam.DoFn):
 
         results: list = []
         uris: list[str] = []
+        channels: list[int | None] = []
         frame_index = np.empty(count, np.int64)
         row = 0
         for piece in pieces:
             n = len(piece.windows)
             uris.extend([piece.uri] * n)
+            channels.extend([piece.channel] * n)
             frame_index[row:row + n] = np.arange(piece.first_frame, piece.first_frame + n)
             scores = outputs[SCORES][row:row + n]
             results.append(pvalue.TaggedOutput(SCORE_STATS, (piece.uri, ScoreStats(
-                n, scores.sum(axis=0, dtype=np.float64), scores.max(axis=0)))))
+                n, scores.sum(axis=0, dtype=np.float64), scores.max(axis=0), piece.channel))))
             row += n
-        results.append(self._builder.build(uris, frame_index, outputs))
+        results.append(self._builder.build(uris, frame_index, outputs, channels))
         return count, results

@@ -19,6 +19,7 @@ from schemas.tables import FrameColumns, config_id, files_schema
 from storage import RetryPolicy
 from transforms.answers.event_pipeline import EventContext, EventSettings, FramesToEvents
 from transforms.decoding.pool import DEFAULT_TIMEOUT_S
+from transforms.decoding.stream import MIX
 from transforms.output.layout import EVENTS, FILES, FRAMES, RunRecord
 from transforms.output.lease import Lease
 from transforms.output.publish import PublishRun
@@ -54,6 +55,7 @@ class TagAudioConfig:
     lease: Lease | None = None  # held by the run; workers renew it, the publish step checks it
     io_retry: RetryPolicy = RetryPolicy()  # reads through transient storage errors, then 'transient'
     events: EventSettings | None = None  # also write the events table (tag_audio --events)
+    channels: str | tuple[int, ...] = MIX  # 'mix', 'each' or channel indices (tag_audio --channels)
 
     @property
     def framing(self) -> Framing:
@@ -78,7 +80,7 @@ class PlanWork(beam.PTransform):
         entries = pbegin | "ListInputs" >> ListInputFiles(list(c.inputs), c.manifest)
         if c.prior_runs:
             prior = pbegin | "PriorResults" >> PriorResults(c.output, list(c.prior_runs), c.config_id)
-            entries, categories = entries | "SkipDone" >> SkipDone(prior, c.retry_failed)
+            entries, categories = entries | "SkipDone" >> SkipDone(prior, c.retry_failed, c.channels)
         else:
             categories = entries | "AllNew" >> beam.Map(lambda _: NEW)
         return entries, categories | "CountPlan" >> CountPlan()
@@ -102,15 +104,18 @@ class TagAudio(beam.PTransform):
                    | "Decode" >> beam.ParDo(DecodeUnits(
                        c.framing, decode_processes=c.decode_processes,
                        processes_per_machine=c.processes_per_machine,
-                       decode_timeout_s=c.decode_timeout_s, io_retry=c.io_retry)).with_outputs(
+                       decode_timeout_s=c.decode_timeout_s, io_retry=c.io_retry,
+                       channels=c.channels)).with_outputs(
                        REPORTS, main="chunks"))
         builder = FrameTableBuilder(c.spec, c.columns)
         run_model = RunModelBatched(c.source, builder, c.batch_size, c.device, lease=c.lease)
         inferred = decoded.chunks | "RunModel" >> beam.ParDo(run_model).with_outputs(
             SCORE_STATS, main="frames")
 
+        # Mixed runs have no channel to sort on (null compares as unknown): the key of today's runs.
+        sort_by = ("uri", "frame_index") if c.channels == MIX else ("uri", "channel", "frame_index")
         frames_written = (inferred.frames
-                          | "CoalesceFrames" >> beam.ParDo(CoalesceTables(sort_by=("uri", "frame_index")))
+                          | "CoalesceFrames" >> beam.ParDo(CoalesceTables(sort_by=sort_by))
                           .with_output_types(ARROW_TABLE)
                           | "WriteFrames" >> WriteToParquetBatched(
                               layout.staging_prefix(FRAMES), builder.schema, codec="zstd",
