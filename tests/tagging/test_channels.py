@@ -136,3 +136,16 @@ def test_the_channels_of_a_unit_inside_the_file_match_the_whole_decode(four_chan
     piece = decode_all(four_channels["file"], 16000, start_sample=30_000, channels=(3, 1))
     assert piece.shape == (whole.shape[0] - 30_000, 2)
     np.testing.assert_allclose(piece, whole[30_000:, [3, 1]], atol=1e-6)
+
+
+def test_plot_draws_one_channel(four_channels, tmp_path):
+    from transforms.output.timeline_plot import plot_timeline
+
+    files = read_table(four_channels["split"], "files", ["channel", "num_frames"]).to_pandas()
+    expected = int(files[files.channel == 2].num_frames.iloc[0])
+    result = plot_timeline(str(four_channels["split"]), four_channels["file"], str(tmp_path / "c2.png"),
+                           channel=2, width_px=400, height_px=300)
+    assert result.frames_shown == expected and result.audio_note is None
+    assert (tmp_path / "c2.png").stat().st_size > 1000
+    with pytest.raises(LookupError, match="channel 7"):
+        plot_timeline(str(four_channels["split"]), four_channels["file"], str(tmp_path / "c7.png"), channel=7)
