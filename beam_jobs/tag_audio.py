@@ -111,6 +111,18 @@ class TagAudioOptions(PipelineOptions):
             help="Extra spectral columns: logmel = per-band mean and std of the frame's log-mel patch "
                  "(logmel_stats); logmel_patch = the whole patch as float16; both.")
         parser.add_argument(
+            "--head", action="append", default=[],
+            help="A classifier head (HEAD_DIR/export from train_head, local or gs://; NAME=PATH names it) "
+                 "scoring YAMNet's embedding in the same pass: audio decoded once, YAMNet run once, each "
+                 "head's frames and files under OUT/heads/NAME. Repeatable; needs --model yamnet.")
+        parser.add_argument(
+            "--base_scores", type=_truthy, nargs="?", const=True, default=True,
+            help="Write the base model's scores in OUT/frames (default). --no_base_scores keeps only its "
+                 "embeddings there, for runs whose answers come from --head.")
+        parser.add_argument(
+            "--no_base_scores", dest="base_scores", action="store_false",
+            help="See --base_scores.")
+        parser.add_argument(
             "--channels", default="mix",
             help="mix: average a file's channels into one (default); each: tag every channel on its own; "
                  "0,2: tag those channels (counted from 0) on their own. Rows carry a 'channel' column "
@@ -177,6 +189,7 @@ def _frame_columns(opts: TagAudioOptions) -> FrameColumns:
         top_k=opts.top_k,
         logmel_stats=opts.features in ("logmel", "both"),
         logmel_patch=opts.features in ("logmel_patch", "both"),
+        scores=opts.base_scores,
     )
 
 
@@ -241,7 +254,8 @@ def prepare_job(options: PipelineOptions) -> tuple[TagAudioConfig, RunRecord]:
         decode_processes=opts.decode_processes, processes_per_machine=sdk_processes_per_machine(options),
         decode_timeout_s=opts.decode_timeout_s, retry_failed=opts.retry_failed,
         max_failed_fraction=opts.max_failed_fraction,
-        io_retry=RetryPolicy(opts.io_retries, opts.io_retry_s), events=events, channels=channels)
+        io_retry=RetryPolicy(opts.io_retries, opts.io_retry_s), events=events, channels=channels,
+        heads=tuple(opts.head))
     return config, record
 
 

@@ -56,6 +56,7 @@ class FrameColumns:
     top_k: int = 0  # > 0: keep only the top-k (class, score) pairs instead of all scores
     logmel_stats: bool = False  # mean and std of each mel band over the frame's patch
     logmel_patch: bool = False  # the whole log-mel patch, float16
+    scores: bool = True  # False: no scores column (tag_audio --no_base_scores: heads score the frames)
 
 
 # ``channel``: the file's channel a row is about (0 = first), null when the channels were mixed to
@@ -63,7 +64,9 @@ class FrameColumns:
 CHANNEL = pa.field("channel", pa.int32())
 
 
-def frames_schema(spec: ModelSpec, columns: FrameColumns = FrameColumns()) -> pa.Schema:
+def frames_schema(spec: ModelSpec, columns: FrameColumns = FrameColumns(), config: str | None = None
+                  ) -> pa.Schema:
+    """``config``: the config id, when not ``config_id(spec)`` (a head scoring another model's frames)."""
     fields = [
         pa.field("uri", pa.string(), nullable=False),
         CHANNEL,
@@ -71,7 +74,9 @@ def frames_schema(spec: ModelSpec, columns: FrameColumns = FrameColumns()) -> pa
         pa.field("start_s", pa.float64(), nullable=False),
         pa.field("end_s", pa.float64(), nullable=False),
     ]
-    if columns.top_k > 0:
+    if not columns.scores:
+        pass
+    elif columns.top_k > 0:
         fields.append(pa.field("top_classes", pa.list_(TOP_CLASS)))
     else:
         fields.append(pa.field("scores", pa.list_(pa.float32())))
@@ -83,10 +88,10 @@ def frames_schema(spec: ModelSpec, columns: FrameColumns = FrameColumns()) -> pa
         fields.append(pa.field("logmel_patch", pa.list_(pa.float16())))
     fields.append(pa.field("model", pa.string(), nullable=False))
     fields.append(pa.field("config_id", pa.string(), nullable=False))
-    return pa.schema(fields, metadata=model_metadata(spec))
+    return pa.schema(fields, metadata=model_metadata(spec, config))
 
 
-def files_schema(spec: ModelSpec) -> pa.Schema:
+def files_schema(spec: ModelSpec, config: str | None = None) -> pa.Schema:
     fields = [
         pa.field("uri", pa.string(), nullable=False),
         CHANNEL,
@@ -104,7 +109,7 @@ def files_schema(spec: ModelSpec) -> pa.Schema:
         pa.field("model", pa.string(), nullable=False),
         pa.field("config_id", pa.string(), nullable=False),
     ]
-    return pa.schema(fields, metadata=model_metadata(spec))
+    return pa.schema(fields, metadata=model_metadata(spec, config))
 
 
 def config_id(spec: ModelSpec) -> str:
@@ -117,7 +122,15 @@ def config_id(spec: ModelSpec) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def model_metadata(spec: ModelSpec) -> dict[bytes, bytes]:
+def head_config_id(base_config_id: str, head_fingerprint: str) -> str:
+    """A head's frames scored on another model's pass: that model's config id plus the head's weights.
+
+    The same for ``tag_audio --head`` and ``beam_jobs.apply_head``: their rows are interchangeable.
+    """
+    return hashlib.sha256(f"{base_config_id}|{head_fingerprint}".encode()).hexdigest()[:16]
+
+
+def model_metadata(spec: ModelSpec, config: str | None = None) -> dict[bytes, bytes]:
     values = {
         "model": spec.name,
         "model_identity": spec.identity,
@@ -129,7 +142,7 @@ def model_metadata(spec: ModelSpec) -> dict[bytes, bytes]:
         "window_s": repr(spec.window_s),
         "hop_s": repr(spec.hop_s),
         "embedding_dim": str(spec.embedding_dim),
-        "config_id": config_id(spec),
+        "config_id": config or config_id(spec),
         "version": PACKAGE_VERSION,
     }
     return {(METADATA_PREFIX + k).encode(): v.encode() for k, v in values.items()}

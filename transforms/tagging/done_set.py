@@ -8,7 +8,9 @@ earlier files rows are read by workers and joined by URI with the listing
 With ``--channels`` the rows that count are those of the same choice: a mixed
 run looks at rows whose ``channel`` is null, a per-channel run at the rows of
 its channels (every channel an earlier run found, for ``each``), and a file is
-done when each of them is.
+done when each of them is.  With heads (``tag_audio --head``) each head's own
+files rows (``OUT/heads/NAME``, its config id) count too: a file is done when
+it is done for the base model and for every head.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class PriorResult:
     last_modified: float | None
     error: str = ""
     channel: int | None = None
+    target: str = ""  # whose row: "" the base model's, else a head's name
 
 
 def _same_time(a: float | None, b: float | None) -> bool:
@@ -64,9 +67,11 @@ def classify(entry: FileEntry, prior: PriorResult | None) -> str:
 class SelectWork(beam.DoFn):
     """(uri, {'entries': [...], 'prior': [...]}) -> entries to tag; every decision counted under PLAN."""
 
-    def __init__(self, retry_failed: bool, channels: str | tuple[int, ...] = MIX):
+    def __init__(self, retry_failed: bool, channels: str | tuple[int, ...] = MIX,
+                 targets: tuple[str, ...] = ("",)):
         self._retry_failed = retry_failed
         self._channels = channels
+        self._targets = targets
 
     def process(self, element):
         _uri, grouped = element
@@ -75,7 +80,9 @@ class SelectWork(beam.DoFn):
             yield from self._decide(entries[0], list(grouped["prior"]))
 
     def _decide(self, entry: FileEntry, priors: list[PriorResult]):
-        category = classify_channels(entry, priors, self._channels)
+        categories = [classify_channels(entry, [p for p in priors if p.target == target], self._channels)
+                      for target in self._targets]
+        category = next((c for c in categories if c != DONE), DONE)
         beam.metrics.Metrics.counter("plan", category).inc()
         yield pvalue.TaggedOutput(PLAN, category)
         if category in (NEW, CHANGED, TRANSIENT_BEFORE) or (category == FAILED_BEFORE and self._retry_failed):
@@ -103,16 +110,16 @@ def classify_channels(entry: FileEntry, priors: list[PriorResult],
     return next((c for c in categories if c != DONE), DONE)
 
 
-def _prior_from_row(filename_and_row: tuple[str, dict], out_dir: str, config: str):
+def _prior_from_row(filename_and_row: tuple[str, dict], out_dir: str, config: str, target: str = ""):
     filename, row = filename_and_row
     if row["config_id"] == config:
         run_id = run_id_of(out_dir, filename)
         yield row["uri"], PriorResult(run_id, row["status"], row["size_bytes"], row["last_modified"],
-                                      row.get("error") or "", row.get("channel"))
+                                      row.get("error") or "", row.get("channel"), target)
 
 
 @beam.ptransform_fn
-def PriorResults(pbegin, out_dir: str, run_ids: list[str], config: str):  # noqa: N802
+def PriorResults(pbegin, out_dir: str, run_ids: list[str], config: str, target: str = ""):  # noqa: N802
     """(uri, PriorResult) for every files row of the given runs with this config, read on workers."""
     patterns = [storage.join(out_dir, FILES, f"{RUN_PREFIX}{run_id}", "*.parquet") for run_id in run_ids]
     return (pbegin
@@ -121,15 +128,16 @@ def PriorResults(pbegin, out_dir: str, run_ids: list[str], config: str):  # noqa
                 # 'channel' is absent from runs older than --channels: read as null (mixed)
                 columns=["uri", "channel", "status", "error", "size_bytes", "last_modified", "config_id"],
                 with_filename=True)
-            | "PriorResult" >> beam.FlatMap(_prior_from_row, out_dir, config))
+            | "PriorResult" >> beam.FlatMap(_prior_from_row, out_dir, config, target))
 
 
 @beam.ptransform_fn
-def SkipDone(entries, prior, retry_failed: bool, channels: str | tuple[int, ...] = MIX):  # noqa: N802
-    """Returns (entries to tag, plan categories)."""
+def SkipDone(entries, prior, retry_failed: bool, channels: str | tuple[int, ...] = MIX,  # noqa: N802
+             targets: tuple[str, ...] = ("",)):
+    """Returns (entries to tag, plan categories); ``targets``: "" (the base model) and the heads' names."""
     selected = ({"entries": entries | "KeyEntries" >> beam.Map(lambda e: (e.uri, e)), "prior": prior}
                 | "JoinWithPrior" >> beam.CoGroupByKey()
-                | "SelectWork" >> beam.ParDo(SelectWork(retry_failed, channels)).with_outputs(
+                | "SelectWork" >> beam.ParDo(SelectWork(retry_failed, channels, targets)).with_outputs(
                     PLAN, main="work"))
     return selected.work, selected[PLAN]
 

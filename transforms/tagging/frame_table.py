@@ -33,12 +33,12 @@ def logmel_statistics(logmel: np.ndarray) -> np.ndarray:
 class FrameTableBuilder:
     """Builds frames tables for one model and one choice of optional columns."""
 
-    def __init__(self, spec: ModelSpec, columns: FrameColumns):
+    def __init__(self, spec: ModelSpec, columns: FrameColumns, config: str | None = None):
         self.spec = spec
         self.columns = columns
-        self.schema = frames_schema(spec, columns)
+        self.schema = frames_schema(spec, columns, config)
         self._labels = pa.array(spec.class_names, pa.string())
-        self._config_id = config_id(spec)
+        self._config_id = config or config_id(spec)
 
     @property
     def needs_logmel(self) -> bool:
@@ -58,7 +58,9 @@ class FrameTableBuilder:
             "end_s": pa.array(start + window_s),
         }
         scores = outputs[SCORES]
-        if self.columns.top_k > 0:
+        if not self.columns.scores:
+            pass
+        elif self.columns.top_k > 0:
             columns["top_classes"] = self._top_classes(scores)
         else:
             columns["scores"] = _list_column(scores, pa.float32())

@@ -22,11 +22,12 @@ from apache_beam.options.pipeline_options import PipelineOptions
 import storage
 from audio_models.loading import ModelUnavailableError, load_spec, one_line, resolve_source
 from audio_models.spec import ModelSpec
-from schemas.tables import PACKAGE_VERSION, FrameColumns
+from schemas.tables import PACKAGE_VERSION, FrameColumns, config_id
 from transforms.answers.event_options import classes_problem
 from transforms.output.layout import STAGING, RunRecord, new_run_id
 from transforms.output.lease import DEFAULT_TTL_S, Lease, Renewer
 from transforms.output.reader import published_runs
+from transforms.tagging.heads import resolve_heads
 from transforms.tagging.listing import AUDIO_EXTENSIONS, InputSpec, input_specs
 from transforms.tagging.pipeline import PlanWork, TagAudio, TagAudioConfig
 from transforms.tagging.progress import ProgressMonitor
@@ -77,7 +78,7 @@ def prepare(inputs: Sequence[str], output: str, *, manifest: str | None = None, 
             model_options: tuple[tuple[str, str], ...] = (),
             extensions: tuple[str, ...] = AUDIO_EXTENSIONS, force: bool = False, run_id: str | None = None,
             parameters: dict[str, Any] | None = None, check_output: bool = True,
-            **settings) -> tuple[TagAudioConfig, RunRecord]:
+            heads: Sequence[str] = (), **settings) -> tuple[TagAudioConfig, RunRecord]:
     """Checks that everything named can be reached, resolves the model, classifies the inputs and lists
     earlier runs; raises UsageError, in seconds, before any work.
 
@@ -107,13 +108,24 @@ def prepare(inputs: Sequence[str], output: str, *, manifest: str | None = None, 
                          "only); drop --top_k to write its embeddings")
     out_dir = output.rstrip("/")
     try:
+        head_outputs = resolve_heads(heads, spec, config_id(spec), out_dir)
+    except ValueError as e:
+        raise UsageError(f"--head: {e}") from None
+    if not columns.scores and not head_outputs:
+        raise UsageError("--no_base_scores without --head would write no scores at all: add --head HEAD_DIR")
+    if not columns.scores and events is not None:
+        raise UsageError("--events finds events in the base model's scores: drop --no_base_scores, or run "
+                         "python -m beam_jobs.events --frames OUT/heads/NAME for a head's events")
+    try:
         specs = tuple(input_specs(list(inputs), extensions))
     except Exception as e:  # noqa: BLE001 - no credentials, a missing bucket: said in one line
         raise UsageError(f"cannot tell what --input names: {one_line(str(e))}") from None
     check_reachable(specs, manifest, out_dir, check_output)
     config = TagAudioConfig(
         inputs=specs, output=out_dir, source=source, spec=spec,
-        manifest=manifest, prior_runs=() if force else tuple(published_runs(out_dir)), **settings)
+        manifest=manifest, prior_runs=() if force else tuple(published_runs(out_dir)), heads=head_outputs,
+        head_prior_runs=() if force else tuple(tuple(published_runs(h.out_dir)) for h in head_outputs),
+        **settings)
     record = RunRecord(
         run_id=run_id or new_run_id(), out_dir=out_dir, started_at=time.time(), version=PACKAGE_VERSION,
         parameters=dict(parameters or {}),
@@ -167,6 +179,8 @@ def execute(config: TagAudioConfig, record: RunRecord, options: PipelineOptions,
     config = take_output(config, record, lease_ttl_s)
     try:
         record.write()
+        for head in config.heads:  # 'running' until the run publishes it: readers skip it meanwhile
+            head.record(record).write()
         pipeline = build(config, record, options)
         with (_renewing(config.lease),
               ProgressMonitor(interval_s=progress_s) if progress_s > 0 else contextlib.nullcontext()):
