@@ -45,6 +45,11 @@ class ScoreStats:
     score_max: np.ndarray
     channel: int | None = None  # of the file; None: its channels mixed
 
+    @classmethod
+    def of(cls, scores: np.ndarray, channel: int | None = None) -> ScoreStats:
+        """The stats of frames ``scores [n, classes]``."""
+        return cls(len(scores), scores.sum(axis=0, dtype=np.float64), scores.max(axis=0), channel)
+
     def merge(self, other: ScoreStats) -> ScoreStats:
         return ScoreStats(self.count + other.count, self.score_sum + other.score_sum,
                           np.maximum(self.score_max, other.score_max), self.channel)
@@ -113,7 +118,7 @@ def status_and_error(acc: FileAccumulator, num_frames: int) -> tuple[str, str]:
     return STATUS_PARTIAL, first
 
 
-def _top_labels(values: np.ndarray, class_names: tuple[str, ...], k: int) -> list[dict]:
+def top_labels(values: np.ndarray, class_names: tuple[str, ...], k: int) -> list[dict]:
     order = np.argsort(-values, kind="stable")[:k]
     return [{"label": class_names[i], "score": float(values[i])} for i in order]
 
@@ -136,8 +141,8 @@ def file_row(uri: str, acc: FileAccumulator, model_rate: int, class_names: tuple
     decoded_end = max((u.end_sample for u in units), default=0)
     mean_labels = max_labels = []
     if scores is not None and scores.count:
-        mean_labels = _top_labels(scores.score_sum / scores.count, class_names, FILE_TOP_LABELS)
-        max_labels = _top_labels(scores.score_max, class_names, FILE_TOP_LABELS)
+        mean_labels = top_labels(scores.score_sum / scores.count, class_names, FILE_TOP_LABELS)
+        max_labels = top_labels(scores.score_max, class_names, FILE_TOP_LABELS)
     return {
         "uri": uri,
         "channel": channel,

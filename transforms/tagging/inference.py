@@ -114,8 +114,7 @@ class RunModelBatched(beam.DoFn):
         self._model = shared_model(self._source, self._device)
         self._head_models = [shared_model(head.source, self._device) for head in self._heads]
         self._head_builders = [head.builder() for head in self._heads]
-        self._needs_logmel = self._builder.needs_logmel or any(
-            "logmel_stats" in head.columns for head in self._heads)
+        self._heads_need_logmel = any("logmel_stats" in head.columns for head in self._heads)
         if not self._batch_size:
             # Decided here, on the worker: the driver may have no GPU while workers do.
             from audio_models.device import default_batch_size
@@ -174,7 +173,8 @@ class RunModelBatched(beam.DoFn):
         if count < self._batch_size:  # keep one input shape for the whole run
             pad = np.zeros((self._batch_size - count, windows.shape[1]), np.float32)
             windows = np.concatenate([windows, pad])
-        outputs = self._model.predict(windows, with_logmel=self._needs_logmel)
+        with_logmel = self._builder.needs_logmel or self._heads_need_logmel
+        outputs = self._model.predict(windows, with_logmel=with_logmel)
         outputs = {name: value[:count] for name, value in outputs.items()}
         head_scores = self._score_heads(outputs)
 
@@ -189,10 +189,11 @@ class RunModelBatched(beam.DoFn):
             channels.extend([piece.channel] * n)
             frame_index[row:row + n] = np.arange(piece.first_frame, piece.first_frame + n)
             scores = outputs[SCORES][row:row + n]
-            results.append(pvalue.TaggedOutput(SCORE_STATS, (piece.uri, _stats(scores, piece.channel))))
+            stats = ScoreStats.of(scores, piece.channel)
+            results.append(pvalue.TaggedOutput(SCORE_STATS, (piece.uri, stats)))
             for index, scored in enumerate(head_scores):
                 results.append(pvalue.TaggedOutput(head_stats_tag(index), (
-                    piece.uri, _stats(scored[row:row + n], piece.channel))))
+                    piece.uri, ScoreStats.of(scored[row:row + n], piece.channel))))
             row += n
         results.append(self._builder.build(uris, frame_index, outputs, channels))
         for index, (builder, scored) in enumerate(zip(self._head_builders, head_scores)):
@@ -209,6 +210,3 @@ class RunModelBatched(beam.DoFn):
             columns["logmel_stats"] = logmel_statistics(outputs[LOGMEL])
         return [model.score_frames(columns) for model in self._head_models]
 
-
-def _stats(scores: np.ndarray, channel: int | None) -> ScoreStats:
-    return ScoreStats(len(scores), scores.sum(axis=0, dtype=np.float64), scores.max(axis=0), channel)
