@@ -148,3 +148,31 @@ def test_bad_head_options_fail_in_seconds(heads, capsys):
     assert "--no_base_scores without --head" in capsys.readouterr().err
     assert _tag([heads["audio"]], out, "--model_path", heads["model"], "--head", str(heads["model"])) == 2
     assert "not a train_head export" in capsys.readouterr().err
+
+
+def test_apply_head_scores_stored_embeddings_as_the_one_pass_does(heads, capsys):
+    from beam_jobs import apply_head
+
+    out, export = heads["tagged"], heads["exports"]["head_a"]
+    assert apply_head.run(["--frames", str(out), "--head", str(export)]) == 0
+    assert "60 frames of 15 files scored, 0 files already done" in capsys.readouterr().out
+    applied = read_table(out / "heads" / "head_a", "frames").to_pandas().set_index(["uri", "frame_index"])
+    one_pass = read_table(heads["one_pass"] / "heads" / "head_a", "frames").to_pandas()
+    one_pass = one_pass[one_pass.run == one_pass.run.min()].set_index(["uri", "frame_index"])
+    assert sorted(applied.index) == sorted(one_pass.index)
+    applied, one_pass = applied.sort_index(), one_pass.sort_index()
+    np.testing.assert_allclose(np.stack(applied.scores), np.stack(one_pass.scores), atol=TOLERANCE)
+    assert set(applied.config_id) == set(one_pass.config_id)
+    files = read_table(out / "heads" / "head_a", "files").to_pandas().set_index("uri").sort_index()
+    expected = read_table(heads["one_pass"] / "heads" / "head_a", "files").to_pandas()
+    expected = expected[expected.run == expected.run.min()].set_index("uri").sort_index()
+    assert list(files.index) == list(expected.index)
+    assert (files.num_frames == expected.num_frames).all() and (files.status == expected.status).all()
+    assert [r[0]["label"] for r in files.top_labels_mean] == [r[0]["label"] for r in expected.top_labels_mean]
+    # published like a run, and a second application finds every file done
+    (record,) = (out / "heads" / "head_a" / "runs").glob("*.json")
+    assert json.loads(record.read_text())["status"] == "succeeded"
+    assert apply_head.run(["--frames", str(out), "--head", str(export)]) == 0
+    assert "0 frames of 0 files scored, 15 files already done" in capsys.readouterr().out
+    assert apply_head.run(["--frames", str(out), "--head", str(heads["model"])]) == 2
+    assert "not a train_head export" in capsys.readouterr().err

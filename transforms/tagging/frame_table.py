@@ -134,12 +134,24 @@ def _ascending(table: pa.Table, columns: list[str]) -> np.ndarray:
     for name in columns:
         column = table.column(name)
         before, after = column.slice(0, rows - 1), column.slice(1)
-        less = pc.less(before, after).to_numpy(zero_copy_only=False)
+        less = _known(pc.less(before, after))
         ascending |= tied & less
-        tied &= pc.equal(before, after).to_numpy(zero_copy_only=False)
+        tied &= _same(before, after)
         if not tied.any():
             break
     return ascending | tied
+
+
+def _known(comparison) -> np.ndarray:
+    """A comparison as booleans, null (a null operand, e.g. a mixed run's ``channel``) as False."""
+    return pc.fill_null(comparison, False).to_numpy(zero_copy_only=False).astype(bool)
+
+
+def _same(before, after) -> np.ndarray:
+    """Equal, with two nulls equal too."""
+    both_null = pc.and_(pc.is_null(before), pc.is_null(after))
+    return pc.or_(pc.fill_null(pc.equal(before, after), False), both_null).to_numpy(
+        zero_copy_only=False).astype(bool)
 
 
 def is_sorted(table: pa.Table, columns: list[str]) -> bool:
@@ -163,11 +175,13 @@ def in_order(table: pa.Table, columns: list[str]) -> pa.Table:
     same_run = _ascending(table, columns[-1:])
     for name in columns[:-1]:
         column = table.column(name)
-        same_run &= pc.equal(column.slice(0, rows - 1), column.slice(1)).to_numpy(zero_copy_only=False)
+        same_run &= _same(column.slice(0, rows - 1), column.slice(1))
     starts = np.concatenate([[0], np.flatnonzero(~same_run) + 1])
     ends = np.concatenate([starts[1:], [rows]])
     firsts = table.select(columns).take(pa.array(starts)).to_pylist()
-    runs = sorted(zip(firsts, starts, ends), key=lambda run: [run[0][c] for c in columns])
+    # (is-not-null, value): nulls first, as ``_known`` never calls a null less than a value
+    runs = sorted(zip(firsts, starts, ends),
+                  key=lambda run: [(run[0][c] is not None, run[0][c]) for c in columns])
     pieces = [table.slice(int(start), int(end - start)) for _, start, end in runs]
     moved = pa.concat_tables(pieces)
     if is_sorted(moved, columns):
