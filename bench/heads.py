@@ -7,7 +7,9 @@ kind without ../shared/data/esc10) are tagged once with YAMNet (the random-weigh
 weights do not change the cost) and three heads are trained on them (train_head, different seeds).
 
 Timed, in CPU seconds of this process (every thread; tag_audio with ``--decode_processes 0`` so its
-decoding counts here too), rows interleaved over ``--rounds``:
+decoding counts here too), rows interleaved over ``--rounds`` after one untimed round that loads
+every model (TensorFlow and a head export's graph load once per worker process, whatever the input's
+size: what is compared is the work per frame):
 
 - ``3 heads, one pass``: ``tag_audio --model yamnet --head H1 --head H2 --head H3`` (base scores kept);
 - ``3 exports, one after another``: ``tag_audio --model_path Hn/export`` for each head;
@@ -92,7 +94,7 @@ def frames_of(out: Path) -> int:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clips", type=int, default=24)
+    parser.add_argument("--clips", type=int, default=96)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--model_path", default=str(DEFAULT_MODEL))
     args = parser.parse_args(argv)
@@ -120,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
             "re-tag with the export": lambda: tag(audio, root / "retag", "--model_path", str(exports["h1"])),
         }
         times: dict[str, list[float]] = {name: [] for name in rows}
+        for action in rows.values():  # loads every model once, untimed
+            action()
         for _ in range(args.rounds):
             for name, action in rows.items():
                 times[name].append(cpu_seconds(action))

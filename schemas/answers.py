@@ -58,6 +58,7 @@ def hits_schema(model_metadata: dict[bytes, bytes] | None = None) -> pa.Schema:
         pa.field("query", pa.string(), nullable=False),
         pa.field("rank", pa.int32(), nullable=False),  # 1 = best
         pa.field("uri", pa.string(), nullable=False),
+        CHANNEL,  # null: the recording's channels mixed
         pa.field("frame_index", pa.int32(), nullable=False),
         pa.field("start_s", pa.float64(), nullable=False),
         pa.field("end_s", pa.float64(), nullable=False),

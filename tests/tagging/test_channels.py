@@ -96,6 +96,21 @@ def test_events_are_found_per_channel(four_channels):
     assert set(events.channel) == {0, 1, 2, 3}
 
 
+def test_search_finds_a_recording_in_its_channel(four_channels, tmp_path):
+    import pyarrow.parquet as pq
+
+    from beam_jobs import search as search_job
+
+    result = tmp_path / "search"
+    query = four_channels["recordings"][2]  # not in these frames: embedded with the frames' model
+    assert search_job.run(["--frames", str(four_channels["split"]), "--query", query, "--top_k", "8",
+                           "--output", str(result), "--model_path", str(FIXTURE_MODEL)]) == 0
+    hits = pq.read_table(result / "hits.parquet").to_pandas()
+    assert len(hits) == 8 and (hits.channel == 2).all()
+    assert hits.score.iloc[0] > 0.999  # the recording's own frames, one channel of the array
+    assert not hits.duplicated(["channel", "frame_index"]).any()
+
+
 def test_a_rerun_skips_the_channels_done_and_mix_is_a_result_of_its_own(four_channels, tmp_path):
     out = four_channels["split"]
     assert _tag([four_channels["file"]], out, "--channels", "each") == 0

@@ -24,7 +24,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import storage
-from audio_models.loading import load_model
 from schemas.model_spec import ModelSpec
 from schemas.tables import FILE_TOP_LABELS, PACKAGE_VERSION, STATUS_OK, STATUS_PARTIAL, files_schema
 from transforms.output import current
@@ -36,6 +35,7 @@ from transforms.output.summary import SummarizeFiles
 from transforms.tagging.file_report import ScoreStats, top_labels
 from transforms.tagging.frame_table import CoalesceTables, in_order
 from transforms.tagging.heads import HeadOutput, resolve_heads
+from transforms.tagging.inference import shared_model
 
 _BATCH_ROWS = 4096  # frames scored per call: one matrix product per head
 _FILE_COLUMNS = ("uri", "channel", "status", "error", "duration_s", "sample_rate", "channels", "codec",
@@ -153,7 +153,7 @@ def _apply_one(found: OutputDir, head: HeadOutput, config: str, base_record: Run
     try:
         record.write()
         done = set() if force else _done_keys(head)
-        model = load_model(head.source)
+        model = shared_model(head.source)  # loaded once per process
         builder = head.builder()
         layout = record.layout
         coalesce = CoalesceTables()
