@@ -97,17 +97,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clips", type=int, default=96)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--model_path", default=str(DEFAULT_MODEL))
+    parser.add_argument("--work", default=None,
+                        help="Keep the clips, tagging and heads here and reuse them (default: a temporary "
+                             "directory).")
+    parser.add_argument("--no_base_scores", action="store_true",
+                        help="The one pass writes YAMNet's embeddings only (tag_audio --no_base_scores).")
     args = parser.parse_args(argv)
     from beam_jobs import apply_head
 
     with tempfile.TemporaryDirectory(prefix="bench_heads_") as scratch:
-        root = Path(scratch)
+        root = Path(args.work or scratch)
         corpus = clip_corpus(root / "clips", args.clips)
         audio = corpus.directory
         tagged = root / "tagged"
-        tag(audio, tagged, "--model_path", args.model_path)
-        exports = train_heads(corpus.files, tagged, root)
+        exports = {name: root / name / "export" for name in HEADS}
+        if not all((e / "saved_model.pb").exists() for e in exports.values()):
+            tag(audio, tagged, "--model_path", args.model_path)
+            exports = train_heads(corpus.files, tagged, root)
         heads = [a for e in exports.values() for a in ("--head", str(e))]
+        heads += ["--no_base_scores"] if args.no_base_scores else []
 
         def exports_one_after_another():
             for name, export in exports.items():
