@@ -164,3 +164,23 @@ def test_plot_draws_one_channel(four_channels, tmp_path):
     assert (tmp_path / "c2.png").stat().st_size > 1000
     with pytest.raises(LookupError, match="channel 7"):
         plot_timeline(str(four_channels["split"]), four_channels["file"], str(tmp_path / "c7.png"), channel=7)
+
+
+def test_the_done_set_counts_the_rows_of_the_same_channel_choice():
+    from transforms.tagging.done_set import CHANGED, DONE, FAILED_BEFORE, NEW, PriorResult, classify_channels
+    from transforms.tagging.listing import FileEntry
+
+    entry = FileEntry("a.wav", size_bytes=10, last_modified=1.0)
+
+    def prior(channel, status="ok", run="r1", size=10):
+        return PriorResult(run, status, size, 1.0, "" if status == "ok" else "not_audio: x", channel)
+
+    mixed_ok, ch0, ch1 = prior(None), prior(0), prior(1)
+    assert classify_channels(entry, [mixed_ok], "mix") == DONE
+    assert classify_channels(entry, [mixed_ok], "each") == NEW  # never split before
+    assert classify_channels(entry, [ch0, ch1], "each") == DONE
+    assert classify_channels(entry, [ch0, ch1], "mix") == NEW
+    assert classify_channels(entry, [ch0], (0, 1)) == NEW  # channel 1 never done
+    assert classify_channels(entry, [ch0, prior(1, "partial")], (0, 1)) == FAILED_BEFORE
+    assert classify_channels(entry, [ch0, prior(1, run="r2", size=11)], "each") == CHANGED
+    assert classify_channels(entry, [prior(None, "failed")], "each") == FAILED_BEFORE  # bad audio stays bad

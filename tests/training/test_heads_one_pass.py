@@ -176,3 +176,12 @@ def test_apply_head_scores_stored_embeddings_as_the_one_pass_does(heads, capsys)
     assert "0 frames of 0 files scored, 15 files already done" in capsys.readouterr().out
     assert apply_head.run(["--frames", str(out), "--head", str(heads["model"])]) == 2
     assert "not a train_head export" in capsys.readouterr().err
+
+
+def test_head_names_come_from_the_directory_or_name_equals_path():
+    from transforms.tagging.heads import head_name, split_name
+
+    assert head_name("/models/birds/export") == "birds" and head_name("gs://b/heads/night/export/") == "night"
+    assert head_name("/models/birds_v2") == "birds_v2"
+    assert split_name("night=gs://b/h/export") == ("night", "gs://b/h/export")
+    assert split_name("/data/a=b/export") == ("a=b", "/data/a=b/export")  # '=' inside a path is a path
