@@ -185,3 +185,27 @@ def test_head_names_come_from_the_directory_or_name_equals_path():
     assert head_name("/models/birds_v2") == "birds_v2"
     assert split_name("night=gs://b/h/export") == ("night", "gs://b/h/export")
     assert split_name("/data/a=b/export") == ("a=b", "/data/a=b/export")  # '=' inside a path is a path
+
+
+def test_heads_and_apply_head_per_channel(heads, tmp_path, capsys):
+    from beam_jobs import apply_head
+
+    rng = np.random.default_rng(9)
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    write_audio(audio / "stereo.wav", np.concatenate([_signal(300.0, rng), _signal(None, rng)]), 16000)
+    out, export = tmp_path / "out", heads["exports"]["head_b"]
+    assert _tag([audio], out, "--model_path", heads["model"], "--channels", "each",
+                "--head", str(export)) == 0
+    one_pass = read_table(out / "heads" / "head_b", "frames").to_pandas()
+    files = read_table(out / "heads" / "head_b", "files").to_pandas()
+    assert sorted(files.channel) == [0, 1] and set(one_pass.channel) == {0, 1}
+    assert apply_head.run(["--frames", str(out), "--head", f"again={export}"]) == 0
+    assert "8 frames of 2 files scored" in capsys.readouterr().out
+    applied = read_table(out / "heads" / "again", "frames").to_pandas()
+    key = ["channel", "frame_index"]
+    one_pass, applied = one_pass.sort_values(key), applied.sort_values(key)
+    assert applied[key].values.tolist() == one_pass[key].values.tolist()
+    np.testing.assert_allclose(np.stack(applied.scores), np.stack(one_pass.scores), atol=TOLERANCE)
+    low, noise = (np.stack(one_pass[one_pass.channel == c].scores) for c in (0, 1))
+    assert np.abs(low - noise).max() > 10 * TOLERANCE  # each channel scored from its own audio
