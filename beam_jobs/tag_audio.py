@@ -299,6 +299,9 @@ def run(argv: list[str] | None = None) -> int:
         return 3
     print(format_plan(final.plan, opts.retry_failed))
     print(format_summary(final))
+    for head in config.heads:
+        print(f"  head       {head.name} ({head.spec.identity}, {head.spec.num_classes} classes): "
+              f"{head.out_dir}/  (frames, files and its run record)")
     if config.events is not None:
         print(f"  events     {final.layout.table_dir(EVENTS)}/  (python -m beam_jobs.events --events "
               f"{config.output} --raven DIR exports them)")

@@ -3,6 +3,11 @@
 ``TagAudio`` takes a ``TagAudioConfig`` that is fully resolved before the
 graph is built (``transforms.tagging.run.prepare``): inputs classified, the
 model's spec read, earlier runs listed.  Building the graph reads nothing.
+
+With heads (``tag_audio --head``) the model's outputs also go through each
+head in the same batch, and each head's tables are written and published by
+the same steps as the base run's (``WriteTables``) under ``OUT/heads/<name>``
+(``transforms.tagging.heads``); the base run publishes last.
 """
 
 from __future__ import annotations
