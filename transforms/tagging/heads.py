@@ -27,8 +27,6 @@ from collections.abc import Sequence
 import apache_beam as beam
 
 import storage
-from audio_models.head import KIND as HEAD_KIND
-from audio_models.head import read_base_model, read_head_layout
 from audio_models.loading import ModelSource, ModelUnavailableError, load_spec, resolve_source
 from audio_models.spec import ModelSpec
 from schemas.tables import FrameColumns, head_config_id
@@ -94,6 +92,10 @@ def resolve_heads(arguments: Sequence[str], base_spec: ModelSpec, base_config: s
     """The heads named by ``--head`` arguments, checked against the base model; ValueError says what to do."""
     if not arguments:
         return ()
+    # Here, not at the top: audio_models.head imports TensorFlow, which runs without heads never need.
+    from audio_models.head import KIND as HEAD_KIND
+    from audio_models.head import read_base_model, read_head_layout
+
     if base_spec.name != "yamnet":
         raise ValueError(f"heads score YAMNet's embedding: use --model yamnet (the base model here is "
                          f"{base_spec.identity})")
