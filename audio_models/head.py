@@ -203,11 +203,22 @@ def load_head_spec(source: ModelSource | str) -> ModelSpec:
     )
 
 
+def read_head_layout(source: ModelSource | str) -> ts.FeatureLayout:
+    """Which frame columns the head at ``source`` reads (``embedding``, ``logmel_stats``)."""
+    return ts.FeatureLayout.from_document(read_spec_document(_path(source))["layout"])
+
+
+def read_base_model(source: ModelSource | str) -> dict:
+    """What made the frames the head was trained on (kind, identity, fingerprint, config id); may be {}."""
+    return dict(read_spec_document(_path(source)).get("base_model") or {})
+
+
 class HeadModel:
     """An exported head behind the ``BatchedModel`` interface."""
 
-    def __init__(self, spec: ModelSpec, loaded):
+    def __init__(self, spec: ModelSpec, loaded, layout: ts.FeatureLayout | None = None):
         self.spec = spec
+        self.layout = layout
         self._loaded = loaded  # keeps the restored variables alive as long as the functions
         self._serve = loaded.signatures[SIGNATURE]
         self._from_features = loaded.signatures[FEATURES_SIGNATURE]
@@ -231,6 +242,15 @@ class HeadModel:
                                          for k, v in raw_features.items()})
         return outputs[SCORES].numpy()
 
+    def score_frames(self, columns: dict[str, np.ndarray]) -> np.ndarray:
+        """Scores ``[B, C]`` from frame columns (``embedding [B, 1024]``, ``logmel_stats [B, 128]`` as the
+        layout needs): a window is a clip of one frame, as the export's waveform path treats it."""
+        count = len(next(iter(columns.values())))
+        if count == 0:
+            return np.zeros((0, self.spec.num_classes), np.float32)
+        raw = {name: columns[column] for name, column, _, _ in self.layout.raw_features()}
+        return self.predict_features(raw)
+
 
 def load_head_model(source: ModelSource | str) -> HeadModel:
     """Loads the export at ``source`` (local or ``gs://``) as a ``BatchedModel``."""
@@ -238,7 +258,7 @@ def load_head_model(source: ModelSource | str) -> HeadModel:
     path = _path(source)
     with read_errors_as_unavailable(f"load the head export {path}"):
         loaded = tf.saved_model.load(storage.local_copy(path))
-    return HeadModel(spec, loaded)
+    return HeadModel(spec, loaded, read_head_layout(path))
 
 
 register_kind(KIND, load_head_spec, load_head_model,

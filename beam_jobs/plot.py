@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "short events stay visible in long spans).")
     parser.add_argument("--run", default=None, metavar="RUN_ID",
                         help="Plot this run's frames (default: the newest run that has the URI).")
+    parser.add_argument("--channel", type=int, default=None,
+                        help="For a file tagged with --channels: plot this channel (counted from 0); "
+                             "default: the frames of its channels mixed.")
     parser.add_argument("--audio", default=None, metavar="PATH",
                         help="Decode the audio from here instead of URI (a local copy of a remote file).")
     parser.add_argument("--width", type=int, default=1600, help="Image width in pixels (default 1600).")
@@ -48,7 +51,7 @@ def run(argv: list[str] | None = None) -> int:
         result = plot_timeline(args.frames, args.uri, args.output, top=args.top, start_s=args.start_s,
                                end_s=args.end_s, run_id=args.run, rank_by=args.rank_by,
                                audio_uri=args.audio, width_px=args.width, height_px=args.height,
-                               dpi=args.dpi)
+                               dpi=args.dpi, channel=args.channel)
     except (LookupError, ValueError, FileNotFoundError) as e:
         return cli.fail(JOB, str(e))
     run_label = f"run={result.run_id}" if result.run_id is not None else "no run partition"

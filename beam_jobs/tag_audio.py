@@ -28,6 +28,7 @@ from schemas.tables import FrameColumns
 from storage import RetryPolicy
 from transforms.answers.event_options import EventOptionsError
 from transforms.decoding.pool import DEFAULT_TIMEOUT_S
+from transforms.decoding.stream import parse_channels
 from transforms.output.layout import EVENTS, RunRecord
 from transforms.output.lease import DEFAULT_TTL_S, OutputBusyError
 from transforms.output.summary import format_summary
@@ -114,6 +115,23 @@ class TagAudioOptions(PipelineOptions):
             help="Extra spectral columns: logmel = per-band mean and std of the frame's log-mel patch "
                  "(logmel_stats); logmel_patch = the whole patch as float16; both.")
         parser.add_argument(
+            "--head", action="append", default=[],
+            help="A classifier head (HEAD_DIR/export from train_head, local or gs://; NAME=PATH names it) "
+                 "scoring YAMNet's embedding in the same pass: audio decoded once, YAMNet run once, each "
+                 "head's frames and files under OUT/heads/NAME. Repeatable; needs --model yamnet.")
+        parser.add_argument(
+            "--base_scores", type=_truthy, nargs="?", const=True, default=True,
+            help="Write the base model's scores in OUT/frames (default). --no_base_scores keeps only its "
+                 "embeddings there, for runs whose answers come from --head.")
+        parser.add_argument(
+            "--no_base_scores", dest="base_scores", action="store_false",
+            help="See --base_scores.")
+        parser.add_argument(
+            "--channels", default="mix",
+            help="mix: average a file's channels into one (default); each: tag every channel on its own; "
+                 "0,2: tag those channels (counted from 0) on their own. Rows carry a 'channel' column "
+                 "(null for mix). A file is decoded once whatever the choice.")
+        parser.add_argument(
             "--unit_s", type=float, default=600.0,
             help="Files longer than this are cut into work units of about this many seconds, "
                  "so one long recording spreads over workers. 0 = never cut.")
@@ -183,6 +201,7 @@ def _frame_columns(opts: TagAudioOptions) -> FrameColumns:
         top_k=opts.top_k,
         logmel_stats=opts.features in ("logmel", "both"),
         logmel_patch=opts.features in ("logmel_patch", "both"),
+        scores=opts.base_scores,
     )
 
 
@@ -224,6 +243,10 @@ def prepare_job(options: PipelineOptions) -> tuple[TagAudioConfig, RunRecord]:
         raise tagging.UsageError(f"--lease_ttl_s must be more than 0 seconds, not {opts.lease_ttl_s:g} (the "
                                  "lease is renewed a few times within it)")
     own = _own_option_names()
+    try:
+        channels = parse_channels(opts.channels)
+    except ValueError as e:
+        raise tagging.UsageError(f"--channels: {e}") from None
     events = None
     if opts.events:
         try:
@@ -240,8 +263,8 @@ def prepare_job(options: PipelineOptions) -> tuple[TagAudioConfig, RunRecord]:
         decode_processes=opts.decode_processes, processes_per_machine=sdk_processes_per_machine(options),
         decode_timeout_s=opts.decode_timeout_s, retry_failed=opts.retry_failed,
         max_failed_fraction=opts.max_failed_fraction,
-        io_retry=RetryPolicy(opts.io_retries, opts.io_retry_s), events=events,
-        archive_sidecar=opts.archive_sidecar)
+        io_retry=RetryPolicy(opts.io_retries, opts.io_retry_s), events=events, channels=channels,
+        heads=tuple(opts.head), archive_sidecar=opts.archive_sidecar)
     return config, record
 
 
@@ -287,6 +310,9 @@ def run(argv: list[str] | None = None) -> int:
         return cli.fail(JOB, str(e), status=e.exit_code)
     print(format_plan(final.plan, opts.retry_failed))
     print(format_summary(final))
+    for head in config.heads:
+        print(f"  head       {head.name} ({head.spec.identity}, {head.spec.num_classes} classes): "
+              f"{head.out_dir}/  (frames, files and its run record)")
     if config.events is not None:
         print(f"  events     {final.layout.table_dir(EVENTS)}/  (python -m beam_jobs.events --events "
               f"{config.output} --raven DIR exports them)")

@@ -15,7 +15,7 @@ import json
 
 import pyarrow as pa
 
-from schemas.tables import METADATA_PREFIX
+from schemas.tables import CHANNEL, METADATA_PREFIX
 
 UTC_TIMESTAMP = pa.timestamp("ms", tz="UTC")
 EVENT_RULES_KEY = METADATA_PREFIX + "event_rules"
@@ -27,6 +27,7 @@ TIME_SOURCES = ("manifest", "bext", "creation_time", "file_name")
 def events_schema(model_metadata: dict[bytes, bytes] | None = None, rules: dict | None = None) -> pa.Schema:
     fields = [
         pa.field("uri", pa.string(), nullable=False),
+        CHANNEL,  # null: the recording's channels mixed
         pa.field("label", pa.string(), nullable=False),
         pa.field("class_index", pa.int32(), nullable=False),
         pa.field("start_s", pa.float64(), nullable=False),  # from the start of the file
@@ -57,6 +58,7 @@ def hits_schema(model_metadata: dict[bytes, bytes] | None = None) -> pa.Schema:
         pa.field("query", pa.string(), nullable=False),
         pa.field("rank", pa.int32(), nullable=False),  # 1 = best
         pa.field("uri", pa.string(), nullable=False),
+        CHANNEL,  # null: the recording's channels mixed
         pa.field("frame_index", pa.int32(), nullable=False),
         pa.field("start_s", pa.float64(), nullable=False),
         pa.field("end_s", pa.float64(), nullable=False),

@@ -69,16 +69,27 @@ class FrameColumns:
     top_k: int = 0  # > 0: keep only the top-k (class, score) pairs instead of all scores
     logmel_stats: bool = False  # mean and std of each mel band over the frame's patch
     logmel_patch: bool = False  # the whole log-mel patch, float16
+    scores: bool = True  # False: no scores column (tag_audio --no_base_scores: heads score the frames)
 
 
-def frames_schema(spec: ModelSpec, columns: FrameColumns = FrameColumns()) -> pa.Schema:
+# ``channel``: the file's channel a row is about (0 = first), null when the channels were mixed to
+# mono (``--channels mix``, the default).  Frames, files and events rows all carry it.
+CHANNEL = pa.field("channel", pa.int32())
+
+
+def frames_schema(spec: ModelSpec, columns: FrameColumns = FrameColumns(), config: str | None = None
+                  ) -> pa.Schema:
+    """``config``: the config id, when not ``config_id(spec)`` (a head scoring another model's frames)."""
     fields = [
         pa.field(URI, pa.string(), nullable=False),
+        CHANNEL,
         pa.field(FRAME_INDEX, pa.int32(), nullable=False),
         pa.field(START_S, pa.float64(), nullable=False),
         pa.field(END_S, pa.float64(), nullable=False),
     ]
-    if columns.top_k > 0:
+    if not columns.scores:
+        pass
+    elif columns.top_k > 0:
         fields.append(pa.field(TOP_CLASSES, pa.list_(TOP_CLASS)))
     else:
         fields.append(pa.field(SCORES, pa.list_(pa.float32())))
@@ -90,14 +101,15 @@ def frames_schema(spec: ModelSpec, columns: FrameColumns = FrameColumns()) -> pa
         fields.append(pa.field(LOGMEL_PATCH, pa.list_(pa.float16())))
     fields.append(pa.field(MODEL, pa.string(), nullable=False))
     fields.append(pa.field(CONFIG_ID, pa.string(), nullable=False))
-    return pa.schema(fields, metadata=model_metadata(spec))
+    return pa.schema(fields, metadata=model_metadata(spec, config))
 
 
-def files_schema(spec: ModelSpec, sidecar: bool = False) -> pa.Schema:
+def files_schema(spec: ModelSpec, config: str | None = None, sidecar: bool = False) -> pa.Schema:
     """The files table; ``sidecar`` adds the ``sidecar`` column (an archive member's JSON sidecar,
     tag_audio --archive_sidecar json)."""
     fields = [
         pa.field("uri", pa.string(), nullable=False),
+        CHANNEL,
         pa.field("status", pa.string(), nullable=False),
         pa.field("error", pa.string(), nullable=False),
         pa.field("duration_s", pa.float64()),
@@ -114,7 +126,7 @@ def files_schema(spec: ModelSpec, sidecar: bool = False) -> pa.Schema:
     ]
     if sidecar:
         fields.append(pa.field("sidecar", pa.string()))
-    return pa.schema(fields, metadata=model_metadata(spec))
+    return pa.schema(fields, metadata=model_metadata(spec, config))
 
 
 def config_id(spec: ModelSpec) -> str:
@@ -127,7 +139,15 @@ def config_id(spec: ModelSpec) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def model_metadata(spec: ModelSpec) -> dict[bytes, bytes]:
+def head_config_id(base_config_id: str, head_fingerprint: str) -> str:
+    """A head's frames scored on another model's pass: that model's config id plus the head's weights.
+
+    The same for ``tag_audio --head`` and ``beam_jobs.apply_head``: their rows are interchangeable.
+    """
+    return hashlib.sha256(f"{base_config_id}|{head_fingerprint}".encode()).hexdigest()[:16]
+
+
+def model_metadata(spec: ModelSpec, config: str | None = None) -> dict[bytes, bytes]:
     values = {
         "model": spec.name,
         "model_identity": spec.identity,
@@ -139,7 +159,7 @@ def model_metadata(spec: ModelSpec) -> dict[bytes, bytes]:
         "window_s": repr(spec.window_s),
         "hop_s": repr(spec.hop_s),
         "embedding_dim": str(spec.embedding_dim),
-        "config_id": config_id(spec),
+        "config_id": config or config_id(spec),
         "version": PACKAGE_VERSION,
     }
     return {(METADATA_PREFIX + k).encode(): v.encode() for k, v in values.items()}

@@ -177,7 +177,8 @@ def test_search_job_finds_the_sound_of_a_file_and_of_a_span(corpus, tmp_path, ca
                            "--max_per_file", "2", "--output", str(result)]) == 0
     assert "frames scanned" in capsys.readouterr().out
     hits = pq.read_table(result / "hits.parquet").to_pandas()
-    assert list(hits.columns) == ["query", "rank", "uri", "frame_index", "start_s", "end_s", "score"]
+    assert list(hits.columns) == ["query", "rank", "uri", "channel", "frame_index", "start_s", "end_s",
+                                  "score"]
     low = hits[hits["query"] == str(query)]
     assert len(low) == 6 and (low.groupby("uri").size() <= 2).all()
     names = low.uri.str.rsplit("/", n=1).str[-1]

@@ -75,11 +75,12 @@ class EventContext:
 
 
 def event_rows(uri: str, events: list[Event], start: rt.RecordingStart | None,
-               context: EventContext) -> list[dict]:
+               context: EventContext, channel: int | None = None) -> list[dict]:
     starts = rt.utc_millis(start, [e.start_s for e in events])
     ends = rt.utc_millis(start, [e.end_s for e in events])
-    return [{"uri": uri, "label": e.label, "class_index": e.class_index, "start_s": e.start_s,
-             "end_s": e.end_s, "peak_s": e.peak_s, "peak_score": e.peak_score, "mean_score": e.mean_score,
+    return [{"uri": uri, "channel": channel, "label": e.label, "class_index": e.class_index,
+             "start_s": e.start_s, "end_s": e.end_s, "peak_s": e.peak_s, "peak_score": e.peak_score,
+             "mean_score": e.mean_score,
              "num_frames": e.num_frames, "start_utc": s, "end_utc": t,
              "time_source": start.source if start else None, "model": context.model,
              "config_id": context.config_id}
@@ -107,7 +108,8 @@ class DetectEvents(beam.DoFn):
     """(uri, {tracks: [(run, FrameTrack)], starts: [start text]}) -> events rows of that uri.
 
     Pieces of several runs (the same recording tagged twice with one model):
-    the latest run's only, in commit order (``EventContext.run_order``).
+    the latest run's only, in commit order (``EventContext.run_order``).  Each channel
+    of a recording tagged per channel has its own events.
     """
 
     def __init__(self, context: EventContext):
@@ -116,20 +118,24 @@ class DetectEvents(beam.DoFn):
 
     def process(self, element):
         uri, grouped = element
-        pieces = list(grouped[TRACKS])
-        if not pieces:
-            return
-        order = {run: i for i, run in enumerate(self._context.run_order)}
-        latest = max((run for run, _ in pieces), key=lambda run: (order.get(run, -1), run))
-        track = FrameTrack.merge(t for run, t in pieces if run == latest)
+        by_channel: dict[int | None, list] = {}
+        for run, track in grouped[TRACKS]:
+            by_channel.setdefault(track.channel, []).append((run, track))
         c = self._context
-        events = detect_events(track, c.classes, c.hop_s)
-        if not events:
-            return
-        starts = list(grouped.get(STARTS, ()))
-        start = rt.recording_start(uri, c.settings.time, starts[0] if starts else None)
-        self._events.inc(len(events))
-        yield from event_rows(uri, events, start, c)
+        order = {run: i for i, run in enumerate(c.run_order)}
+        start = None
+        for channel in sorted(by_channel, key=lambda channel: -1 if channel is None else channel):
+            pieces = by_channel[channel]
+            latest = max((run for run, _ in pieces), key=lambda run: (order.get(run, -1), run))
+            track = FrameTrack.merge(t for run, t in pieces if run == latest)
+            events = detect_events(track, c.classes, c.hop_s)
+            if not events:
+                continue
+            if start is None:
+                starts = list(grouped.get(STARTS, ()))
+                start = rt.recording_start(uri, c.settings.time, starts[0] if starts else None)
+            self._events.inc(len(events))
+            yield from event_rows(uri, events, start, c, channel)
 
 
 @beam.ptransform_fn

@@ -66,6 +66,7 @@ class FrameTrack:
     frame_index: np.ndarray
     centre_s: np.ndarray
     scores: np.ndarray
+    channel: int | None = None  # of the recording (tag_audio --channels); None: its channels mixed
 
     def __len__(self) -> int:
         return int(self.frame_index.size)
@@ -84,7 +85,7 @@ class FrameTrack:
         keep[1:] = index[1:] != index[:-1]
         rows = order[keep]
         return cls(index[keep], np.concatenate([p.centre_s for p in pieces])[rows],
-                   np.concatenate([p.scores for p in pieces])[rows])
+                   np.concatenate([p.scores for p in pieces])[rows], pieces[0].channel)
 
 
 def keep_floor(thresholds: Sequence[ClassThresholds]) -> np.ndarray:
@@ -213,7 +214,8 @@ def class_scores(table: pa.Table, class_indices: Sequence[int]) -> np.ndarray:
 def table_tracks(table: pa.Table, class_indices: Sequence[int], floor: np.ndarray
                  ) -> Iterator[tuple[str, FrameTrack]]:
     """(uri, the frames of that uri events can use) for every uri of a frames table (any row order);
-    ``floor`` as ``keep_floor`` gives it."""
+    ``floor`` as ``keep_floor`` gives it.  A recording tagged per channel gives one track per channel
+    (``FrameTrack.channel``), all under its uri."""
     if table.num_rows == 0:
         return
     scores = class_scores(table, class_indices)
@@ -226,10 +228,16 @@ def table_tracks(table: pa.Table, class_indices: Sequence[int], floor: np.ndarra
     frame_index = kept.column("frame_index").to_numpy().astype(np.int64)
     centre = (kept.column("start_s").to_numpy() + kept.column("end_s").to_numpy()) / 2
     encoded = pc.dictionary_encode(uris)
-    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     names = encoded.dictionary.to_pylist()
-    order = np.argsort(codes, kind="stable")
-    bounds = np.flatnonzero(np.diff(codes[order])) + 1
+    channels = np.full(len(codes), -1, np.int64)  # -1: mixed (null, or a table older than channels)
+    if "channel" in kept.column_names:
+        channels = pc.fill_null(kept.column("channel"), -1).to_numpy().astype(np.int64)
+    group_key = codes * (int(channels.max()) + 2) + channels + 1
+    order = np.argsort(group_key, kind="stable")
+    bounds = np.flatnonzero(np.diff(group_key[order])) + 1
     for group in np.split(order, bounds):
-        piece = FrameTrack(frame_index[group], centre[group], scores[rows[group]])
+        channel = int(channels[group[0]])
+        piece = FrameTrack(frame_index[group], centre[group], scores[rows[group]],
+                           None if channel < 0 else channel)
         yield names[codes[group[0]]], FrameTrack.merge([piece])  # in frame order

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-SEARCH_COLUMNS = ("uri", "frame_index", "start_s", "end_s", "embedding")
+SEARCH_COLUMNS = ("uri", "channel", "frame_index", "start_s", "end_s", "embedding")  # channel: may be absent
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +37,7 @@ class Candidates:
     frame_index: np.ndarray  # int64
     start_s: np.ndarray  # float64
     end_s: np.ndarray  # float64
+    channel: np.ndarray  # int64: the file's channel (tag_audio --channels), -1 when its channels were mixed
 
     def __len__(self) -> int:
         return int(self.score.size)
@@ -44,7 +45,7 @@ class Candidates:
     @classmethod
     def empty(cls) -> Candidates:
         return cls(np.zeros(0, np.float32), np.zeros(0, object), np.zeros(0, np.int64), np.zeros(0),
-                   np.zeros(0))
+                   np.zeros(0), np.zeros(0, np.int64))
 
     @classmethod
     def concat(cls, parts: Sequence[Candidates]) -> Candidates:
@@ -58,18 +59,21 @@ class Candidates:
 
 
 def best(candidates: Candidates, k: int, max_per_file: int = 0) -> Candidates:
-    """The top ``k`` of ``candidates`` (one hit per URI and frame; at most ``max_per_file`` per URI when
-    > 0), best first; ties broken by URI, then frame index."""
+    """The top ``k`` of ``candidates`` (one hit per URI, channel and frame; at most ``max_per_file`` per
+    URI when > 0), best first; ties broken by URI, then frame index, then channel."""
     if not len(candidates):
         return candidates
     _, codes = np.unique(candidates.uri.astype(str), return_inverse=True)
     # One hit per (uri, frame): the same frame read twice (two runs of one model) scores the same.
-    by_frame = np.lexsort((-candidates.score, candidates.frame_index, codes))
+    channel = candidates.channel
+    by_frame = np.lexsort((-candidates.score, channel, candidates.frame_index, codes))
     first = np.ones(by_frame.size, bool)
     first[1:] = (codes[by_frame][1:] != codes[by_frame][:-1]) | (
-        candidates.frame_index[by_frame][1:] != candidates.frame_index[by_frame][:-1])
+        candidates.frame_index[by_frame][1:] != candidates.frame_index[by_frame][:-1]) | (
+        channel[by_frame][1:] != channel[by_frame][:-1])
     rows = by_frame[first]
-    rows = rows[np.lexsort((candidates.frame_index[rows], codes[rows], -candidates.score[rows]))]
+    rows = rows[np.lexsort((channel[rows], candidates.frame_index[rows], codes[rows],
+                            -candidates.score[rows]))]
     if max_per_file > 0:
         seen: dict[int, int] = {}
         keep = np.zeros(rows.size, bool)
@@ -164,6 +168,8 @@ def table_candidates(table: pa.Table, queries: QuerySet, k: int, max_per_file: i
     frame_index = table.column("frame_index").to_numpy().astype(np.int64)
     start = table.column("start_s").to_numpy()
     end = table.column("end_s").to_numpy()
+    channel = (pc.fill_null(table.column("channel"), -1).to_numpy().astype(np.int64)
+               if "channel" in table.column_names else np.full(table.num_rows, -1, np.int64))
     file_max = None
     if max_per_file > 0 and len(names) > k:
         file_max = np.full((len(names), scores.shape[1]), -np.inf, np.float32)
@@ -177,5 +183,6 @@ def table_candidates(table: pa.Table, queries: QuerySet, k: int, max_per_file: i
             rows = np.flatnonzero(column >= _kth_largest(file_max[:, q], k))
         else:
             rows = np.arange(column.size)
-        found = Candidates(column[rows], names[codes[rows]], frame_index[rows], start[rows], end[rows])
+        found = Candidates(column[rows], names[codes[rows]], frame_index[rows], start[rows], end[rows],
+                           channel[rows])
         yield q, best(found, k, max_per_file)

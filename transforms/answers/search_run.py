@@ -164,6 +164,7 @@ def hits_table(names: Sequence[str], hits: Sequence[Candidates], metadata: dict[
         columns["query"] += [name] * n
         columns["rank"] += list(range(1, n + 1))
         columns["uri"] += [str(u) for u in found.uri]
+        columns["channel"] += [None if c < 0 else int(c) for c in found.channel]
         columns["frame_index"] += found.frame_index.tolist()
         columns["start_s"] += found.start_s.tolist()
         columns["end_s"] += found.end_s.tolist()

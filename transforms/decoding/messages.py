@@ -4,8 +4,10 @@ Decoding a unit is written once, as a generator of messages, so the same code
 runs in the worker's own thread and in a decoder process
 (``transforms.decoding.worker``).  For each request the messages are, in order:
 
-* ``("info", AudioInfo)`` once the file is open;
-* ``("samples", float32 array)`` any number of times;
+* ``("info", AudioInfo, kept channels)`` once the file is open (kept channels:
+  None when the channels are mixed to mono, else the tuple of indices);
+* ``("samples", float32 array)`` any number of times (``[n]`` mono, or
+  ``[n, len(kept)]``: one column per kept channel);
 * then exactly one of ``("end", reached_eof, samples_out, problem)`` or
   ``("error", "kind: message", samples_out)``.
 
@@ -21,7 +23,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from transforms.decoding.source import describe_failure
-from transforms.decoding.stream import AudioStream
+from transforms.decoding.stream import MIX, AudioStream
 
 INFO, SAMPLES, END, ERROR = "info", "samples", "end", "error"
 FINAL_KINDS = frozenset({END, ERROR})
@@ -37,19 +39,20 @@ class DecodeRequest:
     start_sample: int = 0
     max_samples: int | None = None
     chunk_samples: int = 32_768  # ~2 s at 16 kHz: small messages keep a decoder process streaming
+    channels: str | tuple[int, ...] = MIX  # 'mix', 'each' or channel indices (stream.resolve_channels)
 
 
 def decode_messages(request: DecodeRequest) -> Iterator[tuple]:
     """The messages for ``request``; never raises for a bad file (the last message says what failed)."""
     try:
         stream = AudioStream(request.uri, request.target_rate, start_sample=request.start_sample,
-                             chunk_samples=request.chunk_samples)
+                             chunk_samples=request.chunk_samples, channels=request.channels)
     except Exception as error:
         yield ERROR, describe_failure(error), 0
         return
     with stream:
         try:
-            yield INFO, stream.info
+            yield INFO, stream.info, stream.keep
             for samples in stream:
                 yield SAMPLES, samples
                 if request.max_samples is not None and stream.samples_out >= request.max_samples:

@@ -1,9 +1,12 @@
-"""Decoding any audio (or video) file to mono float32 at a model's sample rate, streaming.
+"""Decoding any audio (or video) file to float32 at a model's sample rate, streaming.
 
-FFmpeg (through PyAV) demuxes and decodes; channels are averaged and integer
-samples scaled to [-1, 1]; soxr converts the rate.  Nothing here holds more
-than a few decoded frames and one output chunk, whatever the file's length
-(up to a few seconds of frames where timestamps jump, see ``_Timeline``).
+FFmpeg (through PyAV) demuxes and decodes; channels are averaged (or, with
+``channels``, the chosen ones kept side by side) and integer samples scaled
+to [-1, 1]; soxr converts the rate of all kept channels in one stream, so a
+file is decoded once whatever the number of channels taken from it.  Nothing
+here holds more than a few decoded frames and one output chunk, whatever the
+file's length (up to a few seconds of frames where timestamps jump, see
+``_Timeline``).
 
 A work unit that starts inside a file (``start_sample > 0``) produces the same
 samples a decode of the whole file would produce from that index on:
@@ -49,7 +52,11 @@ from transforms.decoding.source import (
     read_audio_info,
 )
 
-__all__ = ["AudioInfo", "AudioStream", "DecodeError", "probe", "decode_all"]
+__all__ = ["AudioInfo", "AudioStream", "DecodeError", "probe", "decode_all", "parse_channels",
+           "resolve_channels"]
+
+MIX = "mix"  # every channel averaged into one: the default
+EACH = "each"  # every channel on its own
 
 RESAMPLE_QUALITY = "VHQ"  # as fast as 'HQ' here, and a restarted stream matches the whole-file one exactly
 RESAMPLER_PREROLL_S = 0.25  # soxr VHQ settles in < 0.05 s of output; margin for low input rates
@@ -97,8 +104,60 @@ def probe(uri: str) -> AudioInfo:
         source.close()
 
 
-def frame_to_mono(frame: av.AudioFrame) -> np.ndarray:
-    """One decoded frame as mono float32: channels averaged, integers scaled to [-1, 1]."""
+def parse_channels(text: str) -> str | tuple[int, ...]:
+    """``--channels``: 'mix', 'each' or comma-separated indices ('0,2'); ValueError says what is wrong."""
+    text = text.strip().lower()
+    if text in (MIX, EACH):
+        return text
+    try:
+        indices = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"{text!r} is not mix, each or channel numbers such as 0,2") from None
+    if any(index < 0 for index in indices) or len(set(indices)) != len(indices):
+        raise ValueError(f"{text!r}: channel numbers count from 0, each at most once")
+    return indices
+
+
+def resolve_channels(selection: str | tuple[int, ...], channels: int) -> tuple[int, ...] | None:
+    """The channel indices ``selection`` takes from a file of ``channels`` (None: mixed to mono).
+
+    ``selection`` is ``MIX``, ``EACH`` or a tuple of indices; an index the file does
+    not have is a DecodeError of kind ``no_such_channel`` (that file fails, no other).
+    """
+    if selection == MIX:
+        return None
+    if selection == EACH:
+        return tuple(range(channels))
+    missing = [index for index in selection if index >= channels]
+    if missing:
+        have = "1 channel (0)" if channels == 1 else f"{channels} channels (0-{channels - 1})"
+        raise DecodeError("no_such_channel", f"the file has {have}; --channels asks for "
+                                             f"{', '.join(map(str, missing))}")
+    return tuple(selection)
+
+
+def frame_to_channels(frame: av.AudioFrame, keep: tuple[int, ...] | None) -> np.ndarray:
+    """``frame_to_mono`` with ``keep`` None, else ``[samples, len(keep)]`` float32 of those channels."""
+    if keep is None:
+        return frame_to_mono(frame)
+    kind = frame.format.name.rstrip("p")
+    if max(keep) >= frame.layout.nb_channels:  # the channel count changed mid-stream
+        raise DecodeError("no_such_channel", f"the stream drops to {frame.layout.nb_channels} channels "
+                                             f"part-way; --channels asks for {max(keep)}")
+    values = _channel_rows(frame)
+    kept = np.empty((frame.samples, len(keep)), np.float32)
+    for column, index in enumerate(keep):
+        kept[:, column] = values[index]
+    if kind == "u8":
+        kept -= 128.0
+    scale = _INTEGER_SCALE.get(kind, 1.0)
+    if scale != 1.0:
+        kept *= scale
+    return kept
+
+
+def _channel_rows(frame: av.AudioFrame):
+    """The frame's samples as one row (array) per channel, in the frame's own dtype."""
     fmt = frame.format
     kind = fmt.name.rstrip("p")
     channels = frame.layout.nb_channels
@@ -112,6 +171,14 @@ def frame_to_mono(frame: av.AudioFrame) -> np.ndarray:
     else:  # packed formats interleave the channels in one plane
         values = np.frombuffer(frame.planes[0], dtype=dtype, count=frame.samples * channels)
         values = values.reshape(-1, channels).T
+    return values
+
+
+def frame_to_mono(frame: av.AudioFrame) -> np.ndarray:
+    """One decoded frame as mono float32: channels averaged, integers scaled to [-1, 1]."""
+    kind = frame.format.name.rstrip("p")
+    channels = frame.layout.nb_channels
+    values = _channel_rows(frame)
     mono = values[0].astype(np.float32)  # summing in place is several times faster than mean()
     for channel in values[1:]:
         mono += channel
@@ -149,7 +216,9 @@ class _Frame:
 
 
 class _FrameBlock:
-    """Consecutive frames of one sample format and channel count, converted to mono together.
+    """Consecutive frames of one sample format and channel count, converted together.
+
+    To mono, or with ``keep`` to ``[samples, len(keep)]`` of the kept channels.
 
     Converting frame by frame costs more Python than FFmpeg spends decoding
     a small (Vorbis, AAC) frame; here FFmpeg's audio FIFO gathers the frames'
@@ -157,9 +226,10 @@ class _FrameBlock:
     index of the first sample, in the rate of the frames.
     """
 
-    __slots__ = ("_fifo", "_format", "_channels", "_rate", "begin", "samples", "_refused", "yielded")
+    __slots__ = ("_fifo", "_format", "_channels", "_rate", "begin", "samples", "_refused", "yielded", "_keep")
 
-    def __init__(self):
+    def __init__(self, keep: tuple[int, ...] | None = None):
+        self._keep = keep
         self._fifo: av.AudioFifo | None = None
         self._format = ""
         self._channels = 0
@@ -193,14 +263,15 @@ class _FrameBlock:
             yield from self.settle(start_index)
 
     def flush(self, start_index: int) -> Iterator[tuple[int, np.ndarray]]:
-        """``(rate, mono)`` of the block's samples from ``start_index`` on; empties the block."""
+        """``(rate, samples)`` of the block from ``start_index`` on; empties the block."""
         if not self.samples:
             return
         frame, begin, rate = self._fifo.read(), self.begin, self._rate
         self._fifo, self.samples = None, 0
-        samples = frame_to_mono(frame)
+        samples = frame_to_channels(frame, self._keep)
         if self._format.rstrip("p") in ("flt", "dbl") and not np.isfinite(samples).all():
-            first_bad = int(np.argmin(np.isfinite(samples)))
+            finite = np.isfinite(samples) if samples.ndim == 1 else np.isfinite(samples).all(axis=1)
+            first_bad = int(np.argmin(finite))
             for out in AudioStream._trimmed(begin, samples[:first_bad], rate, start_index):
                 self.yielded = True  # what precedes is audio
                 yield out
@@ -482,10 +553,14 @@ def _count(n: int, noun: str) -> str:
 
 
 class AudioStream:
-    """Mono float32 samples at ``target_rate``, from target-rate index ``start_sample`` to EOF.
+    """Float32 samples at ``target_rate``, from target-rate index ``start_sample`` to EOF.
 
-    Iterating yields 1-D float32 chunks of ``chunk_samples`` (the last may be
-    shorter).  ``info`` is ready after construction, which raises DecodeError
+    Iterating yields chunks of ``chunk_samples`` (the last may be shorter):
+    1-D mono with ``channels`` ``MIX`` (the default), else ``[n, len(keep)]``
+    with one column per channel of ``keep`` (``channels`` ``EACH`` or a tuple of
+    indices, resolved against the file's header by ``resolve_channels``).  The
+    kept channels go through one resampler, so column ``i`` equals what a mono
+    file holding only that channel would give.  ``info`` is ready after construction, which raises DecodeError
     when the file cannot be opened.  Iteration raises DecodeError for NaN/Inf
     samples (once every sample before the first of them has been yielded) and
     for a file that yields no audio at all; a stream that ends
@@ -502,7 +577,7 @@ class AudioStream:
     """
 
     def __init__(self, uri: str, target_rate: int, start_sample: int = 0, chunk_samples: int = 160_000,
-                 sha256: bool = False):
+                 sha256: bool = False, channels: str | tuple[int, ...] = MIX):
         if target_rate <= 0 or start_sample < 0 or chunk_samples <= 0:
             raise ValueError("target_rate and chunk_samples must be positive, start_sample >= 0")
         self.uri = uri
@@ -523,6 +598,7 @@ class AudioStream:
             self._container = open_container(self._source)
             self.info = read_audio_info(self._container, pick_audio_stream(self._container, uri),
                                         self._source)
+            self.keep = resolve_channels(channels, self.info.channels)
         except BaseException:
             self.close()
             raise
@@ -573,16 +649,16 @@ class AudioStream:
         try:
             for block in self._output_blocks():
                 pending.append(block)
-                pending_samples += block.size
+                pending_samples += len(block)
                 if pending_samples < self.chunk_samples:
                     continue
                 joined = np.concatenate(pending)
-                whole = joined.size - joined.size % self.chunk_samples
+                whole = len(joined) - len(joined) % self.chunk_samples
                 for begin in range(0, whole, self.chunk_samples):
                     self.samples_out += self.chunk_samples
                     yield joined[begin:begin + self.chunk_samples]
-                pending = [joined[whole:]] if whole < joined.size else []
-                pending_samples = joined.size - whole
+                pending = [joined[whole:]] if whole < len(joined) else []
+                pending_samples = len(joined) - whole
         except DecodeError:  # NaN/Inf: every sample before them is audio, and goes out first
             if pending_samples:
                 self.samples_out += pending_samples
@@ -620,9 +696,9 @@ class AudioStream:
         samples = self._source_samples(resampler_start, rate, mode, may_fail)
         for block in self._resampled(samples):
             if drop > 0:
-                cut = min(drop, block.size)
+                cut = min(drop, len(block))
                 block, drop = block[cut:], drop - cut
-            if block.size:
+            if len(block):
                 yield block
 
     def _resampler_start(self, rate: int) -> int:
@@ -649,12 +725,13 @@ class AudioStream:
                         yield self._converted(resampler, pending)
                         pending, pending_samples = [], 0
                     if resampler is not None:  # the rate changed mid-stream: flush, start anew
-                        yield resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+                        yield resampler.resample_chunk(self._silent(0), last=True)
                     resampler = None if rate == self.target_rate else soxr.ResampleStream(
-                        rate, self.target_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY)
+                        rate, self.target_rate, 1 if self.keep is None else len(self.keep), dtype="float32",
+                        quality=RESAMPLE_QUALITY)
                     current_rate = rate
                 pending.append(samples)
-                pending_samples += samples.size
+                pending_samples += len(samples)
                 if pending_samples >= _RESAMPLE_BLOCK_SAMPLES:
                     yield self._converted(resampler, pending)
                     pending, pending_samples = [], 0
@@ -667,7 +744,11 @@ class AudioStream:
         if pending:
             yield self._converted(resampler, pending)
         if resampler is not None:
-            yield resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+            yield resampler.resample_chunk(self._silent(0), last=True)
+
+    def _silent(self, samples: int) -> np.ndarray:
+        """Zeros shaped like this stream's samples (1-D mono, else one column per kept channel)."""
+        return np.zeros(samples if self.keep is None else (samples, len(self.keep)), np.float32)
 
     @staticmethod
     def _converted(resampler: soxr.ResampleStream | None, pending: list[np.ndarray]) -> np.ndarray:
@@ -704,7 +785,7 @@ class AudioStream:
         if mode == "container":
             self._container_seek(container, stream, decode_from + timeline.pts_offset, rate)
         skip_until = decode_from if mode == "skip_packets" else None
-        block = _FrameBlock()
+        block = _FrameBlock(self.keep)
         # Frames whose place depends on the frames after them (a landing to check after a seek, a
         # timestamp that disagrees with the count, a new rate), each placed once _LOOKAHEAD_FRAMES
         # successors are decoded (or, after a long clean jump ahead, once ``watch`` has its verdict).
@@ -831,12 +912,12 @@ class AudioStream:
             self._damage.silence_samples += min(gap, begin - start_index)
             self._damage.silence_rate = rate
         for at in range(begin - gap, begin, rate):  # one second at a time: a hole can be long
-            yield from self._trimmed(at, np.zeros(min(rate, begin - at), np.float32), rate, start_index)
+            yield from self._trimmed(at, self._silent(min(rate, begin - at)), rate, start_index)
 
     @staticmethod
     def _trimmed(begin: int, samples: np.ndarray, rate: int, start_index: int
                  ) -> Iterator[tuple[int, np.ndarray]]:
-        end = begin + samples.size
+        end = begin + len(samples)
         if end <= start_index:
             return
         if begin < start_index:
@@ -941,8 +1022,9 @@ class AudioStream:
             self.sha256 = self._source.finish_sha256()
 
 
-def decode_all(uri: str, target_rate: int, start_sample: int = 0) -> np.ndarray:
+def decode_all(uri: str, target_rate: int, start_sample: int = 0,
+               channels: str | tuple[int, ...] = MIX) -> np.ndarray:
     """A whole file (from ``start_sample``) as one array: for tests and short clips only."""
-    with AudioStream(uri, target_rate, start_sample=start_sample) as stream:
+    with AudioStream(uri, target_rate, start_sample=start_sample, channels=channels) as stream:
         chunks = list(stream)
-    return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+        return np.concatenate(chunks) if chunks else stream._silent(0)

@@ -5,14 +5,16 @@ model), so a raw read of ``files/`` or ``frames/`` can see several results for
 one file.  Each files row of a published run is in one of three states:
 
 - ``current``: the row of the latest run with an ok result for its
-  (``uri``, ``config_id``); its frames are that file's current frames;
+  (``uri``, ``config_id``, ``channel``); its frames are that file's current frames;
 - ``latest``: the latest attempt for its (``uri``, ``config_id``) when that
   attempt was not ok (a failed or partial re-tag); kept because it is what the
   next run's done-set sees (``--retry_failed``);
 - ``superseded``: any other row: a later run has the current or the latest row.
 
 Rows of runs that are not published (still 'running', killed, no record) are
-in no state: they are never current and never supersede anything.  Runs are
+in no state: they are never current and never supersede anything.  The
+channels of one file (``tag_audio --channels``) are results of their own:
+one channel's row never supersedes another's, nor a mixed (null) one.  Runs are
 ordered as the reader orders them (record start time, then run id); the SQL
 views in docs/readers.md order the same way.
 """
@@ -37,7 +39,9 @@ SUPERSEDED = "superseded"
 STATES = (CURRENT, LATEST, SUPERSEDED)
 KEY = ("uri", "config_id")
 RUN_COLUMN = "run"  # the Hive partition column every SQL reader adds: the run id
-STATE_COLUMNS = ("uri", "config_id", "status")
+STATE_COLUMNS = ("uri", "config_id", "status", "channel")  # 'channel': absent from older runs
+_CHANNEL_KEY = "channel_key"  # the channel, -1 for mixed: joins never match null keys
+_STATE_KEY = (*KEY, _CHANNEL_KEY)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,23 +96,27 @@ def classify(runs: Sequence[RunOutput], tables: Sequence[pa.Table],
     pieces = []
     for order, (run, table) in enumerate(zip(runs, tables)):
         n = table.num_rows
+        channel = (table["channel"].cast(pa.int32()) if "channel" in table.column_names
+                   else pa.nulls(n, pa.int32()))
         pieces.append(pa.table({
             RUN_COLUMN: pa.array([run.run_id] * n, pa.string()),
             "order": pa.array([order] * n, pa.int32()),
             "uri": table["uri"].cast(pa.string()),
             "config_id": table["config_id"].cast(pa.string()),
             "status": table["status"].cast(pa.string()),
+            _CHANNEL_KEY: pc.fill_null(channel, -1),
         }))
     schema = pa.schema([(RUN_COLUMN, pa.string()), ("order", pa.int32()), ("uri", pa.string()),
-                        ("config_id", pa.string()), ("status", pa.string())])
+                        ("config_id", pa.string()), ("status", pa.string()), (_CHANNEL_KEY, pa.int32())])
     rows = pa.concat_tables(pieces) if pieces else schema.empty_table()
     is_result = pc.is_in(rows["status"], pa.array(list(statuses), pa.string()))
-    latest = rows.group_by(list(KEY)).aggregate([("order", "max")]).rename_columns([*KEY, "latest_order"])
-    current = (rows.filter(is_result).group_by(list(KEY)).aggregate([("order", "max")])
-               .rename_columns([*KEY, "current_order"]))
+    key = list(_STATE_KEY)
+    latest = rows.group_by(key).aggregate([("order", "max")]).rename_columns([*key, "latest_order"])
+    current = (rows.filter(is_result).group_by(key).aggregate([("order", "max")])
+               .rename_columns([*key, "current_order"]))
     joined = (rows.append_column("is_result", is_result)
-              .join(latest, list(KEY), join_type="left outer")
-              .join(current, list(KEY), join_type="left outer"))
+              .join(latest, key, join_type="left outer")
+              .join(current, key, join_type="left outer"))
     current_order = pc.fill_null(joined["current_order"], -1)
     is_current = pc.and_(joined["is_result"], pc.equal(joined["order"], current_order))
     is_latest = pc.equal(joined["order"], joined["latest_order"])

@@ -104,8 +104,10 @@ class PlotResult:
 
 # -- loading ----------------------------------------------------------------------------------------
 
-def load_frame_scores(output: str | OutputDir, uri: str, run_id: str | None = None) -> FrameScores:
-    """The frames of ``uri`` from the newest run that has any (or from ``run_id``)."""
+def load_frame_scores(output: str | OutputDir, uri: str, run_id: str | None = None,
+                      channel: int | None = None) -> FrameScores:
+    """The frames of ``uri`` from the newest run that has any (or from ``run_id``); with ``channel``,
+    those of that channel (``tag_audio --channels``), else those of its channels mixed."""
     found = find_output(output) if isinstance(output, str) else output
     runs = [found.run(run_id)] if run_id is not None else list(found.latest_first)
     searched = 0
@@ -113,20 +115,28 @@ def load_frame_scores(output: str | OutputDir, uri: str, run_id: str | None = No
         if not run.frames:
             continue
         searched += 1
-        scores = _read_scores(run, uri)
+        scores = _read_scores(run, uri, channel)
         if scores is not None:
             return scores
     where = f"run={run_id}" if run_id is not None else f"{searched} run(s) with frames"
-    raise LookupError(f"no frames for {uri} under {found.root} ({where} searched)")
+    which = f"{uri} channel {channel}" if channel is not None else uri
+    raise LookupError(f"no frames for {which} under {found.root} ({where} searched)")
 
 
-def _read_scores(run: RunOutput, uri: str) -> FrameScores | None:
+def _read_scores(run: RunOutput, uri: str, channel: int | None = None) -> FrameScores | None:
     schema = read_schema(run.frames)
     score_column = "scores" if "scores" in schema.names else "top_classes"
     if score_column not in schema.names:
         raise ValueError(f"{run.label}: frames have neither 'scores' nor 'top_classes' (model without "
                          "class scores, e.g. an embedding-only SavedModel): nothing to plot")
-    table = read_frames(run, ["frame_index", "start_s", "end_s", score_column], uri=uri)
+    has_channels = "channel" in schema.names  # runs older than --channels have none: all mixed
+    table = read_frames(run, ["frame_index", "start_s", "end_s", score_column,
+                              *(["channel"] if has_channels else [])], uri=uri)
+    if has_channels:
+        column = table["channel"]
+        table = table.filter(pc.is_null(column) if channel is None else pc.equal(column, channel))
+    elif channel is not None:
+        return None
     if table.num_rows == 0:
         return None
     # One row per frame index, in time order (a retried work unit could have written a frame twice).
@@ -339,12 +349,13 @@ def save_figure(fig: Figure, output: str, dpi: int) -> None:
 def plot_timeline(out_dir: str, uri: str, output: str, top: int = 10, start_s: float = 0.0,
                   end_s: float | None = None, run_id: str | None = None, rank_by: str = "max",
                   audio_uri: str | None = None, width_px: int = 1600, height_px: int = 1000,
-                  dpi: int = 100) -> PlotResult:
-    """Reads the frames of ``uri``, decodes its audio span, draws and writes the PNG."""
+                  dpi: int = 100, channel: int | None = None) -> PlotResult:
+    """Reads the frames of ``uri`` (of one ``channel`` of it, with ``tag_audio --channels``), decodes its
+    audio span, draws and writes the PNG."""
     if rank_by not in RANK_BY:
         raise ValueError(f"rank_by must be one of {RANK_BY}")
     found = find_output(out_dir)
-    frames = load_frame_scores(found, uri, run_id)
+    frames = load_frame_scores(found, uri, run_id, channel)
     if end_s is None:
         end_s = file_duration(found, frames.run_id, uri) or float(frames.end_s.max())
     if not 0 <= start_s < end_s:
@@ -353,7 +364,7 @@ def plot_timeline(out_dir: str, uri: str, output: str, top: int = 10, start_s: f
         raise LookupError(f"{uri} has no frames between {start_s} and {end_s} s "
                           f"(its frames cover {frames.start_s.min():.2f}-{frames.end_s.max():.2f} s)")
     audio, note = _audio_or_note(audio_uri or uri, frames.model.sample_rate or SPECTROGRAM_RATE,
-                                 start_s, end_s)
+                                 start_s, end_s, channel)
     fig, classes = render_timeline(frames, audio, start_s, end_s, top, rank_by, note, width_px, height_px,
                                    dpi)
     save_figure(fig, output, dpi)
@@ -363,13 +374,13 @@ def plot_timeline(out_dir: str, uri: str, output: str, top: int = 10, start_s: f
                       classes=tuple(frames.class_names[i] for i in classes), audio_note=note)
 
 
-def _audio_or_note(uri: str, sample_rate: int, start_s: float, end_s: float) -> tuple[AudioSpan | None,
-                                                                                       str | None]:
+def _audio_or_note(uri: str, sample_rate: int, start_s: float, end_s: float,
+                   channel: int | None = None) -> tuple[AudioSpan | None, str | None]:
     if end_s - start_s > MAX_AUDIO_SPAN_S:
         return None, (f"waveform and spectrogram left out: span longer than {MAX_AUDIO_SPAN_S:g} s "
                       "(narrow it with --start_s/--end_s)")
     try:
-        audio = load_audio_span(uri, sample_rate, start_s, end_s)
+        audio = load_audio_span(uri, sample_rate, start_s, end_s, channel)
     except Exception as e:  # noqa: BLE001 - any reason the audio is unavailable only drops two panels
         _log.info("audio of %s not drawn: %s", uri, e)
         return None, f"audio not shown: {type(e).__name__}: {e}"[:200]

@@ -1,9 +1,17 @@
 """Skip what earlier runs already did: the done-set join, inside the pipeline.
 
-A file is *done* when a published run has an ``ok`` row for the same URI,
+A file is *done* when a committed run has an ``ok`` row for the same URI,
 size, modification time and ``config_id`` (model fingerprint + framing).  The
 earlier files rows are read by workers and joined by URI with the listing
-(a CoGroupByKey), so the driver never holds millions of URIs.
+(a CoGroupByKey), so the driver never holds millions of URIs.  Of several
+rows, the latest is the one of the highest commit (``transforms.output.commit_log``).
+
+With ``--channels`` the rows that count are those of the same choice: a mixed
+run looks at rows whose ``channel`` is null, a per-channel run at the rows of
+its channels (every channel an earlier run found, for ``each``), and a file is
+done when each of them is.  With heads (``tag_audio --head``) each head's own
+files rows (``OUT/heads/NAME``, its config id) count too: a file is done when
+it is done for the base model and for every head.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from apache_beam import pvalue
 
 import storage
 from schemas.tables import STATUS_OK, error_kind
+from transforms.decoding.stream import EACH, MIX
 from transforms.output.layout import FILES, OutputLayout, run_id_of
 from transforms.tagging.listing import SKIPPED_LINKS, FileEntry
 
@@ -38,6 +47,8 @@ class PriorResult:
     size_bytes: int | None
     last_modified: float | None
     error: str = ""
+    channel: int | None = None
+    target: str = ""  # whose row: "" the base model's, else a head's name
 
 
 def _same_time(a: float | None, b: float | None) -> bool:
@@ -58,8 +69,11 @@ def classify(entry: FileEntry, prior: PriorResult | None) -> str:
 class SelectWork(beam.DoFn):
     """(uri, {'entries': [...], 'prior': [...]}) -> entries to tag; every decision counted under PLAN."""
 
-    def __init__(self, retry_failed: bool):
+    def __init__(self, retry_failed: bool, channels: str | tuple[int, ...] = MIX,
+                 targets: tuple[str, ...] = ("",)):
         self._retry_failed = retry_failed
+        self._channels = channels
+        self._targets = targets
 
     def process(self, element):
         _uri, grouped = element
@@ -68,26 +82,49 @@ class SelectWork(beam.DoFn):
             yield from self._decide(entries[0], list(grouped["prior"]))
 
     def _decide(self, entry: FileEntry, priors: list[PriorResult]):
-        prior = max(priors, key=lambda p: p.commit) if priors else None
-        category = classify(entry, prior)
+        categories = [classify_channels(entry, [p for p in priors if p.target == target], self._channels)
+                      for target in self._targets]
+        category = next((c for c in categories if c != DONE), DONE)
         beam.metrics.Metrics.counter("plan", category).inc()
         yield pvalue.TaggedOutput(PLAN, category)
         if category in (NEW, CHANGED, TRANSIENT_BEFORE) or (category == FAILED_BEFORE and self._retry_failed):
             yield entry
 
 
-def _prior_from_row(filename_and_row: tuple[str, dict], out_dir: str, config: str, commits: dict[str, int]):
+def _latest(priors: list[PriorResult]) -> PriorResult | None:
+    return max(priors, key=lambda p: p.commit) if priors else None
+
+
+def classify_channels(entry: FileEntry, priors: list[PriorResult],
+                      channels: str | tuple[int, ...] = MIX) -> str:
+    """``classify`` against the earlier rows of the same channel choice (see the module's docstring)."""
+    mixed = [p for p in priors if p.channel is None]
+    if channels == MIX:
+        return classify(entry, _latest(mixed))
+    per_channel: dict[int, list[PriorResult]] = {}
+    for prior in priors:
+        if prior.channel is not None:
+            per_channel.setdefault(prior.channel, []).append(prior)
+    wanted = sorted(per_channel) if channels == EACH else list(channels)
+    if not per_channel:  # never split: only a failure of the whole file (bad audio) says anything
+        return classify(entry, _latest([p for p in mixed if p.status != STATUS_OK]))
+    categories = [classify(entry, _latest(per_channel.get(channel, []))) for channel in wanted]
+    return next((c for c in categories if c != DONE), DONE)
+
+
+def _prior_from_row(filename_and_row: tuple[str, dict], out_dir: str, config: str, commits: dict[str, int],
+                    target: str = ""):
     filename, row = filename_and_row
     run_id = run_id_of(out_dir, filename)
     if row["config_id"] == config and run_id in commits:
         # Canonical, so rows written before URIs were canonical (relative, './', '//') still match.
         yield storage.canonical_uri(row["uri"]), PriorResult(
             run_id, commits[run_id], row["status"], row["size_bytes"], row["last_modified"],
-            row.get("error") or "")
+            row.get("error") or "", row.get("channel"), target)
 
 
 @beam.ptransform_fn
-def PriorResults(pbegin, out_dir: str, commits: dict[str, int], config: str):  # noqa: N802
+def PriorResults(pbegin, out_dir: str, commits: dict[str, int], config: str, target: str = ""):  # noqa: N802
     """(uri, PriorResult) for every files row of the committed runs ``commits`` ({run id: commit}) with
     this config, read on workers."""
     layout = OutputLayout(out_dir)
@@ -95,17 +132,20 @@ def PriorResults(pbegin, out_dir: str, commits: dict[str, int], config: str):  #
     return (pbegin
             | "PriorRunPatterns" >> beam.Create(patterns)
             | "ReadPriorFiles" >> beam.io.ReadAllFromParquet(
-                columns=["uri", "status", "error", "size_bytes", "last_modified", "config_id"],
+                # 'channel' is absent from runs older than --channels: read as null (mixed)
+                columns=["uri", "channel", "status", "error", "size_bytes", "last_modified", "config_id"],
                 with_filename=True)
-            | "PriorResult" >> beam.FlatMap(_prior_from_row, out_dir, config, dict(commits)))
+            | "PriorResult" >> beam.FlatMap(_prior_from_row, out_dir, config, dict(commits), target))
 
 
 @beam.ptransform_fn
-def SkipDone(entries, prior, retry_failed: bool):  # noqa: N802
-    """Returns (entries to tag, plan categories)."""
+def SkipDone(entries, prior, retry_failed: bool, channels: str | tuple[int, ...] = MIX,  # noqa: N802
+             targets: tuple[str, ...] = ("",)):
+    """Returns (entries to tag, plan categories); ``targets``: "" (the base model) and the heads' names."""
     selected = ({"entries": entries | "KeyEntries" >> beam.Map(lambda e: (e.uri, e)), "prior": prior}
                 | "JoinWithPrior" >> beam.CoGroupByKey()
-                | "SelectWork" >> beam.ParDo(SelectWork(retry_failed)).with_outputs(PLAN, main="work"))
+                | "SelectWork" >> beam.ParDo(SelectWork(retry_failed, channels, targets)).with_outputs(
+                    PLAN, main="work"))
     return selected.work, selected[PLAN]
 
 
@@ -119,8 +159,9 @@ def CountPlan(categories):  # noqa: N802
 
 
 def format_plan(counts: dict[str, int], retry_failed: bool) -> str:
-    counts = {**dict.fromkeys(CATEGORIES, 0), **counts}
+    counts = dict(counts)
     links = counts.pop(SKIPPED_LINKS, 0)
+    counts = {**dict.fromkeys(CATEGORIES, 0), **counts}
     todo = counts[NEW] + counts[CHANGED] + counts[TRANSIENT_BEFORE] + (counts[FAILED_BEFORE] if retry_failed
                                                                        else 0)
     transient = counts[TRANSIENT_BEFORE]

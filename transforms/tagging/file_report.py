@@ -3,7 +3,10 @@
 Several steps learn something about a file: listing (size, or 'not found'),
 each decoded work unit (codec, length, problems) and the model (scores).  Each
 emits a small report keyed by URI; ``CombineFileReports`` merges them, so a file
-gets its row whether it failed at listing, at decoding, or never failed.
+gets its row whether it failed at listing, at decoding, or never failed.  With
+``--channels`` other than mix, a file gets one row per kept channel (its
+``channel`` column says which); a file that failed before its channels were
+known (or whose channels do not exist) gets one row with ``channel`` null.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class UnitReport:
     reached_eof: bool = False
     error: str | None = None  # 'kind: message'; the unit produced nothing usable after this
     problem: str | None = None  # stream ended short ('truncated: ...', 'decoder_error: ...')
+    kept: tuple[int, ...] | None = None  # the channels decoded on their own; None: mixed to mono
 
 
 @dataclasses.dataclass
@@ -39,10 +43,16 @@ class ScoreStats:
     count: int
     score_sum: np.ndarray
     score_max: np.ndarray
+    channel: int | None = None  # of the file; None: its channels mixed
+
+    @classmethod
+    def of(cls, scores: np.ndarray, channel: int | None = None) -> ScoreStats:
+        """The stats of frames ``scores [n, classes]``."""
+        return cls(len(scores), scores.sum(axis=0, dtype=np.float64), scores.max(axis=0), channel)
 
     def merge(self, other: ScoreStats) -> ScoreStats:
         return ScoreStats(self.count + other.count, self.score_sum + other.score_sum,
-                          np.maximum(self.score_max, other.score_max))
+                          np.maximum(self.score_max, other.score_max), self.channel)
 
 
 @dataclasses.dataclass
@@ -53,7 +63,12 @@ class FileAccumulator:
     sidecar: str | None = None
     units: dict[int, UnitReport] = dataclasses.field(default_factory=dict)
     num_units: int | None = None
-    scores: ScoreStats | None = None
+    scores: dict[int | None, ScoreStats] = dataclasses.field(default_factory=dict)  # by channel
+
+    @property
+    def kept(self) -> tuple[int, ...] | None:
+        """The channels this file was decoded into (None: mixed, or unknown because decoding failed)."""
+        return next((u.kept for u in self.units.values() if u.kept is not None), None)
 
 
 def _merge_into(acc: FileAccumulator, item) -> FileAccumulator:
@@ -66,12 +81,13 @@ def _merge_into(acc: FileAccumulator, item) -> FileAccumulator:
         acc.units[item.unit_index] = item
         acc.num_units = item.num_units
     elif isinstance(item, ScoreStats):
-        acc.scores = item if acc.scores is None else acc.scores.merge(item)
+        known = acc.scores.get(item.channel)
+        acc.scores[item.channel] = item if known is None else known.merge(item)
     elif isinstance(item, FileAccumulator):
         for unit in item.units.values():
             _merge_into(acc, unit)
-        if item.scores is not None:
-            _merge_into(acc, item.scores)
+        for stats in item.scores.values():
+            _merge_into(acc, stats)
         acc.size_bytes = item.size_bytes if item.size_bytes is not None else acc.size_bytes
         acc.last_modified = item.last_modified if item.last_modified is not None else acc.last_modified
         acc.listing_error = item.listing_error or acc.listing_error
@@ -105,25 +121,34 @@ def status_and_error(acc: FileAccumulator, num_frames: int) -> tuple[str, str]:
     return STATUS_PARTIAL, first
 
 
-def _top_labels(values: np.ndarray, class_names: tuple[str, ...], k: int) -> list[dict]:
+def top_labels(values: np.ndarray, class_names: tuple[str, ...], k: int) -> list[dict]:
     order = np.argsort(-values, kind="stable")[:k]
     return [{"label": class_names[i], "score": float(values[i])} for i in order]
 
 
+def file_rows(uri: str, acc: FileAccumulator, model_rate: int, class_names: tuple[str, ...],
+              model_identity: str, config_id: str) -> list[dict]:
+    """The files rows of one URI: one, or one per kept channel (see schemas.tables.files_schema)."""
+    return [file_row(uri, acc, model_rate, class_names, model_identity, config_id, channel)
+            for channel in (acc.kept or (None,))]
+
+
 def file_row(uri: str, acc: FileAccumulator, model_rate: int, class_names: tuple[str, ...],
-             model_identity: str, config_id: str) -> dict:
-    """The files row for one URI (see schemas.tables.files_schema)."""
-    num_frames = acc.scores.count if acc.scores is not None else 0
+             model_identity: str, config_id: str, channel: int | None = None) -> dict:
+    """The files row for one URI, or for one channel of it."""
+    scores = acc.scores.get(channel)
+    num_frames = scores.count if scores is not None else 0
     status, error = status_and_error(acc, num_frames)
     units = [acc.units[i] for i in sorted(acc.units)]
     first = units[0] if units else UnitReport(0, 1)
     decoded_end = max((u.end_sample for u in units), default=0)
     mean_labels = max_labels = []
-    if acc.scores is not None and acc.scores.count:
-        mean_labels = _top_labels(acc.scores.score_sum / acc.scores.count, class_names, FILE_TOP_LABELS)
-        max_labels = _top_labels(acc.scores.score_max, class_names, FILE_TOP_LABELS)
+    if scores is not None and scores.count:
+        mean_labels = top_labels(scores.score_sum / scores.count, class_names, FILE_TOP_LABELS)
+        max_labels = top_labels(scores.score_max, class_names, FILE_TOP_LABELS)
     return {
         "uri": uri,
+        "channel": channel,
         "status": status,
         "error": error,
         "duration_s": decoded_end / model_rate if units and first.codec else None,
@@ -168,8 +193,8 @@ class MakeFileRows(beam.DoFn):
 
     def process(self, element):
         uri, acc = element
-        row = file_row(uri, acc, *self._row_args)
-        beam.metrics.Metrics.counter("files", row["status"]).inc()
-        if row["status"] != STATUS_OK:
-            beam.metrics.Metrics.counter("failures", error_kind(row["error"])).inc()
-        yield row
+        for row in file_rows(uri, acc, *self._row_args):
+            beam.metrics.Metrics.counter("files", row["status"]).inc()
+            if row["status"] != STATUS_OK:
+                beam.metrics.Metrics.counter("failures", error_kind(row["error"])).inc()
+            yield row

@@ -29,29 +29,34 @@ def _list_column(values: np.ndarray, value_type: pa.DataType) -> pa.ListArray:
 class FrameTableBuilder:
     """Builds frames tables for one model and one choice of optional columns."""
 
-    def __init__(self, spec: ModelSpec, columns: FrameColumns):
+    def __init__(self, spec: ModelSpec, columns: FrameColumns, config: str | None = None):
         self.spec = spec
         self.columns = columns
-        self.schema = frames_schema(spec, columns)
+        self.schema = frames_schema(spec, columns, config)
         self._labels = pa.array(spec.class_names, pa.string())
-        self._config_id = config_id(spec)
+        self._config_id = config or config_id(spec)
 
     @property
     def needs_logmel(self) -> bool:
         return self.columns.logmel_stats or self.columns.logmel_patch
 
-    def build(self, uris: list[str], frame_index: np.ndarray, outputs: dict[str, np.ndarray]) -> pa.Table:
+    def build(self, uris: list[str], frame_index: np.ndarray, outputs: dict[str, np.ndarray],
+              channels: list[int | None] | None = None) -> pa.Table:
+        """``channels``: each row's channel of its file (None, or omitted: channels mixed)."""
         n = len(uris)
         hop_s, window_s = self.spec.hop_s, self.spec.window_s
         start = frame_index.astype(np.float64) * hop_s
         columns = {
             "uri": pa.array(uris, pa.string()),
+            "channel": pa.array(channels if channels is not None else [None] * n, pa.int32()),
             "frame_index": pa.array(frame_index.astype(np.int32)),
             "start_s": pa.array(start),
             "end_s": pa.array(start + window_s),
         }
         scores = outputs[SCORES]
-        if self.columns.top_k > 0:
+        if not self.columns.scores:
+            pass
+        elif self.columns.top_k > 0:
             columns["top_classes"] = self._top_classes(scores)
         else:
             columns["scores"] = _list_column(scores, pa.float32())
@@ -125,12 +130,24 @@ def _ascending(table: pa.Table, columns: list[str]) -> np.ndarray:
     for name in columns:
         column = table.column(name)
         before, after = column.slice(0, rows - 1), column.slice(1)
-        less = pc.less(before, after).to_numpy(zero_copy_only=False)
+        less = _known(pc.less(before, after))
         ascending |= tied & less
-        tied &= pc.equal(before, after).to_numpy(zero_copy_only=False)
+        tied &= _same(before, after)
         if not tied.any():
             break
     return ascending | tied
+
+
+def _known(comparison) -> np.ndarray:
+    """A comparison as booleans, null (a null operand, e.g. a mixed run's ``channel``) as False."""
+    return pc.fill_null(comparison, False).to_numpy(zero_copy_only=False).astype(bool)
+
+
+def _same(before, after) -> np.ndarray:
+    """Equal, with two nulls equal too."""
+    both_null = pc.and_(pc.is_null(before), pc.is_null(after))
+    return pc.or_(pc.fill_null(pc.equal(before, after), False), both_null).to_numpy(
+        zero_copy_only=False).astype(bool)
 
 
 def is_sorted(table: pa.Table, columns: list[str]) -> bool:
@@ -154,11 +171,13 @@ def in_order(table: pa.Table, columns: list[str]) -> pa.Table:
     same_run = _ascending(table, columns[-1:])
     for name in columns[:-1]:
         column = table.column(name)
-        same_run &= pc.equal(column.slice(0, rows - 1), column.slice(1)).to_numpy(zero_copy_only=False)
+        same_run &= _same(column.slice(0, rows - 1), column.slice(1))
     starts = np.concatenate([[0], np.flatnonzero(~same_run) + 1])
     ends = np.concatenate([starts[1:], [rows]])
     firsts = table.select(columns).take(pa.array(starts)).to_pylist()
-    runs = sorted(zip(firsts, starts, ends), key=lambda run: [run[0][c] for c in columns])
+    # (is-not-null, value): nulls first, as ``_known`` never calls a null less than a value
+    runs = sorted(zip(firsts, starts, ends),
+                  key=lambda run: [(run[0][c] is not None, run[0][c]) for c in columns])
     pieces = [table.slice(int(start), int(end - start)) for _, start, end in runs]
     moved = pa.concat_tables(pieces)
     if is_sorted(moved, columns):

@@ -23,15 +23,26 @@ import numpy as np
 from apache_beam import pvalue
 
 from audio_models.loading import ModelSource, load_model
-from audio_models.spec import SCORES, BatchedModel
+from audio_models.spec import EMBEDDING, LOGMEL, SCORES, BatchedModel
 from transforms.output.lease import Lease, Renewer
 from transforms.tagging import malloc_tuning, progress
 from transforms.tagging.bundle_outputs import finish_bundle_outputs
 from transforms.tagging.file_report import ScoreStats
-from transforms.tagging.frame_table import FrameTableBuilder
+from transforms.tagging.frame_table import FrameTableBuilder, logmel_statistics
+from transforms.tagging.heads import HeadOutput
 from transforms.tagging.units import WindowChunk
 
 SCORE_STATS = "score_stats"  # tag of the (uri, ScoreStats) side output
+
+
+def head_frames_tag(index: int) -> str:
+    """Tag of the frames tables of the run's ``index``-th head."""
+    return f"head{index}_frames"
+
+
+def head_stats_tag(index: int) -> str:
+    """Tag of the (uri, ScoreStats) of the run's ``index``-th head."""
+    return f"head{index}_stats"
 
 _models: dict[tuple[ModelSource, str], BatchedModel] = {}
 _models_lock = threading.Lock()
@@ -71,9 +82,9 @@ class WindowQueue:
                 pieces.append(self._chunks.popleft())
                 remaining -= len(head.windows)
             else:
-                pieces.append(WindowChunk(head.uri, head.first_frame, head.windows[:remaining]))
+                pieces.append(WindowChunk(head.uri, head.first_frame, head.windows[:remaining], head.channel))
                 self._chunks[0] = WindowChunk(head.uri, head.first_frame + remaining,
-                                              head.windows[remaining:])
+                                              head.windows[remaining:], head.channel)
                 remaining = 0
         self.size -= count
         return pieces, np.concatenate([p.windows for p in pieces])
@@ -86,8 +97,10 @@ class RunModelBatched(beam.DoFn):
     """
 
     def __init__(self, source: ModelSource, builder: FrameTableBuilder, batch_size: int,
-                 device: str = "auto", overlap: bool = True, lease: Lease | None = None):
+                 device: str = "auto", overlap: bool = True, lease: Lease | None = None,
+                 heads: tuple[HeadOutput, ...] = ()):
         self._source = source
+        self._heads = heads  # each scores the batch's embeddings: its tables and stats go to its own tags
         self._builder = builder
         self._batch_size = batch_size
         self._device = device
@@ -99,6 +112,9 @@ class RunModelBatched(beam.DoFn):
     def setup(self):
         malloc_tuning.pin_mmap_threshold()
         self._model = shared_model(self._source, self._device)
+        self._head_models = [shared_model(head.source, self._device) for head in self._heads]
+        self._head_builders = [head.builder() for head in self._heads]
+        self._heads_need_logmel = any("logmel_stats" in head.columns for head in self._heads)
         if not self._batch_size:
             # Decided here, on the worker: the driver may have no GPU while workers do.
             from audio_models.device import default_batch_size
@@ -157,20 +173,40 @@ class RunModelBatched(beam.DoFn):
         if count < self._batch_size:  # keep one input shape for the whole run
             pad = np.zeros((self._batch_size - count, windows.shape[1]), np.float32)
             windows = np.concatenate([windows, pad])
-        outputs = self._model.predict(windows, with_logmel=self._builder.needs_logmel)
+        with_logmel = self._builder.needs_logmel or self._heads_need_logmel
+        outputs = self._model.predict(windows, with_logmel=with_logmel)
         outputs = {name: value[:count] for name, value in outputs.items()}
+        head_scores = self._score_heads(outputs)
 
         results: list = []
         uris: list[str] = []
+        channels: list[int | None] = []
         frame_index = np.empty(count, np.int64)
         row = 0
         for piece in pieces:
             n = len(piece.windows)
             uris.extend([piece.uri] * n)
+            channels.extend([piece.channel] * n)
             frame_index[row:row + n] = np.arange(piece.first_frame, piece.first_frame + n)
             scores = outputs[SCORES][row:row + n]
-            results.append(pvalue.TaggedOutput(SCORE_STATS, (piece.uri, ScoreStats(
-                n, scores.sum(axis=0, dtype=np.float64), scores.max(axis=0)))))
+            stats = ScoreStats.of(scores, piece.channel)
+            results.append(pvalue.TaggedOutput(SCORE_STATS, (piece.uri, stats)))
+            for index, scored in enumerate(head_scores):
+                results.append(pvalue.TaggedOutput(head_stats_tag(index), (
+                    piece.uri, ScoreStats.of(scored[row:row + n], piece.channel))))
             row += n
-        results.append(self._builder.build(uris, frame_index, outputs))
+        results.append(self._builder.build(uris, frame_index, outputs, channels))
+        for index, (builder, scored) in enumerate(zip(self._head_builders, head_scores)):
+            results.append(pvalue.TaggedOutput(head_frames_tag(index), builder.build(
+                uris, frame_index, {SCORES: scored}, channels)))
         return count, results
+
+    def _score_heads(self, outputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Each head's scores ``[B, classes]`` from the batch's embeddings (no audio, no YAMNet)."""
+        if not self._heads:
+            return []
+        columns = {"embedding": outputs[EMBEDDING]}
+        if LOGMEL in outputs:
+            columns["logmel_stats"] = logmel_statistics(outputs[LOGMEL])
+        return [model.score_frames(columns) for model in self._head_models]
+

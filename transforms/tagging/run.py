@@ -24,13 +24,14 @@ from apache_beam.options.pipeline_options import PipelineOptions
 import storage
 from audio_models.loading import ModelUnavailableError, load_spec, one_line, resolve_source
 from audio_models.spec import ModelSpec
-from schemas.tables import PACKAGE_VERSION, FrameColumns
+from schemas.tables import PACKAGE_VERSION, FrameColumns, config_id
 from transforms.answers.event_options import classes_problem
 from transforms.output import commit_log
 from transforms.output.layout import FAILED, LOG_PROTOCOL, TABLES, OutputLayout, RunRecord, new_run_id
 from transforms.output.lease import DEFAULT_TTL_S, Lease, Renewer
 from transforms.output.reader import published_runs
 from transforms.output.tidy import DamagedOutputError, tidy
+from transforms.tagging.heads import resolve_heads
 from transforms.tagging.listing import AUDIO_EXTENSIONS, InputSpec, first_match, input_specs
 from transforms.tagging.pipeline import PlanWork, TagAudio, TagAudioConfig
 from transforms.tagging.progress import ProgressMonitor
@@ -111,9 +112,10 @@ def prepare(inputs: Sequence[str], output: str, *, manifest: str | None = None, 
             extensions: tuple[str, ...] = AUDIO_EXTENSIONS, follow_symlinks: bool = False,
             force: bool = False, run_id: str | None = None,
             parameters: dict[str, Any] | None = None, check_output: bool = True,
-            **settings) -> tuple[TagAudioConfig, RunRecord]:
-    """Checks that everything named can be reached, resolves the model and classifies the inputs; raises
-    UsageError, in seconds, before any work. Earlier runs are read by ``execute``, under the lease.
+            heads: Sequence[str] = (), **settings) -> tuple[TagAudioConfig, RunRecord]:
+    """Checks that everything named can be reached, resolves the model (and heads) and classifies the
+    inputs; raises UsageError, in seconds, before any work. Earlier runs are read by ``execute``, under
+    the lease.
 
     ``settings`` are the remaining ``TagAudioConfig`` fields (columns, unit_s,
     batch_size, device, decode_processes, ...).
@@ -141,6 +143,15 @@ def prepare(inputs: Sequence[str], output: str, *, manifest: str | None = None, 
                          "only); drop --top_k to write its embeddings")
     out_dir = output.rstrip("/")
     try:
+        head_outputs = resolve_heads(heads, spec, config_id(spec), out_dir)
+    except ValueError as e:
+        raise UsageError(f"--head: {e}") from None
+    if not columns.scores and not head_outputs:
+        raise UsageError("--no_base_scores without --head would write no scores at all: add --head HEAD_DIR")
+    if not columns.scores and events is not None:
+        raise UsageError("--events finds events in the base model's scores: drop --no_base_scores, or run "
+                         "python -m beam_jobs.events --frames OUT/heads/NAME for a head's events")
+    try:
         specs = tuple(input_specs(list(inputs), extensions, follow_symlinks))
     except Exception as e:  # noqa: BLE001 - no credentials, a missing bucket: said in one line
         raise UsageError(f"cannot tell what --input names: {one_line(str(e))}") from None
@@ -148,7 +159,7 @@ def prepare(inputs: Sequence[str], output: str, *, manifest: str | None = None, 
     if run_id and (problem := run_id_problem(out_dir, run_id)):
         raise UsageError(problem)
     config = TagAudioConfig(inputs=specs, output=out_dir, source=source, spec=spec, manifest=manifest,
-                            force=force, **settings)
+                            force=force, heads=head_outputs, **settings)
     record = RunRecord(
         run_id=run_id or new_run_id(), out_dir=out_dir, started_at=time.time(), version=PACKAGE_VERSION,
         parameters=dict(parameters or {}),
@@ -200,8 +211,15 @@ def with_prior_runs(config: TagAudioConfig, record: RunRecord) -> TagAudioConfig
     if problem := run_id_problem(config.output, record.run_id):
         raise UsageError(problem)
     lease = dataclasses.replace(config.lease, base_commit=tidied.head) if config.lease else None
-    prior = () if config.force else tuple(published_runs(config.output))
-    return dataclasses.replace(config, lease=lease, prior_runs=prior)
+    return _with_published(dataclasses.replace(config, lease=lease))
+
+
+def _with_published(config: TagAudioConfig) -> TagAudioConfig:
+    """The committed runs of the output and of each head's output (``OUT/heads/NAME``), for the done-set."""
+    if config.force:
+        return config
+    return dataclasses.replace(config, prior_runs=tuple(published_runs(config.output)),
+                               head_prior_runs=tuple(tuple(published_runs(h.out_dir)) for h in config.heads))
 
 
 @contextlib.contextmanager
@@ -284,6 +302,8 @@ def execute(config: TagAudioConfig, record: RunRecord, options: PipelineOptions,
             try:
                 config = with_prior_runs(config, record)
                 record.write()
+                for head in config.heads:  # 'running' until the run commits it: readers skip it meanwhile
+                    head.record(record).write()
                 pipeline = build(config, record, options)
                 with (_renewing(config.lease),
                       ProgressMonitor(interval_s=progress_s) if progress_s > 0 else contextlib.nullcontext()):
@@ -314,9 +334,7 @@ def execute(config: TagAudioConfig, record: RunRecord, options: PipelineOptions,
 def with_published_runs(config: TagAudioConfig) -> TagAudioConfig:
     """The config with the committed runs as they are now, read without the lease: for a plan, or a job
     built to run later (a template), where nothing is published by this process."""
-    if config.force:
-        return config
-    return dataclasses.replace(config, prior_runs=tuple(published_runs(config.output)))
+    return _with_published(config)
 
 
 def plan_only(config: TagAudioConfig, options: PipelineOptions) -> dict[str, int]:

@@ -3,7 +3,9 @@
 A long file is cut into units on the model's hop grid (``framing.plan_units``)
 so a many-hour recording spreads over workers and never sits whole in memory.
 Decoding a unit yields ``WindowChunk``s of consecutive frames; whatever goes
-wrong is caught and reported for that file alone.
+wrong is caught and reported for that file alone.  With ``--channels`` other
+than mix a unit is still decoded once: its samples come with one column per
+kept channel and each column is framed on its own (one assembler a channel).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from apache_beam import pvalue
 import storage
 from transforms.decoding.messages import END, FINAL_KINDS, INFO, SAMPLES, DecodeRequest, decode_messages
 from transforms.decoding.pool import DEFAULT_TIMEOUT_S, DecodeSession, resolve_processes, shared_pool
-from transforms.decoding.stream import MIN_BYTES_PER_SECOND, DecodeError, probe
+from transforms.decoding.stream import MIN_BYTES_PER_SECOND, MIX, DecodeError, probe
 from transforms.decoding.windows import WindowAssembler, WorkUnit, plan_units
 from transforms.tagging import malloc_tuning, progress
 from transforms.tagging.bundle_outputs import finish_bundle_outputs
@@ -41,6 +43,7 @@ class WindowChunk:
     uri: str
     first_frame: int
     windows: np.ndarray  # [n, window_samples] float32
+    channel: int | None = None  # the file's channel these windows come from; None: all mixed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,14 +85,37 @@ class PlanUnits(beam.DoFn):
 class _UnitDecoding:
     """One unit's decode messages turned into WindowChunks and, at the end, its UnitReport."""
 
-    def __init__(self, unit: WorkUnit, framing: Framing, frames_per_chunk: int):
+    def __init__(self, unit: WorkUnit, framing: Framing, frames_per_chunk: int,
+                 channels: str | tuple[int, ...] = MIX):
         self.unit = unit
         self.start_sample = unit.first_frame * framing.hop
         self.report = UnitReport(unit.unit_index, unit.num_units, end_sample=self.start_sample)
-        self.assembler = WindowAssembler(framing.window, framing.hop, unit.first_frame, unit.end_frame,
-                                         frames_per_chunk)
+        self._framing = framing
+        self._frames_per_chunk = frames_per_chunk
+        # {channel (None: mixed): assembler}, made once the file says which channels it has
+        self.assemblers: dict[int | None, WindowAssembler] = {}
         self.request = DecodeRequest(unit.uri, framing.sample_rate, start_sample=self.start_sample,
-                                     max_samples=self._samples_needed(unit, framing))
+                                     max_samples=self._samples_needed(unit, framing), channels=channels)
+
+    def _assembler(self) -> WindowAssembler:
+        f, unit = self._framing, self.unit
+        return WindowAssembler(f.window, f.hop, unit.first_frame, unit.end_frame, self._frames_per_chunk)
+
+    @property
+    def samples_seen(self) -> int:
+        return max((a.samples_seen for a in self.assemblers.values()), default=0)
+
+    def _each(self, method: str, samples: np.ndarray | None = None):
+        """``assembler.method(...)`` of every channel's assembler, as WindowChunks of that channel."""
+        for column, (channel, assembler) in enumerate(self.assemblers.items()):
+            if method == "push":
+                if assembler.done:
+                    continue
+                produced = assembler.push(samples if channel is None else samples[:, column])
+            else:
+                produced = getattr(assembler, method)()
+            for first, windows in produced:
+                yield WindowChunk(self.unit.uri, first, windows, channel)
 
     @staticmethod
     def _samples_needed(unit: WorkUnit, framing: Framing) -> int | None:
@@ -103,28 +129,26 @@ class _UnitDecoding:
         kind, *body = message
         report = self.report
         if kind == INFO:
-            info = body[0]
+            info, kept = body
             report.codec, report.sample_rate, report.channels = info.codec, info.sample_rate, info.channels
+            report.kept = kept
+            self.assemblers = {channel: self._assembler() for channel in (kept or (None,))}
         elif kind == SAMPLES:
-            if not self.assembler.done:
-                for first, windows in self.assembler.push(body[0]):
-                    yield WindowChunk(self.unit.uri, first, windows)
+            yield from self._each("push", body[0])
         elif kind == END:
             reached_eof, samples_out, problem = body
             report.end_sample = self.start_sample + samples_out
             if reached_eof:
                 report.reached_eof, report.problem = True, problem
-                for first, windows in self.assembler.finish():
-                    yield WindowChunk(self.unit.uri, first, windows)
+                yield from self._each("finish")
         else:  # ERROR: the unit produced nothing usable after this
             report.error, samples_out = body
             if samples_out is not None:
                 report.end_sample = self.start_sample + samples_out
             else:  # the decoder process died: count what reached the windows
-                report.end_sample = self.start_sample + self.assembler.samples_seen
+                report.end_sample = self.start_sample + self.samples_seen
             # Frames whose samples all came before the failure are the audio's own: they are kept.
-            for first, windows in self.assembler.complete():
-                yield WindowChunk(self.unit.uri, first, windows)
+            yield from self._each("complete")
 
 
 class DecodeUnits(beam.DoFn):
@@ -140,8 +164,9 @@ class DecodeUnits(beam.DoFn):
 
     def __init__(self, framing: Framing, frames_per_chunk: int = 32, decode_processes: int = 0,
                  processes_per_machine: int = 1, decode_timeout_s: float = DEFAULT_TIMEOUT_S,
-                 io_retry: storage.RetryPolicy | None = None):
+                 io_retry: storage.RetryPolicy | None = None, channels: str | tuple[int, ...] = MIX):
         self._framing = framing
+        self._channels = channels
         self._frames_per_chunk = frames_per_chunk
         self._decode_processes = decode_processes
         self._processes_per_machine = processes_per_machine
@@ -167,7 +192,7 @@ class DecodeUnits(beam.DoFn):
         self._next_tag = 0
 
     def process(self, unit: WorkUnit):
-        decoding = _UnitDecoding(unit, self._framing, self._frames_per_chunk)
+        decoding = _UnitDecoding(unit, self._framing, self._frames_per_chunk, self._channels)
         if self._session is None:
             for message in decode_messages(decoding.request):
                 yield from decoding.handle(message)
