@@ -171,12 +171,15 @@ def load_spec(source: ModelSource) -> ModelSpec:
     """The model's spec (labels, window, hop, fingerprint) without building its graph, once its files
     are checked whole: a partial copy fails here in one line, not on the workers."""
     entry = _kind(source.kind)
+    # The spec first: a folder that is no export of this kind says so (and how to make one) before a
+    # partial copy of one is looked for.
+    spec = entry.spec_loader(source)
     path = source.local_path()
     with read_errors_as_unavailable(f"check the model files in {path}"):
         problem = model_files.damage(path, entry.needs_graph)
     if problem:
         raise ModelUnavailableError(problem)
-    return entry.spec_loader(source)
+    return spec
 
 
 # --- worker side --------------------------------------------------------------------------------

@@ -195,17 +195,29 @@ def _copy_with_second_run(tagged: Path, destination: Path, config_id: str | None
         shutil.copytree(destination / table / f"run={run_id}", destination / table / f"run={later}")
     record = json.loads((destination / "runs" / f"{run_id}.json").read_text())
     (destination / "runs" / f"{later}.json").write_text(json.dumps({**record, "run_id": later}))
-    if config_id is not None:
-        for path in (destination / "frames" / f"run={later}").glob("*.parquet"):
-            table = pq.read_table(path)
-            metadata = {**table.schema.metadata, b"audio_tagger.config_id": config_id.encode()}
-            pq.write_table(table.replace_schema_metadata(metadata), path)
+    from transforms.output import commit_log
+
+    number = commit_log.head(str(destination)) + 1  # committed after the run it copies
+    assert commit_log.append(str(destination), commit_log.Commit(
+        commit=number, kind=commit_log.RUN, run_id=later, committed_at=0.0, status=record["status"],
+        record={**record, "run_id": later, "commit": number}))
+    if config_id is not None:  # another model: its rows and metadata say so
+        import pyarrow as pa
+
+        for table_name in ("frames", "files"):
+            for path in (destination / table_name / f"run={later}").glob("*.parquet"):
+                table = pq.read_table(path)
+                table = table.set_column(table.schema.get_field_index("config_id"), "config_id",
+                                         pa.array([config_id] * table.num_rows, pa.string()))
+                metadata = {**table.schema.metadata, b"audio_tagger.config_id": config_id.encode()}
+                pq.write_table(table.replace_schema_metadata(metadata), path)
     return destination
 
 
 def test_pooled_training_set_with_both_feature_columns_from_two_runs(corpus, tagged):
     """--features both --pooling mean_max: one example per clip, embedding and log-mel statistics;
-    files tagged by two runs count once (their latest run's frames)."""
+    files tagged by two runs count once: the later run's frames, the earlier run (re-tagged whole) is not
+    read at all."""
     from beam_jobs import build_training_set
 
     frames_dir = _copy_with_second_run(tagged, corpus["root"] / "tagged_twice")
@@ -215,7 +227,7 @@ def test_pooled_training_set_with_both_feature_columns_from_two_runs(corpus, tag
                                      *SPLIT_ARGS])
     assert status == 0
     report = _report(ds_dir)
-    assert len(report["runs"]) == 2
+    assert len(report["runs"]) == 1 and report["runs"][0].endswith("-again")
     assert report["splits"][ts.TRAIN]["clips"] == 12 and report["splits"][ts.TRAIN]["frames"] == 48
     test_rows = _read_split(ds_dir, ts.TEST)
     assert test_rows[ts.FEATURES].shape == (3, 2 * (1024 + ts.LOGMEL_STATS_DIM))
