@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from beam_jobs import command, parse_job_args
+from beam_jobs.runners import expand_runner_alias
 from transforms.training.build import (
     TrainingSetError,
     add_job_arguments,
@@ -46,7 +47,7 @@ def run(argv: list[str] | None = None) -> int:
     if not (opts.frames and opts.labels and opts.output):
         return _fail("--frames OUT_DIR, --labels LABELS.csv and --output DS_DIR are required")
     try:
-        built = build_training_set(request_from(opts), local_options(pipeline_args))
+        built = build_training_set(request_from(opts), local_options(expand_runner_alias(pipeline_args)))
     except TrainingSetError as e:
         return _fail(str(e))
     print(format_report(built.report))

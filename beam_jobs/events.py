@@ -20,6 +20,7 @@ import sys
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from beam_jobs import command, parse_job_args
+from beam_jobs.runners import expand_runner_alias
 from schemas.tables import METADATA_PREFIX
 from transforms.answers.event_options import (
     EventOptionsError,
@@ -110,7 +111,7 @@ def run(argv: list[str] | None = None) -> int:
             {(METADATA_PREFIX + k).encode(): v.encode() for k, v in meta.items()})
     except (EventOptionsError, FramesNotUsableError) as e:
         return _fail(str(e))
-    options = PipelineOptions(pipeline_args)
+    options = PipelineOptions(expand_runner_alias(pipeline_args))
     standard = options.view_as(StandardOptions)
     if not standard.runner:
         standard.runner = "FnApiRunner"  # DirectRunner first tries Prism, which downloads a binary

@@ -28,6 +28,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 import storage
 from beam_jobs import command, parse_job_args
+from beam_jobs.runners import expand_runner_alias
 from schemas.tables import METADATA_PREFIX
 from transforms.answers.queries import FramesModel, QueryError, embed_queries
 from transforms.answers.search import POOLINGS, QuerySet
@@ -94,7 +95,7 @@ def run(argv: list[str] | None = None) -> int:
     settings = SearchSettings(tuple(names), QuerySet.of(vectors, opts.query_pooling), opts.top_k,
                               opts.max_per_file)
     metadata = {(METADATA_PREFIX + k).encode(): v.encode() for k, v in source.metadata.items()}
-    options = PipelineOptions(pipeline_args)
+    options = PipelineOptions(expand_runner_alias(pipeline_args))
     standard = options.view_as(StandardOptions)
     engine = opts.engine if opts.engine != "auto" else ("beam" if standard.runner else "local")
     output = opts.output.rstrip("/")
@@ -112,7 +113,7 @@ def run(argv: list[str] | None = None) -> int:
                "max_per_file": opts.max_per_file, "query_pooling": opts.query_pooling, "engine": engine,
                "frames_scanned": scanned,
                "embed_queries_s": round(embedded - started, 2), "scan_s": round(scan_s, 2),
-               "frames_per_s": round(scanned / scan_s) if scan_s > 0 else None,
+               "frames_per_s": round(scanned / scan_s) if scan_s > 0 and scanned is not None else None,
                "model": source.base_model()}
     storage.write_json(storage.join(output, SUMMARY_FILE), summary)
     rows = table.select(["query", "uri", "start_s", "end_s", "score"]).to_pylist()
@@ -121,7 +122,8 @@ def run(argv: list[str] | None = None) -> int:
         best = "; ".join(f"{r['uri'].rsplit('/', 1)[-1]} {r['start_s']:.2f}-{r['end_s']:.2f} s "
                          f"({r['score']:.3f})" for r in top)
         print(f"{name}: {best or 'no hits'}")
-    print(f"search: {scanned} frames scanned in {scan_s:.2f} s ({engine}); {table.num_rows} hits")
+    scanned_text = f"{scanned} frames" if scanned is not None else "frames (uncounted: no runner metrics)"
+    print(f"search: {scanned_text} scanned in {scan_s:.2f} s ({engine}); {table.num_rows} hits")
     print(f"  hits       {storage.join(output, 'hits.parquet')}")
     print(f"  page       {page}")
     return 0

@@ -133,13 +133,17 @@ def SearchFrameFiles(pbegin, frame_files: Sequence[str], settings: SearchSetting
 
 
 def search_beam(frame_files: Sequence[str], settings: SearchSettings, output: str, options,
-                metadata: dict[bytes, bytes] | None = None) -> tuple[pa.Table, int]:
-    """Runs the pipeline; returns (the hits table it wrote, frames scanned)."""
+                metadata: dict[bytes, bytes] | None = None) -> tuple[pa.Table, int | None]:
+    """Runs the pipeline; returns (the hits table it wrote, frames scanned, None when the runner
+    collects no metrics: Beam's DaskRunner)."""
     pipeline = beam.Pipeline(options=options)
     _ = pipeline | "Search" >> SearchFrameFiles(frame_files, settings, output, metadata)
     result = pipeline.run()
     result.wait_until_finish()
-    counters = result.metrics().query(beam.metrics.MetricsFilter().with_name("frames"))["counters"]
+    try:
+        counters = result.metrics().query(beam.metrics.MetricsFilter().with_name("frames"))["counters"]
+    except NotImplementedError:
+        return read_hits(output), None
     scanned = sum(c.committed or c.attempted or 0 for c in counters)
     return read_hits(output), int(scanned)
 
