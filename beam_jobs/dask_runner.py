@@ -155,7 +155,9 @@ class _BagVisitor(PipelineVisitor):
         side_specs, side_items = [], []
         for side in node.side_inputs:
             side_specs.append((type(side), side._view_options(), side._window_mapping_fn))
-            side_items.append(self.bag_of(side.pvalue).reduction(list, _concat))
+            # A Delayed, not the Item: map_partitions inlines an Item's whole upstream into each consumer.
+            elements = self.bag_of(side.pvalue).reduction(list, _concat)
+            side_items.append(elements.to_delayed(optimize_graph=False))
         payload = pickler.dumps((transform.fn, transform.label, window_fn, list(args), kwargs, side_specs))
         return input_bag.map(get_windowed_value, window_fn).map_partitions(_run_bundle, payload, *side_items)
 
