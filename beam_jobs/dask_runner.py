@@ -21,13 +21,19 @@ rest, and replaces only the ParDo translation and the graph walk: a ParDo's
 bag holds ``(tag, value)`` pairs that each output filters; ``finish_bundle``
 runs before the bundle's outputs are returned; a side input is one more node
 of the same graph (a reduction to a list); every transform nobody consumes is
-computed.  Dask still schedules everything.
+computed.  Two costs of Beam's translation go too: a DoFn is set up once per
+worker thread and reused (Beam's set it up and tore it down for every
+partition), and an empty partition is no bundle.  Dask still schedules
+everything.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
+import hashlib
+import threading
 from typing import Any
 
 import apache_beam as beam
@@ -38,7 +44,10 @@ from apache_beam.runners.common import DoFnContext, DoFnInvoker, DoFnSignature, 
 from apache_beam.runners.dask import dask_runner as beam_dask
 from apache_beam.runners.dask.overrides import dask_overrides
 from apache_beam.runners.dask.transform_evaluator import TRANSLATIONS, Flatten, NoOp, get_windowed_value
+from apache_beam.runners.runner import PipelineState
 from apache_beam.transforms.sideinputs import SideInputMap
+
+_NOTHING = object()
 
 
 class _Collect(Receiver):
@@ -75,9 +84,48 @@ class _WindowedValues:
             yield get_windowed_value(value, self.window_fn)
 
 
+_thread_dofns = threading.local()
+DOFNS_KEPT_PER_THREAD = 32
+
+
+def _set_up_dofn(payload: bytes) -> tuple[DoFnSignature, tuple]:
+    """The DoFn of ``payload``, set up once per worker thread and reused by its later bundles, as Beam's
+    runners reuse DoFn instances (a DoFn's setup loads models and starts decoder processes)."""
+    kept = getattr(_thread_dofns, "kept", None)
+    if kept is None:
+        kept = _thread_dofns.kept = collections.OrderedDict()
+    key = hashlib.sha256(payload).digest()
+    if key in kept:
+        kept.move_to_end(key)
+        return kept[key]
+    do_fn, *rest = pickler.loads(payload)
+    signature = DoFnSignature(do_fn)
+    signature.setup_lifecycle_method.method_value()
+    kept[key] = (signature, tuple(rest))
+    while len(kept) > DOFNS_KEPT_PER_THREAD:
+        _tear_down(kept.popitem(last=False)[1][0])
+    return kept[key]
+
+
+def _tear_down(signature: DoFnSignature) -> None:
+    signature.teardown_lifecycle_method.method_value()
+
+
+def _drop_dofn(payload: bytes) -> None:
+    """After a failed bundle, as Beam does: the instance may be in any state."""
+    kept = getattr(_thread_dofns, "kept", {})
+    entry = kept.pop(hashlib.sha256(payload).digest(), None)
+    if entry is not None:
+        _tear_down(entry[0])
+
+
 def _run_bundle(items, payload: bytes, *side_values) -> list[tuple[str | None, Any]]:
-    """One Dask partition as one bundle: setup, start, process each, finish, teardown."""
-    do_fn, label, window_fn, args, kwargs, side_specs = pickler.loads(payload)
+    """One Dask partition as one bundle: start, process each, finish. An empty partition is no bundle."""
+    items = iter(items)
+    first = next(items, _NOTHING)
+    if first is _NOTHING:
+        return []
+    signature, (label, window_fn, args, kwargs, side_specs) = _set_up_dofn(payload)
     receivers = _Receivers()
     handler = _OutputHandler(
         window_fn=window_fn, main_receivers=receivers[None], tagged_receivers=receivers,
@@ -86,17 +134,18 @@ def _run_bundle(items, payload: bytes, *side_values) -> list[tuple[str | None, A
     side_inputs = [SideInputMap(view_class, view_options, _WindowedValues(values, mapping_fn))
                    for (view_class, view_options, mapping_fn), values in zip(side_specs, side_values)]
     invoker = DoFnInvoker.create_invoker(
-        DoFnSignature(do_fn), handler, context=DoFnContext(label, state=None), side_inputs=side_inputs,
+        signature, handler, context=DoFnContext(label, state=None), side_inputs=side_inputs,
         input_args=args, input_kwargs=kwargs, user_state_context=None,
         bundle_finalizer_param=beam.DoFn.BundleFinalizerParam())
-    invoker.invoke_setup()
     try:
         invoker.invoke_start_bundle()
+        invoker.invoke_process(first)
         for item in items:
             invoker.invoke_process(item)
         invoker.invoke_finish_bundle()  # before the outputs are taken: what it emits belongs to them
-    finally:
-        invoker.invoke_teardown()
+    except BaseException:
+        _drop_dofn(payload)
+        raise
     return receivers.values
 
 
@@ -183,4 +232,16 @@ class DaskRunner(beam_dask.DaskRunner):
         # Only a count of each end comes back to the driver, not the elements.
         ends = [bag.count() for bag in visitor.unconsumed()]
         futures = client.compute(list(dask.optimize(*ends)))
-        return beam_dask.DaskRunnerResult(client, futures)
+        return _ClosingResult(client, futures)
+
+
+class _ClosingResult(beam_dask.DaskRunnerResult):
+    """Closes the driver's connection to the scheduler once the job has ended (Beam's leaves it open, and it
+    keeps reconnecting after the cluster is gone)."""
+
+    def wait_until_finish(self, duration=None) -> str:
+        try:
+            return super().wait_until_finish(duration)
+        finally:
+            if self.state in (PipelineState.DONE, PipelineState.FAILED):
+                self.client.close()

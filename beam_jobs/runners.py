@@ -12,7 +12,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 DASK_RUNNER = "beam_jobs.dask_runner.DaskRunner"
 # Beam's own short name is taken too: its translation mixes tagged outputs and drops finish_bundle output.
 RUNNER_ALIASES = {"dask": DASK_RUNNER, "daskrunner": DASK_RUNNER}
-CONNECT_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 5.0
 
 
 def expand_runner_alias(args: list[str]) -> list[str]:

@@ -16,6 +16,10 @@ EXAMPLE_MODEL = REPO / "examples" / "models" / "keyword"
 CORPUS = ("lift.wav", "kitchen_lights.mp3", "robot_commands.flac")  # three codecs, about 10 s in all
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a test over a minute on 2 cores; -m 'not slow' leaves it out")
+
+
 def corpus_args() -> list[str]:
     args = []
     for name in CORPUS:
