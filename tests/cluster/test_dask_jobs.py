@@ -1,0 +1,44 @@
+"""beam_jobs.events and beam_jobs.search on a Dask cluster give what the local runner gives."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.cluster.conftest import CORPUS, EXAMPLE_AUDIO, EXAMPLE_MODEL, corpus_args
+from tests.pipeline_helpers import read_table, run_tag_audio
+
+
+@pytest.fixture(scope="module")
+def tagged(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tagged") / "out"
+    assert run_tag_audio([*corpus_args(), "--output", str(out)]) == 0
+    return out
+
+
+def _events(out_dir):
+    table = read_table(out_dir, "events")
+    rows = table.drop_columns(["run"]).to_pylist()
+    return sorted(tuple(sorted(r.items())) for r in rows)
+
+
+def test_events_on_dask_match_the_local_runner(dask_cluster, tagged, tmp_path):
+    from beam_jobs import events
+
+    assert events.run(["--frames", str(tagged), "--output", str(tmp_path / "local")]) == 0
+    assert events.run(["--frames", str(tagged), "--output", str(tmp_path / "dask"),
+                       *dask_cluster.runner_args()]) == 0
+    local = _events(tmp_path / "local")
+    assert local and _events(tmp_path / "dask") == local
+
+
+def test_search_on_dask_matches_the_local_runner(dask_cluster, tagged, tmp_path, capsys):
+    from beam_jobs import search
+
+    query = ["--frames", str(tagged), "--query", str(EXAMPLE_AUDIO / CORPUS[0]), "--model_path",
+             str(EXAMPLE_MODEL), "--top_k", "5"]
+    assert search.run([*query, "--output", str(tmp_path / "local"), "--engine", "beam"]) == 0
+    assert search.run([*query, "--output", str(tmp_path / "dask"), *dask_cluster.runner_args()]) == 0
+    assert "frames (uncounted: no runner metrics) scanned" in capsys.readouterr().out
+    local = pq.read_table(tmp_path / "local" / "hits.parquet").to_pylist()
+    assert len(local) == 5 and pq.read_table(tmp_path / "dask" / "hits.parquet").to_pylist() == local
