@@ -42,3 +42,13 @@ def test_search_on_dask_matches_the_local_runner(dask_cluster, tagged, tmp_path,
     assert "frames (uncounted: no runner metrics) scanned" in capsys.readouterr().out
     local = pq.read_table(tmp_path / "local" / "hits.parquet").to_pylist()
     assert len(local) == 5 and pq.read_table(tmp_path / "dask" / "hits.parquet").to_pylist() == local
+
+
+def test_a_manifest_is_read_on_dask(dask_cluster, tmp_path, capsys):
+    from beam_jobs import tag_audio
+
+    manifest = tmp_path / "manifest.txt"
+    manifest.write_text("# three files\n" + "".join(f"{EXAMPLE_AUDIO / name}\n" for name in CORPUS))
+    assert tag_audio.run(["--input_manifest", str(manifest), "--output", str(tmp_path / "out"),
+                          "--model_path", str(EXAMPLE_MODEL), "--plan_only", *dask_cluster.runner_args()]) == 0
+    assert "3 input files: 3 new" in capsys.readouterr().out
