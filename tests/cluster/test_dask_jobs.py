@@ -49,6 +49,7 @@ def test_a_manifest_is_read_on_dask(dask_cluster, tmp_path, capsys):
 
     manifest = tmp_path / "manifest.txt"
     manifest.write_text("# three files\n" + "".join(f"{EXAMPLE_AUDIO / name}\n" for name in CORPUS))
-    assert tag_audio.run(["--input_manifest", str(manifest), "--output", str(tmp_path / "out"),
-                          "--model_path", str(EXAMPLE_MODEL), "--plan_only", *dask_cluster.runner_args()]) == 0
+    args = ["--input_manifest", str(manifest), "--output", str(tmp_path / "out"), "--model_path",
+            str(EXAMPLE_MODEL), "--plan_only", *dask_cluster.runner_args()]
+    assert tag_audio.run(args) == 0
     assert "3 input files: 3 new" in capsys.readouterr().out
