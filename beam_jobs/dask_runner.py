@@ -173,7 +173,7 @@ def _read_bundle(bundle) -> list:
 
 def _read(source):
     """A bounded source split into bundles of about READ_BUNDLE_BYTES, one partition each, read on the
-    workers (Beam's runner has no translation for Read: a manifest read with ReadFromText came out empty)."""
+    workers (Beam's runner has no translation for Read, so a manifest read with ReadFromText gave nothing)."""
     import dask.bag as db
 
     bundles = list(source.split(desired_bundle_size=READ_BUNDLE_BYTES))
@@ -238,7 +238,7 @@ class _BagVisitor(PipelineVisitor):
 
 
 class DaskRunner(beam_dask.DaskRunner):
-    """``--runner dask``: Beam's DaskRunner with tagged outputs, finish_bundle and side inputs fixed."""
+    """``--runner dask``: Beam's DaskRunner with tagged outputs, finish_bundle, side inputs and Read fixed."""
 
     def run_pipeline(self, pipeline, options):
         import dask
