@@ -19,6 +19,7 @@ Workers start in a directory outside the checkout, without PYTHONPATH.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -53,7 +54,11 @@ def build_wheel(directory: Path) -> Path:
         if (REPO / name).exists():
             shutil.copy(REPO / name, source / name)
     wheels = directory / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+    # With setuptools here, build with it (offline); without (Python >= 3.12 venvs), pip fetches it the
+    # way `pip install -e .` did.
+    offline = importlib.util.find_spec("setuptools") and importlib.util.find_spec("wheel")
+    isolation = ["--no-build-isolation"] if offline else []
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", *isolation,
                     "--wheel-dir", str(wheels), str(source)], check=True, capture_output=True, timeout=300)
     return next(wheels.glob("*.whl"))
 
