@@ -25,7 +25,8 @@ runs before the bundle's outputs are returned; a side input is one more node
 of the same graph (a reduction to a list); every transform nobody consumes is
 computed.  Two costs of Beam's translation go too: a DoFn is set up once per
 worker thread and reused (Beam's set it up and tore it down for every
-partition), and an empty partition is no bundle.  Dask still schedules
+partition), torn down on every worker when the job ends; and an empty
+partition is no bundle.  Dask still schedules
 everything.
 """
 
@@ -35,6 +36,7 @@ import collections
 import dataclasses
 import functools
 import hashlib
+import logging
 import threading
 from typing import Any
 
@@ -49,6 +51,7 @@ from apache_beam.runners.dask.transform_evaluator import TRANSLATIONS, Flatten, 
 from apache_beam.runners.runner import PipelineState
 from apache_beam.transforms.sideinputs import SideInputMap
 
+_log = logging.getLogger(__name__)
 _NOTHING = object()
 
 
@@ -86,27 +89,34 @@ class _WindowedValues:
             yield get_windowed_value(value, self.window_fn)
 
 
-_thread_dofns = threading.local()
-DOFNS_KEPT_PER_THREAD = 32
+# (worker thread, payload digest) -> the DoFn set up for it, process-wide so that the end of a job can tear
+# its DoFns down from whichever thread asks (their decoder processes would otherwise outlive the job).
+_kept: collections.OrderedDict = collections.OrderedDict()
+_kept_lock = threading.Lock()
+DOFNS_KEPT = 256  # a bound if jobs end without their teardown (a driver that died): oldest first
+
+
+def _digest(payload: bytes) -> bytes:
+    return hashlib.sha256(payload).digest()
 
 
 def _set_up_dofn(payload: bytes) -> tuple[DoFnSignature, tuple]:
     """The DoFn of ``payload``, set up once per worker thread and reused by its later bundles, as Beam's
     runners reuse DoFn instances (a DoFn's setup loads models and starts decoder processes)."""
-    kept = getattr(_thread_dofns, "kept", None)
-    if kept is None:
-        kept = _thread_dofns.kept = collections.OrderedDict()
-    key = hashlib.sha256(payload).digest()
-    if key in kept:
-        kept.move_to_end(key)
-        return kept[key]
+    key = (threading.get_ident(), _digest(payload))
+    with _kept_lock:
+        if key in _kept:
+            _kept.move_to_end(key)
+            return _kept[key]
     do_fn, *rest = pickler.loads(payload)
     signature = DoFnSignature(do_fn)
     signature.setup_lifecycle_method.method_value()
-    kept[key] = (signature, tuple(rest))
-    while len(kept) > DOFNS_KEPT_PER_THREAD:
-        _tear_down(kept.popitem(last=False)[1][0])
-    return kept[key]
+    with _kept_lock:
+        _kept[key] = entry = (signature, tuple(rest))
+        evicted = [_kept.popitem(last=False)[1] for _ in range(len(_kept) - DOFNS_KEPT)]
+    for old, _ in evicted:
+        _tear_down(old)
+    return entry
 
 
 def _tear_down(signature: DoFnSignature) -> None:
@@ -115,10 +125,19 @@ def _tear_down(signature: DoFnSignature) -> None:
 
 def _drop_dofn(payload: bytes) -> None:
     """After a failed bundle, as Beam does: the instance may be in any state."""
-    kept = getattr(_thread_dofns, "kept", {})
-    entry = kept.pop(hashlib.sha256(payload).digest(), None)
+    with _kept_lock:
+        entry = _kept.pop((threading.get_ident(), _digest(payload)), None)
     if entry is not None:
         _tear_down(entry[0])
+
+
+def tear_down_job(digests: set[bytes]) -> int:
+    """Tears down this worker's DoFns of one job (by payload digest); run on every worker at its end."""
+    with _kept_lock:
+        entries = [_kept.pop(key) for key in list(_kept) if key[1] in digests]
+    for signature, _ in entries:
+        _tear_down(signature)
+    return len(entries)
 
 
 def _run_bundle(items, payload: bytes, *side_values) -> list[tuple[str | None, Any]]:
@@ -193,6 +212,7 @@ class _BagVisitor(PipelineVisitor):
         self._bag_kwargs = bag_kwargs
         self.bags: dict[AppliedPTransform, Any] = {}
         self._consumed: set[AppliedPTransform] = set()
+        self.payload_digests: set[bytes] = set()
 
     def bag_of(self, pcoll: pvalue.PValue):
         """The bag of one PCollection: a ParDo's bag filtered to the PCollection's tag."""
@@ -230,6 +250,7 @@ class _BagVisitor(PipelineVisitor):
             elements = self.bag_of(side.pvalue).reduction(list, _concat)
             side_items.append(elements.to_delayed(optimize_graph=False))
         payload = pickler.dumps((transform.fn, transform.label, window_fn, list(args), kwargs, side_specs))
+        self.payload_digests.add(_digest(payload))
         return input_bag.map(get_windowed_value, window_fn).map_partitions(_run_bundle, payload, *side_items)
 
     def unconsumed(self) -> list:
@@ -254,16 +275,24 @@ class DaskRunner(beam_dask.DaskRunner):
         # Only a count of each end comes back to the driver, not the elements.
         ends = [bag.count() for bag in visitor.unconsumed()]
         futures = client.compute(list(dask.optimize(*ends)))
-        return _ClosingResult(client, futures)
+        return _ClosingResult(client, futures, visitor.payload_digests)
 
 
 class _ClosingResult(beam_dask.DaskRunnerResult):
-    """Closes the driver's connection to the scheduler once the job has ended (Beam's leaves it open, and it
-    keeps reconnecting after the cluster is gone)."""
+    """At the job's end, tears its DoFns down on every worker, then closes the driver's connection to the
+    scheduler (Beam's leaves it open, and it keeps reconnecting after the cluster is gone)."""
+
+    def __init__(self, client, futures, payload_digests: set[bytes]):
+        super().__init__(client, futures)
+        self._payload_digests = payload_digests
 
     def wait_until_finish(self, duration=None) -> str:
         try:
             return super().wait_until_finish(duration)
         finally:
             if self.state in (PipelineState.DONE, PipelineState.FAILED):
+                try:
+                    self.client.run(tear_down_job, self._payload_digests)
+                except Exception as e:  # noqa: BLE001 - the job's outcome stands; idle DoFns are evicted later
+                    _log.warning("could not tear down the job's DoFns on the workers: %s", e)
                 self.client.close()
