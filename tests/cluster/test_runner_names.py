@@ -18,6 +18,6 @@ def test_short_names_expand_and_others_stay():
 
 
 def test_decoder_pools_are_sized_by_the_worker_threads_on_a_host(dask_cluster):
-    # Two single-thread worker processes on 127.0.0.1: each thread gets half the host's cores.
+    # Two single-thread worker processes on 127.0.0.1: each process's decoder pool gets half the cores.
     options = PipelineOptions(expand_runner_alias(dask_cluster.runner_args()))
     assert dask_threads_per_host(options) == 2
