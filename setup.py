@@ -39,6 +39,14 @@ TEST_REQUIRES = [
     "imageio-ffmpeg==0.8.1",  # bench.decode: the ffmpeg command line the decoder is measured against
 ]
 
+# `--runner dask` (docs/cluster.md). Beam's own dask extra asks only for dask and distributed >= 2024.4.2;
+# pinned here so the driver, the scheduler and every worker run the same Dask (it warns on a mismatch and
+# a task graph may not unpickle). These resolve with the pins above; `make test` installs them.
+DASK_REQUIRES = [
+    "dask==2026.8.0",
+    "distributed==2026.8.0",
+]
+
 setup(
     name="audio-tagger",
     version="0.1.0",
@@ -47,5 +55,5 @@ setup(
     classifiers=[f"Programming Language :: Python :: {v}" for v in PYTHON_VERSIONS],
     packages=find_packages(include=["beam_jobs*", "transforms*", "schemas*", "storage*", "audio_models*"]),
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": TEST_REQUIRES},
+    extras_require={"test": TEST_REQUIRES, "dask": DASK_REQUIRES},
 )

@@ -86,9 +86,11 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, beam: 
 # --- Beam's options -------------------------------------------------------------------------------
 
 def expand_runner_aliases(args: Sequence[str]) -> list[str]:
-    """The one place where short runner names on the command line (``--runner NAME``) would become
-    the names Beam knows, before any PipelineOptions is built from them.  None are defined yet."""
-    return list(args)
+    """The one place where short runner names on the command line (``--runner dask``) become the names
+    Beam knows (``beam_jobs.runners``), before any PipelineOptions is built from them."""
+    from beam_jobs.runners import expand_runner_alias
+
+    return expand_runner_alias(list(args))
 
 
 def with_default_runner(options: PipelineOptions) -> PipelineOptions:

@@ -82,7 +82,9 @@ def run(argv: list[str] | None = None) -> int:
         best = "; ".join(f"{r['uri'].rsplit('/', 1)[-1]} {r['start_s']:.2f}-{r['end_s']:.2f} s "
                          f"({r['score']:.3f})" for r in top)
         print(f"{name}: {best or 'no hits'}")
-    print(f"search: {summary['frames_scanned']} frames scanned in {summary['scan_s']:.2f} s ({engine}); "
+    scanned = summary["frames_scanned"]
+    scanned = f"{scanned} frames" if scanned is not None else "frames (uncounted: no runner metrics)"
+    print(f"search: {scanned} scanned in {summary['scan_s']:.2f} s ({engine}); "
           f"{result.table.num_rows} hits")
     print(f"  hits       {result.hits_path}")
     print(f"  page       {result.page_path}")

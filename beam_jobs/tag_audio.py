@@ -24,6 +24,12 @@ from apache_beam.options.pipeline_options import (
 from audio_models.loading import known_kinds
 from beam_jobs import cli
 from beam_jobs.event_arguments import add_event_arguments, event_settings_from
+from beam_jobs.runners import (
+    ClusterUnreachableError,
+    dask_threads_per_host,
+    is_dask,
+    progress_unobservable_line,
+)
 from schemas.tables import FrameColumns
 from storage import RetryPolicy
 from transforms.answers.event_options import EventOptionsError
@@ -218,6 +224,8 @@ def sdk_processes_per_machine(options: PipelineOptions) -> int:
     if runner in ("dataflowrunner", "dataflow"):
         experiments = options.view_as(DebugOptions).experiments or []
         return 1 if "no_use_multiple_sdk_containers" in experiments else 0
+    if is_dask(options):
+        return dask_threads_per_host(options)
     direct = options.view_as(DirectOptions)
     if direct.direct_running_mode == "multi_processing":
         return max(1, direct.direct_num_workers)
@@ -253,6 +261,10 @@ def prepare_job(options: PipelineOptions) -> tuple[TagAudioConfig, RunRecord]:
             events = event_settings_from(opts)
         except EventOptionsError as e:
             raise tagging.UsageError(f"--events: {e}") from None
+    try:
+        processes_per_machine = sdk_processes_per_machine(options)
+    except ClusterUnreachableError as e:
+        raise tagging.UsageError(str(e)) from None
     config, record = tagging.prepare(
         opts.input, opts.output, manifest=opts.input_manifest, model=opts.model, model_path=opts.model_path,
         hop_s=opts.hop_s, model_options=_model_options(opts), extensions=_extensions(opts),
@@ -260,7 +272,7 @@ def prepare_job(options: PipelineOptions) -> tuple[TagAudioConfig, RunRecord]:
         force=opts.force, run_id=opts.run_id, check_output=not _only_builds_a_job(options),
         parameters={k: v for k, v in opts.get_all_options().items() if k in own},
         columns=_frame_columns(opts), unit_s=opts.unit_s, batch_size=opts.batch_size, device=opts.device,
-        decode_processes=opts.decode_processes, processes_per_machine=sdk_processes_per_machine(options),
+        decode_processes=opts.decode_processes, processes_per_machine=processes_per_machine,
         decode_timeout_s=opts.decode_timeout_s, retry_failed=opts.retry_failed,
         max_failed_fraction=opts.max_failed_fraction,
         io_retry=RetryPolicy(opts.io_retries, opts.io_retry_s), events=events, channels=channels,
@@ -299,8 +311,12 @@ def run(argv: list[str] | None = None) -> int:
         tagging.build(tagging.with_published_runs(config), record, options).run()
         print(f"tag_audio: job built for {options.view_as(StandardOptions).runner}; nothing was run")
         return 0
+    progress_s = opts.progress_s
+    if progress_s > 0 and (line := progress_unobservable_line(options)):
+        print(f"tag_audio: {line}", file=sys.stderr)
+        progress_s = 0.0
     try:
-        final = tagging.execute(config, record, options, progress_s=opts.progress_s,
+        final = tagging.execute(config, record, options, progress_s=progress_s,
                                 lease_ttl_s=opts.lease_ttl_s)
     except OutputBusyError as e:
         return cli.fail(JOB, str(e), status=BUSY)

@@ -1,12 +1,17 @@
 """Backfill planning at archive scale: a manifest of N URIs against a done-set of N files rows.
 
-    python -m bench.plan_backfill [--sizes 100000,1000000] [--done_fraction 0.9] [--model_path DIR]
+    python -m bench.plan_backfill [--sizes 100000,1000000] [--done_fraction 0.9] [--model_path DIR] \
+        [--runners local,dask]
 
 For each size it creates N real (empty) files and a manifest naming them, plus a
 published run whose files table says ``ok`` for ``done_fraction`` of them and
 holds as many rows again for URIs outside the manifest (so the done-set has N
 rows), then times ``tag_audio --plan_only`` in a subprocess and reads its peak
-RSS.  Prints a table last.
+RSS.  With ``dask`` among the runners it also starts a dask.distributed
+cluster on 127.0.0.1 (a scheduler and two single-thread worker processes) and
+plans on it with ``--runner dask``: the RSS is then the driver's alone, the
+work being in the workers.  Prints a table last, with each Dask row's ratio to
+the local row of the same size.
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -71,20 +75,57 @@ def make_archive(root: Path, n: int, done_fraction: float, config: str) -> tuple
     return manifest, out
 
 
-def time_plan(manifest: Path, out: Path, model_path: str) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS MB of the job's process tree, the plan line)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    start = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "beam_jobs.tag_audio", "--input_manifest", str(manifest), "--output", str(out),
-         "--model_path", model_path, "--plan_only"],
-        cwd=REPO, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    wall = time.perf_counter() - start
-    if result.returncode != 0:
-        raise SystemExit(result.stderr[-3000:])
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    plan = [line for line in result.stdout.splitlines() if line.startswith("plan:")][0]
-    return wall, max(peak, before) / 1024, plan
+def time_plan(manifest: Path, out: Path, model_path: str, runner_args: tuple[str, ...] = ()
+              ) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS MB of the job's own process, the plan line)."""
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        start = time.perf_counter()
+        job = subprocess.Popen(
+            [sys.executable, "-m", "beam_jobs.tag_audio", "--input_manifest", str(manifest), "--output",
+             str(out), "--model_path", model_path, "--plan_only", *runner_args],
+            cwd=REPO, stdout=stdout, stderr=stderr, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        _, status, usage = os.wait4(job.pid, 0)  # this child's own rusage, not every child's maximum
+        wall = time.perf_counter() - start
+        job.returncode = os.waitstatus_to_exitcode(status)
+        stdout.seek(0)
+        stderr.seek(0)
+        if job.returncode != 0:
+            raise SystemExit(stderr.read()[-3000:])
+        plan = [line for line in stdout.read().splitlines() if line.startswith("plan:")][0]
+    return wall, usage.ru_maxrss / 1024, plan
+
+
+def start_dask(directory: Path) -> tuple[str, list[subprocess.Popen]]:
+    """A scheduler and a two-worker process group on 127.0.0.1; returns (address, processes)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    address = f"tcp://127.0.0.1:{port}"
+    log = open(directory / "dask.log", "wb")  # noqa: SIM115 - kept open while the cluster runs
+    python = [sys.executable, "-m"]
+    scheduler = subprocess.Popen([*python, "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port",
+                                  str(port), "--dashboard-address", ":0"], env=env, cwd=directory,
+                                 stdout=log, stderr=log, start_new_session=True)
+    time.sleep(3)
+    workers = subprocess.Popen([*python, "distributed.cli.dask_worker", address, "--nworkers", "2",
+                                "--nthreads", "1", "--dashboard-address", ":0"], env=env, cwd=directory,
+                               stdout=log, stderr=log, start_new_session=True)
+    from distributed import Client
+
+    with Client(address, timeout=60) as client:
+        client.wait_for_workers(2, timeout=120)
+    return address, [workers, scheduler]
+
+
+def stop_dask(processes: list[subprocess.Popen]) -> None:
+    import signal
+
+    for process in processes:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(30)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,29 +135,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--done_fraction", type=float, default=0.9)
     parser.add_argument("--model_path", default=str(DEFAULT_MODEL))
     parser.add_argument("--workdir", default=None, help="Where to build the archives (default: a temp dir).")
+    parser.add_argument("--runners", default="local", help="Comma-separated: local (FnApiRunner), dask.")
     args = parser.parse_args(argv)
+    runners = [r.strip() for r in args.runners.split(",") if r.strip()]
     if not Path(args.model_path).exists():
         raise SystemExit(f"no model at {args.model_path}: pass --model_path (any YAMNet SavedModel)")
     config = _config_id(args.model_path)
 
     results = []
-    for n in (int(s) for s in args.sizes.split(",")):
-        root = Path(tempfile.mkdtemp(prefix=f"plan{n}_", dir=args.workdir))
-        try:
-            t0 = time.perf_counter()
-            manifest, out = make_archive(root, n, args.done_fraction, config)
-            print(f"built {n} files + done-set in {time.perf_counter() - t0:.0f} s", flush=True)
-            wall, peak_mb, plan = time_plan(manifest, out, args.model_path)
-            print(plan, flush=True)
-            results.append((n, wall, peak_mb))
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
+    cluster_dir = Path(tempfile.mkdtemp(prefix="plan_dask_", dir=args.workdir))
+    address, cluster = start_dask(cluster_dir) if "dask" in runners else (None, [])
+    try:
+        for n in (int(s) for s in args.sizes.split(",")):
+            root = Path(tempfile.mkdtemp(prefix=f"plan{n}_", dir=args.workdir))
+            try:
+                t0 = time.perf_counter()
+                manifest, out = make_archive(root, n, args.done_fraction, config)
+                print(f"built {n} files + done-set in {time.perf_counter() - t0:.0f} s", flush=True)
+                for runner in runners:
+                    extra = ("--runner", "dask", "--dask_client_address", address) if runner == "dask" else ()
+                    wall, peak_mb, plan = time_plan(manifest, out, args.model_path, extra)
+                    print(f"{runner}: {plan} ({wall:.1f} s, peak {peak_mb:.0f} MB)", flush=True)
+                    results.append((n, runner, wall, peak_mb))
+            finally:
+                shutil.rmtree(root, ignore_errors=True)
+    finally:
+        stop_dask(cluster)
+        shutil.rmtree(cluster_dir, ignore_errors=True)
 
-    print(f"\n{'URIs':>10} {'done-set rows':>14} {'plan wall s':>12} {'URIs/s':>9} {'peak RSS MB':>12}")
-    for n, wall, peak in results:
-        print(f"{n:>10} {n:>14} {wall:>12.1f} {n / wall:>9.0f} {peak:>12.0f}")
-    print("(peak RSS: the largest process of the job's tree, as getrusage reports it; "
-          "planning runs on FnApiRunner in one process)")
+    local = {n: (wall, peak) for n, runner, wall, peak in results if runner == "local"}
+    print(f"\n{'URIs':>10} {'runner':>7} {'plan wall s':>12} {'URIs/s':>9} {'driver peak MB':>15} "
+          f"{'wall / local':>13} {'peak / local':>13}")
+    for n, runner, wall, peak in results:
+        base = local.get(n)
+        ratios = (f"{wall / base[0]:>13.2f} {peak / base[1]:>13.2f}" if base and runner != "local"
+                  else f"{'':>13} {'':>13}")
+        print(f"{n:>10} {runner:>7} {wall:>12.1f} {n / wall:>9.0f} {peak:>15.0f} {ratios}")
+    print("(local: FnApiRunner, the whole plan in the driver's process; dask: the driver's process only, "
+          "listing and the done-set join run in the Dask workers)")
     return 0
 
 

@@ -143,13 +143,18 @@ def SearchFrameFiles(pbegin, frame_files: Sequence[str], settings: SearchSetting
 
 
 def search_beam(frame_files: Sequence[str], settings: SearchSettings, output: str, options,
-                metadata: dict[bytes, bytes] | None = None, keep: Keep | None = None) -> tuple[pa.Table, int]:
-    """Runs the pipeline; returns (the hits table it wrote, frames scanned)."""
+                metadata: dict[bytes, bytes] | None = None, keep: Keep | None = None
+                ) -> tuple[pa.Table, int | None]:
+    """Runs the pipeline; returns (the hits table it wrote, frames scanned: None when the runner collects
+    no metrics, as Beam's DaskRunner)."""
     pipeline = beam.Pipeline(options=options)
     _ = pipeline | "Search" >> SearchFrameFiles(frame_files, settings, output, metadata, keep)
     result = pipeline.run()
     result.wait_until_finish()
-    counters = result.metrics().query(beam.metrics.MetricsFilter().with_name("frames"))["counters"]
+    try:
+        counters = result.metrics().query(beam.metrics.MetricsFilter().with_name("frames"))["counters"]
+    except NotImplementedError:
+        return read_hits(output), None
     scanned = sum(c.committed or c.attempted or 0 for c in counters)
     return read_hits(output), int(scanned)
 
@@ -244,7 +249,7 @@ def search(source, request: SearchRequest, output: str, options=None) -> SearchR
                "top_k": request.top_k, "max_per_file": request.max_per_file, "query_pooling": request.pooling,
                "engine": "local" if options is None else "beam", "frames_scanned": scanned,
                "embed_queries_s": round(embedded - started, 2), "scan_s": round(scan_s, 2),
-               "frames_per_s": round(scanned / scan_s) if scan_s > 0 else None,
+               "frames_per_s": round(scanned / scan_s) if scan_s > 0 and scanned is not None else None,
                "model": source.base_model()}
     storage.write_json(storage.join(output, SUMMARY_FILE), summary)
     return SearchResult(table, summary, storage.join(output, HITS_FILE), page)
