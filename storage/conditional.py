@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator
 
 from storage.paths import local_path, parent
-from storage.writes import crash_point, makedirs
+from storage.writes import crash_point, makedirs, write_beside
 
 
 def _gcs_blob(path: str):
@@ -115,15 +115,9 @@ def create_exclusive(path: str, data: bytes) -> bool:
     crash_point(f"creating {path}")
     if path.startswith("gs://"):
         return _gcs_conditionally(lambda: _gcs_blob(path).upload_from_string(data, if_generation_match=0))
-    local = local_path(path)
-    makedirs(parent(local))
-    staging = f"{local}.{os.getpid()}-{os.urandom(4).hex()}.tmp"
-    with open(staging, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    staging = write_beside(local_path(path), data)
     try:
-        os.link(staging, local)
+        os.link(staging, local_path(path))
         return True
     except FileExistsError:
         return False

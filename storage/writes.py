@@ -108,17 +108,24 @@ def write_json_atomic(path: str, value) -> None:
         write_bytes(path, data, "application/json")
         return
     local = local_path(path)
-    makedirs(parent(local))
-    staging = f"{local}.{os.getpid()}-{os.urandom(4).hex()}.tmp"
+    staging = write_beside(local, data)
     try:
-        with open(staging, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(staging, local)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.remove(staging)
+
+
+def write_beside(local: str, data: bytes) -> str:
+    """Writes ``data`` to a new temporary file beside the local path ``local``, flushed to disk; returns
+    its path, for the caller to rename or link into place (and remove)."""
+    makedirs(parent(local))
+    staging = f"{local}.{os.getpid()}-{os.urandom(4).hex()}.tmp"
+    with open(staging, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return staging
 
 
 # --- crash points ---------------------------------------------------------------------------------------

@@ -114,4 +114,7 @@ class PublishRun(beam.DoFn):
             return
         published = publish(self._record.layout, staged)
         final = final_record(self._record, summary, plan, published, self._max_failed_fraction)
-        yield commit(final, self._lease).to_json()
+        yield self._commit(final).to_json()
+
+    def _commit(self, final: RunRecord) -> RunRecord:
+        return commit(final, self._lease)

@@ -23,15 +23,12 @@ import dataclasses
 import re
 from collections.abc import Sequence
 
-import apache_beam as beam
-
 import storage
 from audio_models.loading import ModelSource, ModelUnavailableError, load_spec, resolve_source
 from audio_models.spec import ModelSpec
 from schemas.tables import FrameColumns, head_config_id
 from transforms.output.layout import RunRecord
-from transforms.output.lease import Lease
-from transforms.output.publish import commit, final_record, lost_lease, publish
+from transforms.output.publish import PublishRun, commit
 from transforms.tagging.frame_table import FrameTableBuilder
 
 HEADS_DIR = "heads"  # OUT/heads/<name>/ holds each head's tables
@@ -123,24 +120,13 @@ def resolve_heads(arguments: Sequence[str], base_spec: ModelSpec, base_config: s
     return tuple(heads)
 
 
-class PublishHeadRun(beam.DoFn):
-    """A head's tables published with ``transforms.output.publish`` like any run, then its record.
+class PublishHeadRun(PublishRun):
+    """A head's tables published like any run, in the head's own output (``OUT/heads/NAME``).
 
-    The base run's publish step runs after every head's and gives the output's lease up; a head
-    only checks that the run still holds it.
+    The base run's publish step runs after every head's and gives the output's lease up; a head only
+    checks that the run still holds it, and commits in its own log at the next free number: the base
+    run's lease on OUT covers OUT/heads/NAME, so nobody else commits there meanwhile.
     """
 
-    def __init__(self, record: RunRecord, max_failed_fraction: float, lease: Lease | None = None):
-        self._record = record
-        self._max_failed_fraction = max_failed_fraction
-        self._lease = lease
-
-    def process(self, summary: dict, staged: list[str], plan: dict):
-        if self._lease is not None and not self._lease.held():
-            yield lost_lease(self._record, counts=summary, plan=plan).to_json()
-            return
-        published = publish(self._record.layout, staged)
-        final = final_record(self._record, summary, plan, published, self._max_failed_fraction)
-        # Committed in the head's own log: the base run's lease on OUT covers OUT/heads/NAME, so the
-        # next free number is this run's (the base run's commit, which fences, comes after).
-        yield commit(final, None).to_json()
+    def _commit(self, final: RunRecord) -> RunRecord:
+        return commit(final, None)
