@@ -28,7 +28,7 @@ from transforms.tagging.done_set import NEW, CountPlan, PriorResults, SkipDone
 from transforms.tagging.file_report import CombineFileReports, MakeFileRows
 from transforms.tagging.frame_table import CoalesceTables, FrameTableBuilder
 from transforms.tagging.inference import SCORE_STATS, RunModelBatched
-from transforms.tagging.listing import InputSpec, ListInputFiles
+from transforms.tagging.listing import FileEntry, InputSpec, ListInputFiles
 from transforms.tagging.units import REPORTS, DecodeUnits, Framing, PlanUnits
 
 
@@ -55,6 +55,9 @@ class TagAudioConfig:
     lease: Lease | None = None  # held by the run; workers renew it, the publish step checks it
     io_retry: RetryPolicy = RetryPolicy()  # reads through transient storage errors, then 'transient'
     events: EventSettings | None = None  # also write the events table (tag_audio --events)
+    # Set for one wave of a run done in waves (transforms.tagging.waves): the entries this run tags,
+    # listed by the wave plan; they still go through the done-set join, under this run's lease.
+    entries: tuple[FileEntry, ...] | None = None
 
     @property
     def framing(self) -> Framing:
@@ -76,7 +79,10 @@ class PlanWork(beam.PTransform):
 
     def expand(self, pbegin):
         c = self._config
-        entries = pbegin | "ListInputs" >> ListInputFiles(list(c.inputs), c.manifest)
+        if c.entries is not None:
+            entries = pbegin | "PlannedEntries" >> beam.Create(list(c.entries))
+        else:
+            entries = pbegin | "ListInputs" >> ListInputFiles(list(c.inputs), c.manifest)
         if c.prior_runs:
             prior = pbegin | "PriorResults" >> PriorResults(c.output, dict(c.prior_runs), c.config_id)
             entries, categories = entries | "SkipDone" >> SkipDone(prior, c.retry_failed)
