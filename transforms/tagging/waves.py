@@ -13,7 +13,8 @@ then tagged in waves of at most ``wave_files``.  Each wave is an ordinary run: i
 the done-set join (its planned entries are checked again against the runs committed by then, under
 its lease) and one commit.  Memory depends on the wave's size, not the input's.  A run stopped in a
 wave leaves the earlier waves committed; the next run skips their files as done.  An input that fits
-in one wave is tagged by one ordinary run, exactly as without waves.
+in one wave is tagged by one ordinary run, exactly as without waves; so is one whose plan fails (the
+run's own checks then say why in one line).
 """
 
 from __future__ import annotations
@@ -129,7 +130,10 @@ def execute_in_waves(config: TagAudioConfig, record: RunRecord, options: Pipelin
 
     Raises what ``execute`` raises; a RunStoppedError in a later wave says which waves were committed.
     """
-    entries, plan = plan_entries(config, options)
+    try:
+        entries, plan = plan_entries(config, options)
+    except Exception:  # noqa: BLE001 - e.g. a damaged part: the run's own checks, under the lease, say it
+        entries, plan = [], {}
     if len(entries) <= wave_files:
         return WaveRuns(plan, [execute(config, record, options, progress_s, lease_ttl_s)])
     waves = split_waves(entries, wave_files)
