@@ -13,7 +13,9 @@ from tests.audio_factory import sine, write_audio
 from tests.pipeline_helpers import read_table, run_tag_audio
 from tests.savedmodel_factory import save_batched_encoder
 from transforms.output import commit_log
+from transforms.tagging import run as tagging
 from transforms.tagging import waves
+from transforms.tagging.done_set import _prior_from_row
 from transforms.tagging.listing import FileEntry
 from transforms.tagging.run import RunStoppedError
 
@@ -123,3 +125,28 @@ def test_a_run_stopped_in_a_wave_keeps_the_waves_before_it(model, audio, tmp_pat
     files = _files(out)
     assert sorted(Path(uri).name for uri in files) == ["bad.wav", *(f"c{i}.wav" for i in range(5))]
     assert len(_runs(out)) == 3  # the first wave, then the other 4 files in two waves
+
+
+def test_a_file_committed_between_the_plan_and_its_wave_is_not_tagged_again(model, audio, tmp_path, capsys,
+                                                                            monkeypatch):
+    out = tmp_path / "out"
+    config, _record = tagging.prepare([str(audio)], str(out), model="savedmodel", model_path=str(model),
+                                      decode_processes=0)
+    stale = waves.plan_entries(config, PipelineOptions([]))  # planned before the other run below
+    assert len(stale[0]) == 6
+    assert run_tag_audio(_args(model, audio, out, "--wave_files", "0")) == 0  # commits every file
+    monkeypatch.setattr(waves, "plan_entries", lambda *_: stale)
+    capsys.readouterr()
+    assert run_tag_audio(_args(model, audio, out, "--wave_files", "4")) == 0
+    printed = capsys.readouterr().out
+    assert "tag_audio in 2 waves (runs): succeeded; 0 files" in printed
+    assert len(_files(out)) == 6 and len(_runs(out)) == 3  # each file once: the waves found them done
+
+
+def test_a_wave_reads_only_its_own_files_earlier_rows():
+    row = {"uri": "a.wav", "config_id": "c1", "status": "ok", "size_bytes": 3, "last_modified": 1.0}
+    found = list(_prior_from_row(("out/files/run=r1/part.parquet", row), "out", "c1", {"r1": 1},
+                                 frozenset({"a.wav"})))
+    assert [uri for uri, _prior in found] == ["a.wav"]
+    assert list(_prior_from_row(("out/files/run=r1/part.parquet", row), "out", "c1", {"r1": 1},
+                                frozenset({"b.wav"}))) == []

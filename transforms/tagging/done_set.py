@@ -75,8 +75,11 @@ class SelectWork(beam.DoFn):
             yield entry
 
 
-def _prior_from_row(filename_and_row: tuple[str, dict], out_dir: str, config: str, commits: dict[str, int]):
+def _prior_from_row(filename_and_row: tuple[str, dict], out_dir: str, config: str, commits: dict[str, int],
+                    only_uris: frozenset[str] | None = None):
     filename, row = filename_and_row
+    if only_uris is not None and row["uri"] not in only_uris:
+        return
     run_id = run_id_of(out_dir, filename)
     if row["config_id"] == config and run_id in commits:
         yield row["uri"], PriorResult(run_id, commits[run_id], row["status"], row["size_bytes"],
@@ -84,9 +87,11 @@ def _prior_from_row(filename_and_row: tuple[str, dict], out_dir: str, config: st
 
 
 @beam.ptransform_fn
-def PriorResults(pbegin, out_dir: str, commits: dict[str, int], config: str):  # noqa: N802
+def PriorResults(pbegin, out_dir: str, commits: dict[str, int], config: str,  # noqa: N802
+                 only_uris: frozenset[str] | None = None):
     """(uri, PriorResult) for every files row of the committed runs ``commits`` ({run id: commit}) with
-    this config, read on workers."""
+    this config, read on workers; with ``only_uris`` (a wave's files), only rows of those: what the
+    join holds then depends on the wave, not on how many files earlier runs did."""
     layout = OutputLayout(out_dir)
     patterns = [layout.table_parts(FILES, run_id) for run_id in commits]
     return (pbegin
@@ -94,7 +99,7 @@ def PriorResults(pbegin, out_dir: str, commits: dict[str, int], config: str):  #
             | "ReadPriorFiles" >> beam.io.ReadAllFromParquet(
                 columns=["uri", "status", "error", "size_bytes", "last_modified", "config_id"],
                 with_filename=True)
-            | "PriorResult" >> beam.FlatMap(_prior_from_row, out_dir, config, dict(commits)))
+            | "PriorResult" >> beam.FlatMap(_prior_from_row, out_dir, config, dict(commits), only_uris))
 
 
 @beam.ptransform_fn

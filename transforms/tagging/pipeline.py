@@ -84,7 +84,8 @@ class PlanWork(beam.PTransform):
         else:
             entries = pbegin | "ListInputs" >> ListInputFiles(list(c.inputs), c.manifest)
         if c.prior_runs:
-            prior = pbegin | "PriorResults" >> PriorResults(c.output, dict(c.prior_runs), c.config_id)
+            only = frozenset(e.uri for e in c.entries) if c.entries is not None else None
+            prior = pbegin | "PriorResults" >> PriorResults(c.output, dict(c.prior_runs), c.config_id, only)
             entries, categories = entries | "SkipDone" >> SkipDone(prior, c.retry_failed)
         else:
             categories = entries | "AllNew" >> beam.Map(lambda _: NEW)
