@@ -150,3 +150,20 @@ def test_a_wave_reads_only_its_own_files_earlier_rows():
     assert [uri for uri, _prior in found] == ["a.wav"]
     assert list(_prior_from_row(("out/files/run=r1/part.parquet", row), "out", "c1", {"r1": 1},
                                 frozenset({"b.wav"}))) == []
+
+
+def test_a_signal_while_planning_stops_in_one_line_with_nothing_written(monkeypatch):
+    import os
+    import signal
+    import time
+
+    def planning(*_):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the signal arrives during the plan
+        raise AssertionError("the signal did not stop the plan")
+
+    monkeypatch.setattr(waves, "plan_entries", planning)
+    with pytest.raises(RunStoppedError) as stopped:
+        waves.execute_in_waves(None, None, PipelineOptions([]), 10)
+    assert stopped.value.exit_code == 128 + signal.SIGTERM
+    assert str(stopped.value) == "interrupted (SIGTERM) while planning: nothing was written"

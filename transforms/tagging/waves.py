@@ -23,6 +23,7 @@ import dataclasses
 import os
 import pickle
 import shutil
+import signal
 import tempfile
 import time
 
@@ -33,7 +34,7 @@ from transforms.output.layout import FAILED, RunRecord, new_run_id
 from transforms.output.lease import DEFAULT_TTL_S
 from transforms.tagging.listing import FileEntry
 from transforms.tagging.pipeline import PlanWork, TagAudioConfig
-from transforms.tagging.run import RunStoppedError, execute, with_published_runs
+from transforms.tagging.run import Interrupted, RunStoppedError, _interruptible, execute, with_published_runs
 
 # Runners that run the whole pipeline in (or under) this process, holding PCollections in its memory.
 LOCAL_RUNNERS = frozenset({"FnApiRunner", "DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner"})
@@ -131,7 +132,12 @@ def execute_in_waves(config: TagAudioConfig, record: RunRecord, options: Pipelin
     Raises what ``execute`` raises; a RunStoppedError in a later wave says which waves were committed.
     """
     try:
-        entries, plan = plan_entries(config, options)
+        with _interruptible():
+            entries, plan = plan_entries(config, options)
+    except Interrupted as e:
+        name = signal.Signals(e.signum).name
+        raise RunStoppedError(f"interrupted ({name}) while planning: nothing was written", 128 + e.signum
+                              ) from None
     except Exception:  # noqa: BLE001 - e.g. a damaged part: the run's own checks, under the lease, say it
         entries, plan = [], {}
     if len(entries) <= wave_files:
