@@ -221,6 +221,9 @@ def prepare_job(options: PipelineOptions) -> tuple[TagAudioConfig, RunRecord]:
     if not opts.lease_ttl_s > 0:
         raise tagging.UsageError(f"--lease_ttl_s must be more than 0 seconds, not {opts.lease_ttl_s:g} (the "
                                  "lease is renewed a few times within it)")
+    if opts.wave_files < 0:
+        raise tagging.UsageError(f"--wave_files must be 0 (one run) or a number of files per run, not "
+                                 f"{opts.wave_files}")
     own = _own_option_names()
     events = None
     if opts.events:

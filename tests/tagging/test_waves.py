@@ -167,3 +167,9 @@ def test_a_signal_while_planning_stops_in_one_line_with_nothing_written(monkeypa
         waves.execute_in_waves(None, None, PipelineOptions([]), 10)
     assert stopped.value.exit_code == 128 + signal.SIGTERM
     assert str(stopped.value) == "interrupted (SIGTERM) while planning: nothing was written"
+
+
+def test_a_negative_wave_size_is_refused_before_any_work(model, audio, tmp_path, capsys):
+    assert run_tag_audio(_args(model, audio, tmp_path / "out", "--wave_files", "-5")) == 2
+    assert "--wave_files must be 0 (one run) or a number of files per run, not -5" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
