@@ -173,3 +173,24 @@ def test_a_negative_wave_size_is_refused_before_any_work(model, audio, tmp_path,
     assert run_tag_audio(_args(model, audio, tmp_path / "out", "--wave_files", "-5")) == 2
     assert "--wave_files must be 0 (one run) or a number of files per run, not -5" in capsys.readouterr().err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_another_run_taking_the_output_between_waves_stops_the_rest_busy(model, audio, tmp_path, capsys,
+                                                                         monkeypatch):
+    from transforms.output.lease import Lease
+
+    out = tmp_path / "out"
+    real_execute = waves.execute
+    calls = []
+
+    def another_run_starts_before_wave_two(config, record, *args):
+        calls.append(record.run_id)
+        if len(calls) == 2:
+            Lease(config.output, "another-run", 600.0).acquire()  # live: this process holds it
+        return real_execute(config, record, *args)
+
+    monkeypatch.setattr(waves, "execute", another_run_starts_before_wave_two)
+    assert run_tag_audio(_args(model, audio, out, "--wave_files", "2")) == 3
+    err = capsys.readouterr().err
+    assert "being tagged by run another-run" in err and "waves 1-1 of 3, 2 files, were committed" in err
+    assert len(_runs(out)) == 1 and len(_files(out)) == 2

@@ -31,7 +31,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from transforms.output.layout import FAILED, RunRecord, new_run_id
-from transforms.output.lease import DEFAULT_TTL_S
+from transforms.output.lease import DEFAULT_TTL_S, OutputBusyError
 from transforms.tagging.listing import FileEntry
 from transforms.tagging.pipeline import PlanWork, TagAudioConfig
 from transforms.tagging.run import Interrupted, RunStoppedError, _interruptible, execute, with_published_runs
@@ -39,6 +39,7 @@ from transforms.tagging.run import Interrupted, RunStoppedError, _interruptible,
 # Runners that run the whole pipeline in (or under) this process, holding PCollections in its memory.
 LOCAL_RUNNERS = frozenset({"FnApiRunner", "DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner"})
 DEFAULT_WAVE_FILES = 2000  # ~70 MB of per-file state at the measured ~35 KB a file
+BUSY_EXIT = 3  # tag_audio's exit status when another run holds the output (a later wave found it so)
 
 
 @dataclasses.dataclass
@@ -129,7 +130,8 @@ def execute_in_waves(config: TagAudioConfig, record: RunRecord, options: Pipelin
     """Plans the input, then tags it in waves of at most ``wave_files`` files, one run each (``record``
     is the first's; one wave: exactly ``execute``).  Stops after a wave whose run failed.
 
-    Raises what ``execute`` raises; a RunStoppedError in a later wave says which waves were committed.
+    Raises what ``execute`` raises; in a later wave, a RunStoppedError (also for an output another run
+    took meanwhile, exit status 3) that says which waves were committed.
     """
     try:
         with _interruptible():
@@ -149,12 +151,14 @@ def execute_in_waves(config: TagAudioConfig, record: RunRecord, options: Pipelin
         this = wave_record(record, number, len(waves))
         try:
             final = execute(dataclasses.replace(config, entries=wave), this, options, progress_s, lease_ttl_s)
-        except RunStoppedError as e:
-            if records:
-                done = sum(len(w) for w in waves[:number - 1])
-                raise RunStoppedError(f"{e} (waves 1-{number - 1} of {len(waves)}, {done} files, were "
-                                      "committed before it)", e.exit_code) from None
-            raise
+        except (RunStoppedError, OutputBusyError) as e:
+            if not records:
+                raise
+            # Said whatever stopped it: the waves before this one are committed and stay.
+            done = sum(len(w) for w in waves[:number - 1])
+            code = e.exit_code if isinstance(e, RunStoppedError) else BUSY_EXIT
+            raise RunStoppedError(f"{e} (waves 1-{number - 1} of {len(waves)}, {done} files, were "
+                                  "committed before it)", code) from None
         records.append(final)
         if final.status == FAILED:
             break
