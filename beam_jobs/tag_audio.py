@@ -39,6 +39,7 @@ from transforms.output.layout import EVENTS, RunRecord
 from transforms.output.lease import DEFAULT_TTL_S, OutputBusyError
 from transforms.output.summary import format_summary
 from transforms.tagging import run as tagging
+from transforms.tagging import waves
 from transforms.tagging.done_set import format_plan
 from transforms.tagging.listing import AUDIO_EXTENSIONS
 from transforms.tagging.pipeline import TagAudioConfig
@@ -194,6 +195,11 @@ class TagAudioOptions(PipelineOptions):
             "--run_id", default=None,
             help="Name of this run's partition (default: UTC start time plus a random suffix).")
         parser.add_argument(
+            "--wave_files", type=int, default=waves.DEFAULT_WAVE_FILES,
+            help="On local runners, tag at most this many files per run: a larger input is planned once "
+                 "and tagged in waves, each a run committed as it ends, so memory does not grow with the "
+                 "number of files. 0 = one run whatever the size. Not with --run_id (one named run).")
+        parser.add_argument(
             "--events", type=_truthy, nargs="?", const=True, default=False,
             help="Also write OUT_DIR/events/: per class, sound events with start, end, peak and mean "
                  "score, and UTC times when a recording's start is known (see the --event_* and time "
@@ -250,6 +256,9 @@ def prepare_job(options: PipelineOptions) -> tuple[TagAudioConfig, RunRecord]:
     if not opts.lease_ttl_s > 0:
         raise tagging.UsageError(f"--lease_ttl_s must be more than 0 seconds, not {opts.lease_ttl_s:g} (the "
                                  "lease is renewed a few times within it)")
+    if opts.wave_files < 0:
+        raise tagging.UsageError(f"--wave_files must be 0 (one run) or a number of files per run, not "
+                                 f"{opts.wave_files}")
     own = _own_option_names()
     try:
         channels = parse_channels(opts.channels)
@@ -315,9 +324,20 @@ def run(argv: list[str] | None = None) -> int:
     if progress_s > 0 and (line := progress_unobservable_line(options)):
         print(f"tag_audio: {line}", file=sys.stderr)
         progress_s = 0.0
+    in_waves = opts.wave_files > 0 and not opts.run_id and waves.runs_locally(options)
+    wave_files = opts.wave_files if in_waves else 0
     try:
-        final = tagging.execute(config, record, options, progress_s=progress_s,
-                                lease_ttl_s=opts.lease_ttl_s)
+        if wave_files:
+            result = waves.execute_in_waves(config, record, options, wave_files, progress_s=progress_s,
+                                            lease_ttl_s=opts.lease_ttl_s)
+            final = result.records[-1]
+            if "wave" in final.parameters:  # more than one wave planned: a line for each
+                print(format_plan(result.plan, opts.retry_failed))
+                print(waves.format_waves(result))
+                return 0 if result.status != "failed" else 1
+        else:
+            final = tagging.execute(config, record, options, progress_s=progress_s,
+                                    lease_ttl_s=opts.lease_ttl_s)
     except OutputBusyError as e:
         return cli.fail(JOB, str(e), status=BUSY)
     except tagging.UsageError as e:  # found under the lease: a damaged part, a run id taken meanwhile

@@ -145,3 +145,22 @@ def test_keyword_events_bench_places_keywords_and_counts_each_hit_once():
     found = [event("yes", yes_start + 0.2, yes_end - 0.2), event("yes", yes_start, yes_end),  # twice: 1 hit
              event("no", yes_start, yes_end)]  # the wrong word where "yes" was said
     assert score(found, truth) == (1, 2)
+
+
+def test_files_corpus_links_real_one_second_clips_and_the_table_gives_the_slope(tmp_path):
+    from bench.memory import MemoryRun
+    from bench.memory_files import corpus, format_table, one_second_clips
+
+    clips, _source = one_second_clips(tmp_path)
+    directory = corpus(tmp_path, 5, clips)
+    links = sorted(directory.iterdir())
+    assert len(links) == 5 and all(link.is_symlink() for link in links)
+    assert probe(str(links[0])).duration_s == pytest.approx(1.0, abs=0.05)
+    assert len(list(corpus(tmp_path, 5, clips).iterdir())) == 5  # made once, kept
+
+    def run(peak_mb: int) -> MemoryRun:
+        return MemoryRun("tag_audio", 0.0, peak_mb * MB, peak_mb * MB, 3, 10.0, "ok")
+
+    table = format_table([(1000, run(1400)), (4000, run(1517))]).splitlines()
+    assert table[-1].split()[:5] == ["4000", "1517", "MB", "1517", "MB"]
+    assert table[-1].split()[5:7] == ["1.08", "39.9"]  # 117 MB over 3000 files

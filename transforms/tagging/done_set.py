@@ -113,20 +113,25 @@ def classify_channels(entry: FileEntry, priors: list[PriorResult],
 
 
 def _prior_from_row(filename_and_row: tuple[str, dict], out_dir: str, config: str, commits: dict[str, int],
-                    target: str = ""):
+                    target: str = "", only_uris: frozenset[str] | None = None):
     filename, row = filename_and_row
+    uri = storage.canonical_uri(row["uri"])
+    if only_uris is not None and uri not in only_uris:
+        return  # a wave's done-set holds only its own files' earlier rows
     run_id = run_id_of(out_dir, filename)
     if row["config_id"] == config and run_id in commits:
         # Canonical, so rows written before URIs were canonical (relative, './', '//') still match.
-        yield storage.canonical_uri(row["uri"]), PriorResult(
+        yield uri, PriorResult(
             run_id, commits[run_id], row["status"], row["size_bytes"], row["last_modified"],
             row.get("error") or "", row.get("channel"), target)
 
 
 @beam.ptransform_fn
-def PriorResults(pbegin, out_dir: str, commits: dict[str, int], config: str, target: str = ""):  # noqa: N802
+def PriorResults(pbegin, out_dir: str, commits: dict[str, int], config: str, target: str = "",  # noqa: N802
+                 only_uris: frozenset[str] | None = None):
     """(uri, PriorResult) for every files row of the committed runs ``commits`` ({run id: commit}) with
-    this config, read on workers."""
+    this config, read on workers; with ``only_uris`` (a wave's files), only rows of those: what the
+    join holds then depends on the wave, not on how many files earlier runs did."""
     layout = OutputLayout(out_dir)
     patterns = [layout.table_parts(FILES, run_id) for run_id in commits]
     return (pbegin
@@ -135,7 +140,8 @@ def PriorResults(pbegin, out_dir: str, commits: dict[str, int], config: str, tar
                 # 'channel' is absent from runs older than --channels: read as null (mixed)
                 columns=["uri", "channel", "status", "error", "size_bytes", "last_modified", "config_id"],
                 with_filename=True)
-            | "PriorResult" >> beam.FlatMap(_prior_from_row, out_dir, config, dict(commits), target))
+            | "PriorResult" >> beam.FlatMap(_prior_from_row, out_dir, config, dict(commits), target,
+                                            only_uris))
 
 
 @beam.ptransform_fn

@@ -35,7 +35,7 @@ from transforms.tagging.file_report import CombineFileReports, MakeFileRows
 from transforms.tagging.frame_table import CoalesceTables, FrameTableBuilder
 from transforms.tagging.heads import HeadOutput, PublishHeadRun
 from transforms.tagging.inference import SCORE_STATS, RunModelBatched, head_frames_tag, head_stats_tag
-from transforms.tagging.listing import SKIPPED_LINKS, InputSpec, ListInputs
+from transforms.tagging.listing import SKIPPED_LINKS, FileEntry, InputSpec, ListInputs
 from transforms.tagging.units import REPORTS, DecodeUnits, Framing, PlanUnits
 
 
@@ -67,6 +67,9 @@ class TagAudioConfig:
     heads: tuple[HeadOutput, ...] = ()  # classifier heads scoring this pass's embeddings (tag_audio --head)
     head_prior_runs: tuple[tuple[tuple[str, int], ...], ...] = ()  # per head, (run id, commit) of its
     # committed runs (OUT/heads/NAME)
+    # Set for one wave of a run done in waves (transforms.tagging.waves): the entries this run tags,
+    # listed by the wave plan; they still go through the done-set join, under this run's lease.
+    entries: tuple[FileEntry, ...] | None = None
 
     @property
     def framing(self) -> Framing:
@@ -124,15 +127,21 @@ class PlanWork(beam.PTransform):
 
     def expand(self, pbegin):
         c = self._config
-        entries, skipped_links = pbegin | "ListInputs" >> ListInputs(list(c.inputs), c.manifest,
-                                                                          c.archive_sidecar)
+        if c.entries is not None:
+            entries = pbegin | "PlannedEntries" >> beam.Create(list(c.entries))
+            skipped_links = pbegin | "NoSkippedLinks" >> beam.Create([])  # counted by the wave plan
+        else:
+            entries, skipped_links = pbegin | "ListInputs" >> ListInputs(list(c.inputs), c.manifest,
+                                                                              c.archive_sidecar)
         if c.prior_runs:
-            prior = pbegin | "PriorResults" >> PriorResults(c.output, dict(c.prior_runs), c.config_id)
+            only = frozenset(e.uri for e in c.entries) if c.entries is not None else None
+            prior = pbegin | "PriorResults" >> PriorResults(c.output, dict(c.prior_runs), c.config_id,
+                                                            only_uris=only)
             for head, runs in zip(c.heads, c.head_prior_runs):  # a file is done for the base and every head
                 if runs:
-                    prior = (prior, pbegin | f"Head[{head.name}]/PriorResults" >> PriorResults(
-                        head.out_dir, dict(runs), head.config, head.name)) | f"Head[{head.name}]/Priors" >> (
-                        beam.Flatten())
+                    head_prior = pbegin | f"Head[{head.name}]/PriorResults" >> PriorResults(
+                        head.out_dir, dict(runs), head.config, head.name, only)
+                    prior = (prior, head_prior) | f"Head[{head.name}]/Priors" >> beam.Flatten()
             targets = ("", *(head.name for head in c.heads))
             entries, categories = entries | "SkipDone" >> SkipDone(prior, c.retry_failed, c.channels, targets)
         else:
