@@ -10,6 +10,7 @@ stderr and status 2 (``@job``, ``fail``).  Every module ends with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import functools
 import logging
@@ -114,6 +115,8 @@ def pipeline_options(args: Sequence[str]) -> PipelineOptions:
 def beam_parser() -> argparse.ArgumentParser:
     """A parser of every option of every PipelineOptions class defined in this process (Beam's own and
     any a job defines), built by Beam itself."""
+    with contextlib.suppress(ImportError):  # Beam's Dask runner registers its options when imported
+        import apache_beam.runners.dask.dask_runner  # noqa: F401
     built: list[argparse.ArgumentParser] = []
     PipelineOptions([]).get_all_options(add_extra_args_fn=built.append)
     parser = built[0]

@@ -14,16 +14,17 @@ SPEC = ModelSpec("savedmodel", 16000, 16000, 8000, ("dog", "cat"), embedding_dim
 
 def test_frames_columns_follow_the_options_in_a_fixed_order():
     plain = tables.frames_schema(SPEC)
-    assert plain.names == [tables.URI, tables.FRAME_INDEX, tables.START_S, tables.END_S, tables.SCORES,
-                           tables.EMBEDDING, tables.MODEL, tables.CONFIG_ID]
+    assert plain.names == [tables.URI, "channel", tables.FRAME_INDEX, tables.START_S, tables.END_S,
+                           tables.SCORES, tables.EMBEDDING, tables.MODEL, tables.CONFIG_ID]
     every = tables.frames_schema(SPEC, tables.FrameColumns("float16", top_k=3, logmel_stats=True,
                                                            logmel_patch=True))
-    assert every.names == [tables.URI, tables.FRAME_INDEX, tables.START_S, tables.END_S, tables.TOP_CLASSES,
-                           tables.EMBEDDING, tables.LOGMEL_STATS, tables.LOGMEL_PATCH, tables.MODEL,
-                           tables.CONFIG_ID]
+    assert every.names == [tables.URI, "channel", tables.FRAME_INDEX, tables.START_S, tables.END_S,
+                           tables.TOP_CLASSES, tables.EMBEDDING, tables.LOGMEL_STATS, tables.LOGMEL_PATCH,
+                           tables.MODEL, tables.CONFIG_ID]
     assert every.field(tables.EMBEDDING).type == pa.list_(pa.float16())
     no_embedding = tables.frames_schema(dataclasses.replace(SPEC, embedding_dim=0))
     assert tables.EMBEDDING not in no_embedding.names
+    assert plain.field("channel").nullable and plain.field("channel").type == pa.int32()  # null: mixed
 
 
 def test_config_id_changes_with_the_weights_and_the_framing_only():
