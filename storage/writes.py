@@ -67,7 +67,19 @@ def delete(paths: Sequence[str]) -> None:
                 os.remove(local_path(path))
             continue
         if exists(path):
-            _filesystems().delete([path])
+            with contextlib.suppress(FileNotFoundError):  # deleted by another process meanwhile
+                _delete_remote(path)
+
+
+def _delete_remote(path: str) -> None:
+    from apache_beam.io.filesystem import BeamIOError
+
+    try:
+        _filesystems().delete([path])
+    except BeamIOError as e:
+        if not exists(path):  # gone: what a delete wanted
+            raise FileNotFoundError(path) from e
+        raise
 
 
 def delete_tree(path: str) -> None:

@@ -24,6 +24,7 @@ from transforms.output.layout import FAILED, RUNNING, TABLES, OutputLayout, RunL
 from transforms.output.reader import DamagedOutputError, OutputDir, RunOutput, damaged_parts, find_output
 
 PROBE_PREFIX = "_write_probe-"
+PROBE_AGE_S = 600.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,9 +80,12 @@ def clear_uncommitted(found: OutputDir, own_run_id: str) -> tuple[str, ...]:
         for stored in storage.list_files(layout.staging_root()):
             if not stored.path.startswith(RunLayout(found.root, own_run_id).staging_dir() + "/"):
                 storage.delete([stored.path])
+    # Write probes of runs that died between their probe's write and delete; a fresh one is another
+    # run's, checking the output right now (it deletes its own).
     with contextlib.suppress(FileNotFoundError):
-        storage.delete([storage.join(found.root, name) for name in storage.list_names(found.root)
-                        if name.startswith(PROBE_PREFIX)])
+        old = time.time() - PROBE_AGE_S
+        storage.delete([probe.path for probe in storage.match(storage.join(found.root, PROBE_PREFIX + "*"))
+                        if probe.last_modified is not None and probe.last_modified < old])
     return tuple(cleared)
 
 
