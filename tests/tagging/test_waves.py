@@ -144,12 +144,12 @@ def test_a_file_committed_between_the_plan_and_its_wave_is_not_tagged_again(mode
 
 
 def test_a_wave_reads_only_its_own_files_earlier_rows():
-    row = {"uri": "a.wav", "config_id": "c1", "status": "ok", "size_bytes": 3, "last_modified": 1.0}
+    row = {"uri": "/data/a.wav", "config_id": "c1", "status": "ok", "size_bytes": 3, "last_modified": 1.0}
     found = list(_prior_from_row(("out/files/run=r1/part.parquet", row), "out", "c1", {"r1": 1},
-                                 frozenset({"a.wav"})))
-    assert [uri for uri, _prior in found] == ["a.wav"]
+                                 only_uris=frozenset({"/data/a.wav"})))
+    assert [uri for uri, _prior in found] == ["/data/a.wav"]
     assert list(_prior_from_row(("out/files/run=r1/part.parquet", row), "out", "c1", {"r1": 1},
-                                frozenset({"b.wav"}))) == []
+                                only_uris=frozenset({"/data/b.wav"}))) == []
 
 
 def test_a_signal_while_planning_stops_in_one_line_with_nothing_written(monkeypatch):
