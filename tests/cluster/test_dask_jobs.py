@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pyarrow.parquet as pq
 import pytest
 
@@ -69,6 +71,9 @@ def _examples(directory) -> list:
 
 
 @pytest.mark.slow  # about 170 s on 2 busy cores: tf.Transform's analysis on Dask, then the same locally
+@pytest.mark.skipif(not os.environ.get("AUDIO_TAGGER_SLOW_TESTS"),
+                    reason="about 170 s (tf.Transform's analysis on Dask, then locally) would take make test "
+                           "past its budget on 2 cores; AUDIO_TAGGER_SLOW_TESTS=1 runs it")
 def test_build_training_set_on_dask_matches_the_local_runner(dask_cluster, tagged, tmp_path):
     from beam_jobs import build_training_set
 
