@@ -30,7 +30,9 @@ from transforms.output.layout import (
     EVENTS,
     FILES,
     FRAMES,
+    LOG,
     PARQUET_SUFFIX,
+    READERS,
     RUN_PREFIX,
     RUNS,
     SUCCEEDED,
@@ -190,7 +192,8 @@ def find_output(out_dir: str) -> OutputDir:
     for obj in objects:
         relative = obj.path[len(storage.local_path(base).rstrip("/")) + 1:].split("/")
         if any(d.startswith(("_", ".")) for d in relative[:-1]):
-            in_progress += obj.size_bytes
+            if relative[0] not in (LOG, READERS):  # the commit log and read pins are not work in progress
+                in_progress += obj.size_bytes
             continue
         run_id = run_id_of(base, obj.path)
         if run_id is None:
