@@ -20,7 +20,7 @@ import time
 
 import storage
 from transforms.output import commit_log
-from transforms.output.layout import FAILED, RUNNING, TABLES, OutputLayout, RunLayout
+from transforms.output.layout import FAILED, RUN_PREFIX, RUNNING, TABLES, OutputLayout, RunLayout
 from transforms.output.reader import DamagedOutputError, OutputDir, RunOutput, damaged_parts, find_output
 
 PROBE_PREFIX = "_write_probe-"
@@ -75,11 +75,13 @@ def clear_uncommitted(found: OutputDir, own_run_id: str) -> tuple[str, ...]:
         if run.frames or run.files or run.events or (run.record is not None and run.record.status == RUNNING):
             clear_run(found.root, run, own_run_id)
             cleared.append(run.run_id)
-    layout = OutputLayout(found.root)
+    # Staged parts of runs that are gone; a --plan_only's plan file (no lease) is its own business.
+    staging_root = storage.local_path(OutputLayout(found.root).staging_root()).rstrip("/") + "/"
+    own = storage.local_path(RunLayout(found.root, own_run_id).staging_dir()) + "/"
     with contextlib.suppress(FileNotFoundError):
-        for stored in storage.list_files(layout.staging_root()):
-            if not stored.path.startswith(RunLayout(found.root, own_run_id).staging_dir() + "/"):
-                storage.delete([stored.path])
+        storage.delete([stored.path for stored in storage.list_files(staging_root)
+                        if storage.local_path(stored.path).startswith(staging_root + RUN_PREFIX)
+                        and not storage.local_path(stored.path).startswith(own)])
     # Write probes of runs that died between their probe's write and delete; a fresh one is another
     # run's, checking the output right now (it deletes its own).
     with contextlib.suppress(FileNotFoundError):
