@@ -217,11 +217,18 @@ def flatness(runs: list[MemoryRun]) -> list[str]:
     return notes
 
 
+def has_yamnet(model_path: str) -> bool:
+    """Whether ``model_path`` holds a TF Hub-format YAMNet; says what to pass when it does not."""
+    if (Path(model_path) / "saved_model.pb").exists():
+        return True
+    print(f"No YAMNet SavedModel at {model_path}: pass --model_path DIR (a TF Hub-format YAMNet); "
+          "the default is ../shared/fixtures/yamnet-hub-random.", file=sys.stderr)
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if not (Path(args.model_path) / "saved_model.pb").exists():
-        print(f"No YAMNet SavedModel at {args.model_path}: pass --model_path DIR (a TF Hub-format YAMNet); "
-              "the default is ../shared/fixtures/yamnet-hub-random.", file=sys.stderr)
+    if not has_yamnet(args.model_path):
         return 2
     hours = [float(h) for h in args.hours.split(",") if h.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from bench.corpus import DEFAULT_MODEL, SHARED, write_recording
-from bench.memory import MB, MemoryRun, run_measured
+from bench.memory import MB, MemoryRun, has_yamnet, run_measured
 
 SPEECH_COMMANDS = SHARED / "data" / "speech_commands"
 GENERATED_CLIPS = 8
@@ -92,9 +92,7 @@ def format_table(runs: list[tuple[int, MemoryRun]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if not (Path(args.model_path) / "saved_model.pb").exists():
-        print(f"No YAMNet SavedModel at {args.model_path}: pass --model_path DIR (a TF Hub-format YAMNet); "
-              "the default is ../shared/fixtures/yamnet-hub-random.", file=sys.stderr)
+    if not has_yamnet(args.model_path):
         return 2
     counts = sorted({int(n) for n in args.files.split(",") if n.strip()})
     if not counts or counts[0] <= 0:
