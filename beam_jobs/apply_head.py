@@ -15,7 +15,6 @@ cost of a matrix product.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from beam_jobs import cli
 from transforms.output.lease import DEFAULT_TTL_S, OutputBusyError, check_ttl
@@ -25,8 +24,7 @@ JOB = "apply_head"
 BUSY = 3  # as tag_audio: another run holds the output
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = cli.job_parser(JOB, __doc__)
+def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", required=True, help="A tag_audio output directory (local or gs://).")
     parser.add_argument("--head", action="append", default=[], required=True,
                         help="HEAD_DIR/export from train_head (NAME=PATH names it); repeatable.")
@@ -34,12 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--lease_ttl_s", type=float, default=DEFAULT_TTL_S,
                         help="The lease on --frames OUT_DIR that this job holds while it writes there, as "
                              "tag_audio's.")
-    return parser
 
 
-@cli.job(JOB)
-def run(argv: list[str] | None = None) -> int:
-    args, _ = cli.parse(_parser(), argv)
+@cli.job(JOB, add_options)
+def run(args: argparse.Namespace) -> int:
     if problem := check_ttl(args.lease_ttl_s):
         raise cli.UsageError(problem)
     try:
@@ -58,7 +54,4 @@ def run(argv: list[str] | None = None) -> int:
     return 0 if all(a.record.status != "failed" for a in results) else 1
 
 
-main = cli.main_for(run)
-
-if __name__ == "__main__":
-    sys.exit(main())
+main = cli.main_for(run, __name__)

@@ -10,7 +10,6 @@ What it does and what DS_DIR receives: ``transforms/training/build.py``.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from beam_jobs import cli
 from beam_jobs.training_arguments import add_training_set_arguments, request_from
@@ -20,16 +19,9 @@ from transforms.training.report import format_report
 JOB = "build_training_set"
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = cli.job_parser(JOB, __doc__, beam=True)
-    add_training_set_arguments(parser)
-    return parser
-
-
-@cli.job(JOB)
-def run(argv: list[str] | None = None) -> int:
+@cli.job(JOB, add_training_set_arguments, beam=True)
+def run(opts: argparse.Namespace, pipeline_args: list[str]) -> int:
     """Runs the job; returns the exit status (0 ok, 1 no training rows, 2 usage or input error)."""
-    opts, pipeline_args = cli.parse(_parser(), argv, beam=True)
     if not (opts.frames and opts.labels and opts.output):
         raise cli.UsageError("--frames OUT_DIR, --labels LABELS.csv and --output DS_DIR are required")
     try:
@@ -44,8 +36,4 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
-main = cli.main_for(run)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+main = cli.main_for(run, __name__)

@@ -4,7 +4,7 @@ A job module builds a ``job_parser``, calls ``parse`` (the job's options and the
 arguments left for Beam), builds Beam's options with ``pipeline_options`` and
 returns an exit status; a ``UsageError`` raised on the way becomes one line on
 stderr and status 2 (``@job``, ``fail``).  Every module ends with
-``if __name__ == "__main__": sys.exit(main())``, its ``main`` calling ``entry``.
+``main = cli.main_for(run, __name__)``, which also runs the job when the module is run as a script.
 """
 
 from __future__ import annotations
@@ -160,29 +160,43 @@ def fail(job: str, message: str, status: int = USAGE) -> int:
     return status
 
 
-def job(name: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
-    """Decorates a job's ``run(argv) -> int``: a UsageError raised on the way becomes ``fail(name, ...)``,
-    the help printed for ``--help`` status 0."""
-    def decorate(run: Callable[..., int]) -> Callable[..., int]:
-        @functools.wraps(run)
-        def guarded(*args, **kwargs) -> int:
+def job(name: str, options: Callable[[argparse.ArgumentParser], object] | None = None, *, beam: bool = False,
+        **parser_kwargs) -> Callable[[Callable[..., int]], Callable[..., int]]:
+    """Decorates a job's ``run``: the result is ``run(argv=None) -> int``, where a UsageError raised on the
+    way becomes ``fail(name, ...)`` and the help printed for ``--help`` status 0.
+
+    With ``options`` (a function adding the job's options to its parser), the job's parser is built here
+    (``job_parser``, the module docstring as help, ``parser_kwargs``) and the decorated function receives
+    the parsed options instead of ``argv``; with ``beam`` also the arguments left for Beam."""
+    def decorate(body: Callable[..., int]) -> Callable[..., int]:
+        @functools.wraps(body)
+        def run(argv: Sequence[str] | None = None) -> int:
             try:
-                return run(*args, **kwargs)
+                if options is None:
+                    return body(argv)
+                parser = job_parser(name, sys.modules[body.__module__].__doc__, beam=beam, **parser_kwargs)
+                options(parser)
+                opts, rest = parse(parser, argv, beam=beam)
+                return body(opts, rest) if beam else body(opts)
             except UsageError as e:
                 return fail(name, str(e))
             except HelpShown:
                 return 0
-        return guarded
+        return run
     return decorate
 
 
-def main_for(run: Callable[[list[str] | None], int], log_level: int = logging.WARNING
+def main_for(run: Callable[[list[str] | None], int], module: str, log_level: int = logging.WARNING
              ) -> Callable[[Sequence[str] | None], int]:
-    """A job's ``main(argv=None) -> int``: ``run`` as the process runs it (``entry``)."""
+    """A job's ``main(argv=None) -> int``: ``run`` as the process runs it (``entry``).  When ``module`` is
+    ``"__main__"`` (``python -m beam_jobs.<job>``) it runs there and then, and the process exits with its
+    status: every job module ends with ``main = cli.main_for(run, __name__)``."""
 
     def main(argv: Sequence[str] | None = None) -> int:
         return entry(run, argv, log_level)
 
+    if module == "__main__":
+        sys.exit(main())
     return main
 
 

@@ -13,7 +13,6 @@ tag_audio run works on OUT_DIR it removes nothing and exits with status 3.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from beam_jobs import cli
 from transforms.output.compaction import CompactionPlan, compact, holding_output, plan_compaction, repair
@@ -26,19 +25,16 @@ JOB = "compact"
 BUSY = 3  # as tag_audio: another run holds the output
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = cli.job_parser(JOB, __doc__)
+def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out_dir", metavar="OUT_DIR", help="tag_audio output directory (local or gs://).")
     parser.add_argument("--dry_run", action="store_true", help="Print what would be removed; remove nothing.")
     parser.add_argument("--repair", action="store_true",
                         help="Move runs with a damaged Parquet part to OUT_DIR/_quarantine/ (their rows then "
                              "count as never written: the next run tags those files again), then compact.")
-    return parser
 
 
-@cli.job(JOB)
-def run(argv: list[str] | None = None) -> int:
-    args, _ = cli.parse(build_parser(), argv)
+@cli.job(JOB, add_options)
+def run(args: argparse.Namespace) -> int:
     try:
         found = find_output(args.out_dir)  # read only: a missing OUT_DIR stops here
         if damaged := damaged_parts(found, (FRAMES, FILES), found.published):
@@ -93,8 +89,4 @@ def _report(out_dir: str, plan: CompactionPlan, dry_run: bool, quiet: bool = Fal
     return 0
 
 
-main = cli.main_for(run)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+main = cli.main_for(run, __name__)

@@ -68,8 +68,7 @@ def print_keywords(out_dir: Path, min_score: float, stream=sys.stdout) -> int:
     return count
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = cli.job_parser(JOB, __doc__)
+def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default=str(REPO / "demo_out"), help="Where the demo writes its output.")
     # Both defaults are the best F1 of `python -m bench.keyword_events` (held-out speakers' clips
     # joined into long recordings), not a fit to the example recordings.
@@ -79,13 +78,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="Scores are averaged over this long around each frame before the thresholds: "
                              "a word heard in one window only (a filler word like 'and' taken for "
                              "'on') stays below them.")
-    return parser
 
 
-@cli.job(JOB)
-def run(argv: list[str] | None = None) -> int:
+@cli.job(JOB, add_options)
+def run(args: argparse.Namespace) -> int:
     """Runs the demo; returns the exit status (0 ok, 1 the run failed, 2 usage error)."""
-    args, _ = cli.parse(_parser(), argv)
 
     out = Path(args.output)
     shutil.rmtree(out, ignore_errors=True)  # the demo always starts fresh
@@ -112,8 +109,4 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
-main = cli.main_for(run)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+main = cli.main_for(run, __name__)

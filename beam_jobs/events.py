@@ -14,7 +14,6 @@ tables and Audacity label files, one per recording.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from beam_jobs import cli
 from beam_jobs.event_arguments import add_event_arguments, event_settings_from
@@ -30,8 +29,7 @@ from transforms.output.reader import ModelInfo, find_output, read_events
 JOB = "events"
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = cli.job_parser(JOB, __doc__, beam=True)
+def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", default=None, help="A tag_audio output directory (local or gs://).")
     parser.add_argument("--output", default=None,
                         help="Where the events run is written (events/run=<id>/ and runs/<id>.json "
@@ -47,7 +45,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--thresholds", dest="event_thresholds", help="Same as --event_thresholds.")
     parser.add_argument("--classes", dest="event_class", action="extend", nargs="+",
                         help="Classes to detect events of (same as repeating --event_class).")
-    return parser
 
 
 def _export(directory: str, opts: argparse.Namespace, run_id: str | None = None) -> int:
@@ -69,10 +66,9 @@ def _export(directory: str, opts: argparse.Namespace, run_id: str | None = None)
     return 0
 
 
-@cli.job(JOB)
-def run(argv: list[str] | None = None) -> int:
+@cli.job(JOB, add_options, beam=True)
+def run(opts: argparse.Namespace, pipeline_args: list[str]) -> int:
     """Runs the job; returns the exit status (0 ok, 2 usage or input error)."""
-    opts, pipeline_args = cli.parse(_parser(), argv, beam=True)
     if opts.events:
         if not (opts.raven or opts.audacity):
             raise cli.UsageError("--events DIR exports events: give --raven DIR and/or --audacity DIR")
@@ -104,8 +100,4 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
-main = cli.main_for(run)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+main = cli.main_for(run, __name__)

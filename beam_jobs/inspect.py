@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from beam_jobs import cli
 from transforms.output.inspection import format_text, summarize_output, to_json
@@ -21,20 +20,17 @@ from transforms.output.reader import DamagedOutputError, damaged_parts, find_out
 JOB = "inspect"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = cli.job_parser(JOB, __doc__)
+def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out_dir", metavar="OUT_DIR", help="tag_audio output directory (local or gs://).")
     parser.add_argument("--format", choices=("text", "json"), default="text",
                         help="text: one screen for people (default); json: everything, for scripts.")
     parser.add_argument("--run", default=None, metavar="RUN_ID", help="Only this run.")
     parser.add_argument("--top_labels", type=int, default=10,
                         help="How many top labels to list (default 10).")
-    return parser
 
 
-@cli.job(JOB)
-def run(argv: list[str] | None = None) -> int:
-    args, _ = cli.parse(build_parser(), argv)
+@cli.job(JOB, add_options)
+def run(args: argparse.Namespace) -> int:
     try:
         found = find_output(args.out_dir)
         if damaged := damaged_parts(found, (FRAMES, FILES), found.runs):
@@ -54,8 +50,4 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
-main = cli.main_for(run)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+main = cli.main_for(run, __name__)

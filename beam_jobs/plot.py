@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from beam_jobs import cli
 from transforms.output.timeline_plot import RANK_BY, plot_timeline
@@ -15,8 +14,7 @@ from transforms.output.timeline_plot import RANK_BY, plot_timeline
 JOB = "plot"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = cli.job_parser(JOB, __doc__)
+def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", required=True, metavar="OUT_DIR",
                         help="tag_audio output directory (local or gs://), or its frames directory.")
     parser.add_argument("--uri", required=True,
@@ -39,12 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--width", type=int, default=1600, help="Image width in pixels (default 1600).")
     parser.add_argument("--height", type=int, default=1000, help="Image height in pixels (default 1000).")
     parser.add_argument("--dpi", type=int, default=100, help="Dots per inch (font scale; default 100).")
-    return parser
 
 
-@cli.job(JOB)
-def run(argv: list[str] | None = None) -> int:
-    args, _ = cli.parse(build_parser(), argv)
+@cli.job(JOB, add_options)
+def run(args: argparse.Namespace) -> int:
     if args.top < 1 or args.width < 200 or args.height < 200:
         raise cli.UsageError("--top must be >= 1 and --width/--height >= 200 pixels")
     try:
@@ -63,8 +59,4 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
-main = cli.main_for(run)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+main = cli.main_for(run, __name__)

@@ -21,7 +21,6 @@ default with --runner) runs a Beam pipeline, e.g. on Dataflow.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from beam_jobs import cli
 from transforms.answers.queries import QueryError
@@ -32,9 +31,7 @@ from transforms.output.frame_source import FramesNotUsableError, find_frames
 JOB = "search"
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = cli.job_parser(JOB, __doc__, beam=True,
-                            epilog="Any Apache Beam pipeline option is accepted as well (--engine beam).")
+def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", default=None, help="A tag_audio output directory (local or gs://).")
     parser.add_argument("--query", action="append", default=[],
                         help="A sound file, or FILE@START_S-END_S (a span of it); repeatable.")
@@ -54,13 +51,12 @@ def _parser() -> argparse.ArgumentParser:
                              "is given.")
     parser.add_argument("--no_thumbnails", action="store_true",
                         help="Leave the spectrograms out of the page (no audio is decoded).")
-    return parser
 
 
-@cli.job(JOB)
-def run(argv: list[str] | None = None) -> int:
+@cli.job(JOB, add_options, beam=True,
+         epilog="Any Apache Beam pipeline option is accepted as well (--engine beam).")
+def run(opts: argparse.Namespace, pipeline_args: list[str]) -> int:
     """Runs the search; returns the exit status (0 ok, 2 usage or input error)."""
-    opts, pipeline_args = cli.parse(_parser(), argv, beam=True)
     if not (opts.frames and opts.query and opts.output):
         raise cli.UsageError("--frames OUT_DIR, at least one --query and --output DIR are required")
     if opts.top_k < 1 or opts.max_per_file < 0:
@@ -91,8 +87,4 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
-main = cli.main_for(run)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+main = cli.main_for(run, __name__)

@@ -363,8 +363,4 @@ def _own_option_names() -> set[str]:
     return {action.dest for action in _parser()._actions}
 
 
-main = cli.main_for(run)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+main = cli.main_for(run, __name__)

@@ -9,7 +9,6 @@ HEAD_DIR receives metrics.json, confusion_matrix.png, head.keras and export/
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
 from audio_models.loading import ModelUnavailableError
@@ -59,8 +58,4 @@ def run(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-main = cli.main_for(run)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+main = cli.main_for(run, __name__)

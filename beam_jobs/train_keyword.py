@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import sys
 from collections.abc import Sequence
 
 from audio_models.keyword import DS_CNN, RECIPES, Architecture
@@ -175,8 +174,4 @@ def run(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-main = cli.main_for(run, log_level=logging.INFO)  # training reports its progress at INFO
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+main = cli.main_for(run, __name__, log_level=logging.INFO)  # training reports its progress at INFO

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,11 +92,22 @@ def test_runner_short_names_would_be_expanded_where_every_job_builds_its_options
 def test_every_job_has_one_entry_shape_and_prints_its_help(job, capsys):
     path = REPO / "beam_jobs" / f"{job}.py"
     tree = ast.parse(path.read_text())
-    assert ast.unparse(tree.body[-1]) == "if __name__ == '__main__':\n    sys.exit(main())", job
+    last = ast.unparse(tree.body[-1])
+    assert last.startswith("main = cli.main_for(run, __name__"), f"{job} ends with {last!r}"
     module = importlib.import_module(f"beam_jobs.{job}")
     assert list(inspect.signature(module.main).parameters) == ["argv"], f"{job}: main(argv=None) -> int"
     assert module.main(["--help"]) == 0
     assert f"python -m beam_jobs.{job}" in capsys.readouterr().out
+
+
+def test_a_job_run_as_a_module_exits_with_its_status():
+    wrong = subprocess.run([sys.executable, "-m", "beam_jobs.inspect", "--top_lables", "3", "out"], cwd=REPO,
+                           capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 2, wrong.stderr
+    assert wrong.stderr.strip() == "inspect: unknown option --top_lables: did you mean --top_labels?"
+    shown = subprocess.run([sys.executable, "-m", "beam_jobs.inspect", "--help"], cwd=REPO,
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and "python -m beam_jobs.inspect" in shown.stdout
 
 
 def test_no_command_line_parsing_outside_beam_jobs():
