@@ -25,7 +25,7 @@ BUSY = 3  # as tag_audio: another run holds the output
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--frames", required=True, help="A tag_audio output directory (local or gs://).")
+    cli.add_frames_options(parser, required=True)
     parser.add_argument("--head", action="append", default=[], required=True,
                         help="HEAD_DIR/export from train_head (NAME=PATH names it); repeatable.")
     parser.add_argument("--force", action="store_true", help="Score files the head already scored again.")

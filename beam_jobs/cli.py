@@ -84,6 +84,19 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, beam: 
     return opts, rest
 
 
+# --- options several jobs share --------------------------------------------------------------------
+
+def add_frames_options(parser: argparse.ArgumentParser, *, required: bool = False,
+                       runs: str | None = None) -> None:
+    """``--frames OUT_DIR`` (a tag_audio output to read) and, when ``runs`` says what the job does with
+    them ("read", "search"), ``--runs`` choosing which of its runs."""
+    parser.add_argument("--frames", required=required, default=None, metavar="OUT_DIR",
+                        help="A tag_audio output directory (local or gs://).")
+    if runs:
+        parser.add_argument("--runs", default="", help=f"Comma-separated run ids of --frames to {runs} "
+                            "(default: every succeeded run; they must share one model and framing).")
+
+
 # --- Beam's options -------------------------------------------------------------------------------
 
 def expand_runner_aliases(args: Sequence[str]) -> list[str]:
@@ -167,21 +180,27 @@ def job(name: str, options: Callable[[argparse.ArgumentParser], object] | None =
 
     With ``options`` (a function adding the job's options to its parser), the job's parser is built here
     (``job_parser``, the module docstring as help, ``parser_kwargs``) and the decorated function receives
-    the parsed options instead of ``argv``; with ``beam`` also the arguments left for Beam."""
+    the parsed options instead of ``argv``; with ``beam`` also the arguments left for Beam.  The job's
+    ``run.parse(argv)`` then gives (options, arguments left for Beam) without running it."""
     def decorate(body: Callable[..., int]) -> Callable[..., int]:
+        def parse_job(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
+            parser = job_parser(name, sys.modules[body.__module__].__doc__, beam=beam, **parser_kwargs)
+            options(parser)
+            return parse(parser, argv, beam=beam)
+
         @functools.wraps(body)
         def run(argv: Sequence[str] | None = None) -> int:
             try:
                 if options is None:
                     return body(argv)
-                parser = job_parser(name, sys.modules[body.__module__].__doc__, beam=beam, **parser_kwargs)
-                options(parser)
-                opts, rest = parse(parser, argv, beam=beam)
+                opts, rest = parse_job(argv)
                 return body(opts, rest) if beam else body(opts)
             except UsageError as e:
                 return fail(name, str(e))
             except HelpShown:
                 return 0
+        if options is not None:
+            run.parse = parse_job
         return run
     return decorate
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Sequence
 
 from beam_jobs import cli
 from beam_jobs.training_arguments import add_training_set_arguments, request_from
@@ -33,11 +32,9 @@ from transforms.training.head_trainer import HeadConfig
 JOB = "compare_features"
 
 
-def _parser() -> argparse.ArgumentParser:
+def add_options(parser: argparse.ArgumentParser) -> None:
     # build_training_set's own options (split, pooling, runs) with their help; --output and --features
-    # are redefined here, hence conflict_handler="resolve".
-    parser = cli.job_parser(JOB, __doc__, beam=True, conflict_handler="resolve",
-                            epilog="Any Apache Beam pipeline option is passed on to build_training_set.")
+    # are redefined here, hence conflict_handler="resolve" on the parser.
     add_training_set_arguments(parser)
     parser.add_argument("--output", default=None,
                         help="REPORT_DIR (local or gs://): comparison.json, comparison.md and one folder per "
@@ -61,12 +58,10 @@ def _parser() -> argparse.ArgumentParser:
                              "it the time is scaled to the run's frame count.")
     parser.add_argument("--no_model_timing", action="store_true",
                         help="Do not load and time the frames' model in-process.")
-    return parser
 
 
-def parse_args(argv: Sequence[str] | None) -> ComparisonConfig:
-    """The comparison the command line asks for.  Raises cli.UsageError (cli.HelpShown for --help)."""
-    opts, pipeline_args = cli.parse(_parser(), argv, beam=True)
+def comparison_config(opts: argparse.Namespace, pipeline_args: list[str]) -> ComparisonConfig:
+    """The comparison the command line asks for.  Raises cli.UsageError."""
     if not (opts.frames and opts.labels and opts.output):
         raise cli.UsageError("--frames OUT_DIR, --labels LABELS.csv and --output REPORT_DIR are required")
     feature_sets = cli.comma_separated(opts.features)
@@ -82,10 +77,11 @@ def parse_args(argv: Sequence[str] | None) -> ComparisonConfig:
                             not opts.no_model_timing, opts.overwrite)
 
 
-@cli.job(JOB)
-def run(argv: Sequence[str] | None = None) -> int:
+@cli.job(JOB, add_options, beam=True, conflict_handler="resolve",
+         epilog="Any Apache Beam pipeline option is passed on to build_training_set.")
+def run(opts: argparse.Namespace, pipeline_args: list[str]) -> int:
     """Runs the comparison; returns the exit status (0 ok, 2 a step failed or bad usage)."""
-    config = parse_args(argv)
+    config = comparison_config(opts, pipeline_args)
     try:
         doc = compare(config)
     except ComparisonError as e:

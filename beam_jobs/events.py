@@ -30,12 +30,10 @@ JOB = "events"
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--frames", default=None, help="A tag_audio output directory (local or gs://).")
+    cli.add_frames_options(parser, runs="read")
     parser.add_argument("--output", default=None,
                         help="Where the events run is written (events/run=<id>/ and runs/<id>.json "
                              "below it).")
-    parser.add_argument("--runs", default="", help="Comma-separated run ids of --frames to read "
-                        "(default: every succeeded run; they must share one model and framing).")
     parser.add_argument("--events", default=None,
                         help="Export only: a directory holding events (the latest events run is exported).")
     parser.add_argument("--raven", default=None, help="Write Raven selection tables into this directory.")

@@ -32,7 +32,7 @@ JOB = "search"
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--frames", default=None, help="A tag_audio output directory (local or gs://).")
+    cli.add_frames_options(parser, runs="search")
     parser.add_argument("--query", action="append", default=[],
                         help="A sound file, or FILE@START_S-END_S (a span of it); repeatable.")
     parser.add_argument("--top_k", type=int, default=100, help="Hits kept per query.")
@@ -42,8 +42,6 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                         help="max: a frame scores its best cosine with any frame of the query (finds copies "
                              "of any part of it); mean: its cosine with the query's mean direction.")
     parser.add_argument("--output", default=None, help="Where hits.parquet and index.html are written.")
-    parser.add_argument("--runs", default="", help="Comma-separated run ids of --frames to search "
-                        "(default: every succeeded run; they must share one model and framing).")
     parser.add_argument("--model_path", default=None,
                         help="The frames' model, when its run record's path cannot be read here.")
     parser.add_argument("--engine", default="auto", choices=("auto", "local", "beam"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from beam_jobs.cli import comma_separated
+from beam_jobs.cli import add_frames_options, comma_separated
 from schemas import training as ts
 from transforms.training.build import NEGATIVE_LABEL, TrainingSetRequest
 from transforms.training.labelled_rows import SplitRule
@@ -15,8 +15,7 @@ def add_training_set_arguments(parser: argparse.ArgumentParser) -> None:
     """The job's own options.  A plain parser, not a PipelineOptions subclass: Beam's Google Cloud
     options already own ``--labels`` (Dataflow job labels), and every PipelineOptions subclass in a
     process shares one namespace with tag_audio's ``--output`` and ``--features``."""
-    parser.add_argument("--frames", default=None,
-                        help="tag_audio output directory (local or gs://) whose frames/ to read.")
+    add_frames_options(parser, runs="learn from")
     parser.add_argument("--labels", default=None,
                         help="CSV (local or gs://) with columns path (or uri), label and optionally fold; "
                              "a path labels every frames URI it equals or ends with. With start_s and "
@@ -45,8 +44,6 @@ def add_training_set_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test_percent", type=float, default=10.0,
                         help="Share of clips for test when splitting by URI hash.")
     parser.add_argument("--split_salt", default="", help="Changes which clips the URI hash picks.")
-    parser.add_argument("--runs", default="",
-                        help="Comma-separated run ids of OUT_DIR to use (default: every succeeded run).")
     parser.add_argument("--overwrite", action="store_true",
                         help="Replace a training set already in DS_DIR.")
 

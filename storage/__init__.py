@@ -42,7 +42,14 @@ from storage.paths import (
     walk_local,
 )
 from storage.reads import SeekableReader, fingerprint, open_read, read_bytes, read_json, read_text
-from storage.retries import RetryPolicy, TransientIOError, describe_fault, is_transient, set_retry_policy
+from storage.retries import (
+    PermanentInputError,
+    RetryPolicy,
+    TransientIOError,
+    describe_fault,
+    is_transient,
+    set_retry_policy,
+)
 from storage.writes import (
     delete,
     delete_tree,
@@ -58,7 +65,8 @@ from storage.writes import (
 
 __all__ = [
     "ArchiveError", "Member", "archive_kind", "list_members", "member_uri", "split_member_uri",
-    "RetryPolicy", "SeekableReader", "StoredFile", "TransientIOError", "WalkItem", "escape_glob",
+    "PermanentInputError", "RetryPolicy", "SeekableReader", "StoredFile", "TransientIOError", "WalkItem",
+    "escape_glob",
     "has_glob", "walk_local", "cache_dir", "canonical_uri",
     "create_exclusive", "credentials_problem", "delete", "delete_tree", "delete_versioned", "describe_fault",
     "exists", "fingerprint", "is_dir", "is_remote", "is_transient", "join", "list_files", "list_names",

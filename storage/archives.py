@@ -29,6 +29,7 @@ from collections.abc import Iterator
 
 from storage.paths import archive_kind, split_member_uri
 from storage.reads import SeekableReader, open_read
+from storage.retries import PermanentInputError
 
 MAX_COMPRESSED_TAR_MEMBER = 512 << 20  # a .tar.gz member is inflated into memory: no larger than this
 # DEFLATE expands at most ~1032:1; a member declaring more is a bomb or damage, refused by size alone.
@@ -37,16 +38,8 @@ _OTHER_MAX_RATIO = 100_000  # bzip2 / lzma can expand runs further; still a boun
 _ZIP_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
 
 
-class ArchiveError(Exception):
+class ArchiveError(PermanentInputError):
     """A member (or an archive) that cannot be read, for a reason retrying will not change."""
-
-    def __init__(self, kind: str, message: str):
-        super().__init__(f"{kind}: {message}")
-        self.kind = kind
-        self.message = message
-
-    def __reduce__(self):
-        return (type(self), (self.kind, self.message))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,6 +7,23 @@ import errno
 import os
 import random
 
+# --- permanent errors -------------------------------------------------------------------------------
+
+class PermanentInputError(Exception):
+    """An input (a file, an archive member) that cannot be read for a reason retrying will not change.
+
+    ``kind`` is short and machine-readable, ``message`` one sentence for people; the file's row carries
+    ``'kind: message'`` and the next run does not retry it."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.message = message
+
+    def __reduce__(self):  # keeps kind/message when pickled between Beam workers
+        return (type(self), (self.kind, self.message))
+
+
 # --- transient errors -------------------------------------------------------------------------------
 
 class TransientIOError(OSError):

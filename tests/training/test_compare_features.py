@@ -148,6 +148,7 @@ def test_usage_errors_return_2_before_any_work(tmp_path):
     assert compare_job.run([*base, "--features", "logmel"]) == 2  # one feature set is no comparison
     assert compare_job.run([*base, "--features", "logmel,mfcc"]) == 2
     assert compare_job.run(["--frames", str(tmp_path)]) == 2
-    config = compare_job.parse_args([*base, "--test_folds", "3", "--seed", "7", "--pooling", "mean"])
+    config = compare_job.comparison_config(
+        *compare_job.run.parse([*base, "--test_folds", "3", "--seed", "7", "--pooling", "mean"]))
     assert config.head.seed == 7 and config.feature_sets == ("logmel", "embedding")
     assert config.build.split.test_folds == ("3",) and config.build.pooling == "mean"

@@ -27,7 +27,7 @@ MAX_CHANNELS = 1024
 _EXACT_LENGTH_FORMATS = frozenset({"wav", "w64", "aiff", "caf", "au", "flac", "ogg", "mov", "mp4"})
 
 
-class DecodeError(Exception):
+class DecodeError(storage.PermanentInputError):
     """A file that cannot be decoded, for a reason that retrying will not change.
 
     ``kind`` is short and machine-readable ('not_found', 'is_directory',
@@ -37,14 +37,6 @@ class DecodeError(Exception):
     Transient I/O failures (a dropped connection) are not DecodeErrors: they
     propagate so the runner retries the work.
     """
-
-    def __init__(self, kind: str, message: str):
-        super().__init__(f"{kind}: {message}")
-        self.kind = kind
-        self.message = message
-
-    def __reduce__(self):  # keeps kind/message when pickled between Beam workers
-        return (type(self), (self.kind, self.message))
 
 
 class SourceFile(storage.SeekableReader):
@@ -227,7 +219,7 @@ def describe_failure(error: Exception) -> str:
     A DecodeError says it itself; anything else is a decoder bug or an I/O
     failure that must cost one file, never the job.
     """
-    if isinstance(error, (DecodeError, storage.ArchiveError)):
+    if isinstance(error, storage.PermanentInputError):
         return str(error)
     if storage.is_transient(error):
         return storage_failure(error)
