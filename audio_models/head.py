@@ -41,9 +41,9 @@ from schemas import training as ts
 KIND = "head"
 SPEC_ASSET = model_assets.SPEC_ASSET
 LABELS_ASSET = model_assets.LABELS_ASSET
-SIGNATURE = "serving_default"
+SIGNATURE = model_assets.SIGNATURE
 FEATURES_SIGNATURE = "from_features"
-WAVEFORM_INPUT = "waveform"
+WAVEFORM_INPUT = model_assets.WAVEFORM_INPUT
 CLASS_IDS = "class_ids"
 CLASS_NAMES = "class_names"
 EXPORT_DIR = "export"  # HEAD_DIR/export
@@ -130,22 +130,9 @@ class HeadExportModule(tf.Module):
 
 def spec_document(labels: Sequence[str], layout: ts.FeatureLayout, base_model: dict, head: dict) -> dict:
     """The JSON stored as ``assets/model_spec.json`` (model_assets' keys, plus what made the head)."""
-    return {
-        "kind": KIND,
-        "sample_rate": SAMPLE_RATE,
-        "window_samples": WINDOW_SAMPLES,
-        "hop_samples": HOP_SAMPLES,
-        "labels": list(labels),
-        "signature": SIGNATURE,
-        "input": WAVEFORM_INPUT,
-        "scores_output": SCORES,
-        "embedding_output": EMBEDDING,
-        "embedding_dim": yw.EMBEDDING_DIM,
-        "features_signature": FEATURES_SIGNATURE,
-        "layout": layout.to_document(),
-        "base_model": base_model,
-        "head": head,
-    }
+    return model_assets.waveform_spec_document(
+        KIND, SAMPLE_RATE, WINDOW_SAMPLES, HOP_SAMPLES, labels, yw.EMBEDDING_DIM,
+        features_signature=FEATURES_SIGNATURE, layout=layout.to_document(), base_model=base_model, head=head)
 
 
 def export_head(yamnet: YamnetModel, transform_output, classifier, labels: Sequence[str],

@@ -54,9 +54,9 @@ IMAGE_SIZE = (32, 32)
 EMBEDDING_DIM = 128
 SPEC_ASSET = model_assets.SPEC_ASSET  # assets/model_spec.json
 LABELS_ASSET = model_assets.LABELS_ASSET  # assets/labels.txt
-SIGNATURE = "serving_default"
+SIGNATURE = model_assets.SIGNATURE
 # Serving-signature names besides SCORES and EMBEDDING.
-WAVEFORM_INPUT = "waveform"
+WAVEFORM_INPUT = model_assets.WAVEFORM_INPUT
 CLASS_IDS = "class_ids"
 CLASS_NAMES = "class_names"
 
@@ -409,20 +409,9 @@ def _outputs(scores, embedding, labels) -> dict:
 def spec_document(labels: Sequence[str], hop_samples: int = DEFAULT_HOP_SAMPLES,
                   architecture: Architecture = Architecture()) -> dict:
     """The JSON stored as ``assets/model_spec.json``."""
-    return {
-        "kind": KIND,
-        "sample_rate": SAMPLE_RATE,
-        "window_samples": WINDOW_SAMPLES,
-        "hop_samples": hop_samples,
-        "labels": list(labels),
-        "signature": SIGNATURE,
-        "input": WAVEFORM_INPUT,
-        "scores_output": SCORES,
-        "embedding_output": EMBEDDING,
-        "embedding_dim": EMBEDDING_DIM,
-        "frontend": architecture.frontend_document(),
-        "architecture": architecture.document(),
-    }
+    return model_assets.waveform_spec_document(
+        KIND, SAMPLE_RATE, WINDOW_SAMPLES, hop_samples, labels, EMBEDDING_DIM,
+        frontend=architecture.frontend_document(), architecture=architecture.document())
 
 
 def export_keyword_model(classifier, labels: Sequence[str], export_dir: str,

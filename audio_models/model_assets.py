@@ -18,10 +18,23 @@ import tempfile
 from collections.abc import Iterator, Sequence
 
 import storage
+from audio_models.spec import EMBEDDING, SCORES
 
 SPEC_ASSET = "model_spec.json"
 LABELS_ASSET = "labels.txt"
 CLASS_MAP_SUFFIX = ".csv"  # a YAMNet-style class map (index, mid, display_name), as TF Hub models ship
+SIGNATURE = "serving_default"  # the serving signature of the models this project exports
+WAVEFORM_INPUT = "waveform"
+
+
+def waveform_spec_document(kind: str, sample_rate: int, window_samples: int, hop_samples: int,
+                           labels: Sequence[str], embedding_dim: int, **extra) -> dict:
+    """The ``model_spec.json`` of a model this project exports: its serving signature takes a
+    ``waveform`` batch and gives ``scores`` and ``embedding``; ``extra`` keys describe what made it."""
+    return {"kind": kind, "sample_rate": sample_rate, "window_samples": window_samples,
+            "hop_samples": hop_samples, "labels": list(labels), "signature": SIGNATURE,
+            "input": WAVEFORM_INPUT, "scores_output": SCORES, "embedding_output": EMBEDDING,
+            "embedding_dim": embedding_dim, **extra}
 
 
 @contextlib.contextmanager
