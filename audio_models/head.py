@@ -34,7 +34,15 @@ import storage
 from audio_models import model_assets
 from audio_models import yamnet_weights as yw
 from audio_models.loading import ModelSource, ModelUnavailableError, read_errors_as_unavailable, register_kind
-from audio_models.spec import EMBEDDING, LOGMEL, SCORES, ModelSpec, checked_windows
+from audio_models.spec import (
+    EMBEDDING,
+    LOGMEL,
+    SCORES,
+    ModelSpec,
+    checked_windows,
+    no_windows_outputs,
+    output_names,
+)
 from audio_models.yamnet import HOP_SAMPLES, SAMPLE_RATE, WINDOW_SAMPLES, YamnetModel
 from schemas import training as ts
 
@@ -179,15 +187,7 @@ def load_head_spec(source: ModelSource | str) -> ModelSpec:
     _check_hop(source)
     path = _path(source)
     document = read_spec_document(path)
-    return ModelSpec(
-        name=KIND,
-        sample_rate=int(document["sample_rate"]),
-        window_samples=int(document["window_samples"]),
-        hop_samples=int(document["hop_samples"]),
-        class_names=tuple(document["labels"]),
-        embedding_dim=int(document.get("embedding_dim", 0)),
-        fingerprint=storage.fingerprint(yw.savedmodel_weight_files(path)),
-    )
+    return model_assets.spec_of_document(document, storage.fingerprint(yw.savedmodel_weight_files(path)))
 
 
 def read_head_layout(source: ModelSource | str) -> ts.FeatureLayout:
@@ -213,13 +213,9 @@ class HeadModel:
     def predict(self, windows: np.ndarray, with_logmel: bool = False) -> dict[str, np.ndarray]:
         """``windows [B, 15600]`` -> scores ``[B, C]``, YAMNet's embedding (and its log-mel patches)."""
         windows = checked_windows(windows, self.spec)
-        names = [SCORES, EMBEDDING] + ([LOGMEL] if with_logmel else [])
+        names = output_names(with_logmel)
         if windows.shape[0] == 0:
-            from audio_models.logmel import MEL_BANDS, PATCH_FRAMES
-
-            empty = {SCORES: (0, self.spec.num_classes), EMBEDDING: (0, self.spec.embedding_dim),
-                     LOGMEL: (0, PATCH_FRAMES, MEL_BANDS)}
-            return {name: np.zeros(empty[name], np.float32) for name in names}
+            return no_windows_outputs(self.spec, names)
         outputs = self._serve(**{WAVEFORM_INPUT: tf.constant(windows)})
         return {name: outputs[name].numpy() for name in names}
 

@@ -507,15 +507,7 @@ def load_keyword_spec(path: str, hop_samples: int | None = None) -> ModelSpec:
     hop = int(hop_samples) if hop_samples is not None else int(document["hop_samples"])
     if hop <= 0:
         raise ValueError(f"hop_samples must be positive, not {hop}")
-    return ModelSpec(
-        name=KIND,
-        sample_rate=int(document["sample_rate"]),
-        window_samples=int(document["window_samples"]),
-        hop_samples=hop,
-        class_names=tuple(document["labels"]),
-        embedding_dim=int(document.get("embedding_dim", 0)),
-        fingerprint=weights_fingerprint(path),
-    )
+    return model_assets.spec_of_document(document, weights_fingerprint(path), hop)
 
 
 class KeywordModel:

@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 
 import storage
-from audio_models.spec import EMBEDDING, SCORES
+from audio_models.spec import EMBEDDING, SCORES, ModelSpec
 
 SPEC_ASSET = "model_spec.json"
 LABELS_ASSET = "labels.txt"
@@ -35,6 +35,19 @@ def waveform_spec_document(kind: str, sample_rate: int, window_samples: int, hop
             "hop_samples": hop_samples, "labels": list(labels), "signature": SIGNATURE,
             "input": WAVEFORM_INPUT, "scores_output": SCORES, "embedding_output": EMBEDDING,
             "embedding_dim": embedding_dim, **extra}
+
+
+def spec_of_document(document: dict, fingerprint: str, hop_samples: int | None = None) -> ModelSpec:
+    """The spec a ``waveform_spec_document`` describes (its stored hop unless ``hop_samples``)."""
+    return ModelSpec(
+        name=document["kind"],
+        sample_rate=int(document["sample_rate"]),
+        window_samples=int(document["window_samples"]),
+        hop_samples=int(document["hop_samples"] if hop_samples is None else hop_samples),
+        class_names=tuple(document["labels"]),
+        embedding_dim=int(document.get("embedding_dim", 0)),
+        fingerprint=fingerprint,
+    )
 
 
 @contextlib.contextmanager

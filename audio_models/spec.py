@@ -14,7 +14,8 @@ import numpy as np
 
 from schemas.model_spec import ModelSpec
 
-__all__ = ["EMBEDDING", "LOGMEL", "SCORES", "BatchedModel", "ModelSpec", "checked_windows"]
+__all__ = ["EMBEDDING", "LOGMEL", "SCORES", "BatchedModel", "ModelSpec", "checked_windows",
+           "no_windows_outputs", "output_names"]
 
 # Output names a model may return from ``predict``.
 SCORES = "scores"  # [B, num_classes] float32
@@ -42,3 +43,18 @@ def checked_windows(windows: np.ndarray, spec: ModelSpec) -> np.ndarray:
     if windows.ndim != 2 or windows.shape[1] != spec.window_samples:
         raise ValueError(f"expected windows [B, {spec.window_samples}], got {windows.shape}")
     return windows
+
+
+def output_names(with_logmel: bool) -> list[str]:
+    """What a YAMNet-based ``predict`` returns: scores, embedding, and the log-mel patches on request."""
+    return [SCORES, EMBEDDING] + ([LOGMEL] if with_logmel else [])
+
+
+def no_windows_outputs(spec: ModelSpec, names: list[str]) -> dict[str, np.ndarray]:
+    """``predict``'s answer to an empty batch, shaped as a full one (YAMNet's log-mel patches for
+    ``LOGMEL``), without running the graph."""
+    from audio_models.logmel import MEL_BANDS, PATCH_FRAMES
+
+    shapes = {SCORES: (0, spec.num_classes), EMBEDDING: (0, spec.embedding_dim),
+              LOGMEL: (0, PATCH_FRAMES, MEL_BANDS)}
+    return {name: np.zeros(shapes[name], np.float32) for name in names}

@@ -34,7 +34,15 @@ import storage
 from audio_models import logmel
 from audio_models import yamnet_weights as yw
 from audio_models.device import selected_device
-from audio_models.spec import EMBEDDING, LOGMEL, SCORES, ModelSpec, checked_windows
+from audio_models.spec import (
+    EMBEDDING,
+    LOGMEL,
+    SCORES,
+    ModelSpec,
+    checked_windows,
+    no_windows_outputs,
+    output_names,
+)
 
 NAME = "yamnet"
 SAMPLE_RATE = logmel.SAMPLE_RATE
@@ -141,10 +149,8 @@ class YamnetModel:
     def predict(self, windows: np.ndarray, with_logmel: bool = False) -> dict[str, np.ndarray]:
         """``windows [B, 15600]`` float32 in [-1, 1] at 16 kHz -> scores, embedding (and logmel)."""
         windows = checked_windows(windows, self.spec)
-        names = [SCORES, EMBEDDING] + ([LOGMEL] if with_logmel else [])
+        names = output_names(with_logmel)
         if windows.shape[0] == 0:
-            empty = {SCORES: (0, yw.NUM_CLASSES), EMBEDDING: (0, yw.EMBEDDING_DIM),
-                     LOGMEL: (0, logmel.PATCH_FRAMES, logmel.MEL_BANDS)}
-            return {name: np.zeros(empty[name], np.float32) for name in names}
+            return no_windows_outputs(self.spec, names)
         outputs = self._forward(tf.constant(windows))
         return {name: outputs[name].numpy() for name in names}
