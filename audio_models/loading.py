@@ -241,9 +241,11 @@ def one_line(text: str, limit: int = 200) -> str:
 # --- yamnet -------------------------------------------------------------------------------------
 
 def _yamnet_files(source: ModelSource) -> tuple[str, str, bool]:
-    """(weights path on this machine, class map path, is_h5); checks both exist."""
+    """(weights path on this machine, class map path, is_h5); checks the hop asked for and that both
+    files exist."""
     from audio_models import yamnet_weights as yw
 
+    _check_yamnet_hop(source)
     path = source.local_path()
     is_h5 = path.lower().endswith((".h5", ".hdf5"))
     if is_h5:
@@ -276,7 +278,6 @@ def _yamnet_spec(source: ModelSource) -> ModelSpec:
     from audio_models import yamnet_weights as yw
     from audio_models.yamnet import yamnet_spec
 
-    _check_yamnet_hop(source)
     path, class_map, is_h5 = _yamnet_files(source)
     with read_errors_as_unavailable(f"read YAMNet from {path}"):
         weight_files = [path] if is_h5 else yw.savedmodel_weight_files(path)
@@ -286,7 +287,6 @@ def _yamnet_spec(source: ModelSource) -> ModelSpec:
 def _yamnet_model(source: ModelSource) -> BatchedModel:
     from audio_models.yamnet import YamnetModel
 
-    _check_yamnet_hop(source)
     path, class_map, is_h5 = _yamnet_files(source)
     with read_errors_as_unavailable(f"read YAMNet from {path}"):
         if is_h5:
