@@ -124,3 +124,15 @@ def test_time_blocks_take_whole_spans_and_leave_a_gap():
     assert not tset.SplitRule(("1",), (), ("2",), eval_from="auto").resolved(whole).eval_by_time
     with pytest.raises(tset.LabelsFileError, match="time spans"):
         tset.SplitRule(eval_from="time_blocks").resolved(whole)
+
+
+def test_a_missing_eval_split_is_said_not_hidden():
+    from transforms.training import head_metrics as hm
+
+    document = {"split_rule": {"eval_from": "files", "description": "by fold: train 1,2; eval 10% ..."}}
+    none = hm.eval_split(document, 0, "loss")
+    assert none["from"] == "none" and none["rows"] == 0
+    assert "NONE (0 rows)" in hm.format_eval_split(none) and "training loss" in hm.format_eval_split(none)
+    blocks = hm.eval_split({"split_rule": {"eval_from": "time_blocks"}}, 120, "val_loss")
+    assert hm.format_eval_split(blocks) == (
+        "eval split: 120 rows from time blocks within the training files; early stopping watched val_loss")
