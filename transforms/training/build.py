@@ -3,11 +3,14 @@
 Frames of tag_audio's OUT_DIR are joined with LABELS.csv (path or URI, label,
 optional fold; matched by URI or path suffix; optionally a time span per row,
 ``uri,start_s,end_s,label``), split into train/eval/test per
-URI (by fold, or by a hash of the URI), optionally pooled per clip, and run
+URI (by fold, or by a hash of the URI; with few files labelled by time spans,
+eval comes from time blocks within the training files: ``SplitRule.eval_regions``),
+optionally pooled per clip, and run
 through a tf.Transform ``preprocessing_fn`` analysed on the training split
 (z-scored features, label vocabulary).  DS_DIR receives the TFRecord shards,
-the transform output, ``dataset.json`` and ``report.json`` (class counts per
-split; tagged files without a label and label rows without frames, listed).
+the transform output, ``dataset.json``, ``report.json`` (class counts per
+split; tagged files without a label and label rows without frames, listed)
+and, for time-span labels, ``spans.csv`` (each split's labelled spans).
 See ``schemas/training.py`` for the layout.
 """
 

@@ -95,10 +95,11 @@ def majority_scores(rows: int, num_classes: int, majority: int) -> np.ndarray:
 class SplitFrames:
     """A split's frame rows and a model's class probabilities for them (rows in any order)."""
 
-    uris: np.ndarray  # str per row
+    uris: np.ndarray  # per row: the uri, or an int code into ``names``
     frame_index: np.ndarray  # int64
     label_ids: np.ndarray  # int64
     probabilities: np.ndarray  # float32 [rows, classes]
+    names: tuple[str, ...] | None = None  # uri of each code, when ``uris`` holds codes (less memory)
 
     def with_scores(self, probabilities: np.ndarray) -> SplitFrames:
         return dataclasses.replace(self, probabilities=probabilities)
@@ -109,7 +110,8 @@ class SplitFrames:
         uris = self.uris[order]
         bounds = np.flatnonzero(uris[1:] != uris[:-1]) + 1
         for rows in np.split(order, bounds) if order.size else []:
-            yield str(self.uris[rows[0]]), rows
+            key = self.uris[rows[0]]
+            yield (self.names[int(key)] if self.names is not None else str(key)), rows
 
     def segments(self):
         """(uri, label id, row indices) per run of consecutive frames of one label: a labelled span (or

@@ -3,9 +3,11 @@
 Reads the TFRecord splits through tf.data with the transform output's feature
 spec, trains the recipe's two dense layers with Adam and early stopping on the
 eval split, and reports per split the frame accuracy and the clip accuracy
-(a clip's prediction is the mean of its frames' class probabilities).
+(a clip's prediction is the mean of its frames' class probabilities), and per
+class precision, recall and AP at frame level (and, for time-span labels, at
+event level) beside the majority baseline (``head_metrics``).
 HEAD_DIR receives ``metrics.json``, ``confusion_matrix.png`` (clips of the
-test split, else eval), ``head.keras`` (the trained head on transformed
+test split, else eval; spans for time-span labels), ``head.keras`` (the trained head on transformed
 features) and ``export/``: one SavedModel from waveform windows
 to class scores (``audio_models.head``) that
 ``tag_audio --model head --model_path HEAD_DIR/export`` runs.  Before it is
@@ -58,7 +60,8 @@ class SplitResult:
     num_classes: int
     frame_confusion: np.ndarray = dataclasses.field(init=False)  # [true, predicted] row counts
     clip_sums: dict = dataclasses.field(default_factory=dict)  # uri -> [sum of probabilities, label id]
-    _rows: list = dataclasses.field(default_factory=list)  # (uris, frame indices, label ids, probabilities)
+    _rows: list = dataclasses.field(default_factory=list)  # (uri codes, frame indices, label ids, scores)
+    _uri_codes: dict = dataclasses.field(default_factory=dict)  # uri -> its code in _rows
 
     def __post_init__(self):
         self.frame_confusion = np.zeros((self.num_classes, self.num_classes), np.int64)
@@ -70,14 +73,16 @@ class SplitResult:
             entry = self.clip_sums.setdefault(uri, [np.zeros(self.num_classes, np.float64), int(label)])
             entry[0] += p
         index = np.full(len(label_ids), -1, np.int64) if frame_index is None else frame_index
-        self._rows.append((np.array([_text(u) for u in uris], dtype=str), np.asarray(index, np.int64),
+        codes = [self._uri_codes.setdefault(_text(u), len(self._uri_codes)) for u in uris]
+        self._rows.append((np.asarray(codes, np.int64), np.asarray(index, np.int64),
                            np.asarray(label_ids, np.int64), np.asarray(probabilities, np.float32)))
 
     def frames(self) -> SplitFrames:
+        names = tuple(self._uri_codes)  # insertion order: the codes
         if not self._rows:
-            return SplitFrames(np.zeros(0, str), np.zeros(0, np.int64), np.zeros(0, np.int64),
-                               np.zeros((0, self.num_classes), np.float32))
-        return SplitFrames(*(np.concatenate(parts) for parts in zip(*self._rows)))
+            return SplitFrames(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                               np.zeros((0, self.num_classes), np.float32), names)
+        return SplitFrames(*(np.concatenate(parts) for parts in zip(*self._rows)), names)
 
     @property
     def clip_confusion(self) -> np.ndarray:

@@ -16,7 +16,10 @@ the user's choice (``negative_label``).  A file is labelled either whole or by
 spans, and all rows of one file share its fold.
 
 Splits are decided per URI (by fold, or by a salted SHA-256 of the URI), never
-per frame, so the frames of one clip always land in one split.
+per frame, so the frames of one clip always land in one split.  The one
+exception is eval carved from few long files labelled by time spans
+(``SplitRule.eval_from``): there, stretches of each training file are eval,
+whole spans at a time, with a gap of frames in no split around them.
 """
 
 from __future__ import annotations
