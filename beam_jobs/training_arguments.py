@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from beam_jobs.cli import comma_separated
+from beam_jobs.cli import UsageError, comma_separated
 from schemas import training as ts
 from transforms.training.build import NEGATIVE_LABEL, TrainingSetRequest
 from transforms.training.labelled_rows import EVAL_FROM, EVAL_FROM_AUTO, MIN_EVAL_FILES, SplitRule
@@ -63,6 +63,14 @@ def add_training_set_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def split_rule_from(opts: argparse.Namespace) -> SplitRule:
+    """The split options as a rule; raises UsageError (one line, exit status 2) for impossible ones."""
+    try:
+        return _split_rule(opts)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def _split_rule(opts: argparse.Namespace) -> SplitRule:
     return SplitRule(comma_separated(opts.train_folds), comma_separated(opts.eval_folds),
                      comma_separated(opts.test_folds), opts.eval_percent, opts.test_percent, opts.split_salt,
                      opts.eval_from, opts.eval_block_s, opts.eval_gap_s)
