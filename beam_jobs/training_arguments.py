@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import argparse
 
-from beam_jobs.cli import add_frames_options, comma_separated
+from beam_jobs.cli import UsageError, add_frames_options, comma_separated
 from schemas import training as ts
 from transforms.training.build import NEGATIVE_LABEL, TrainingSetRequest
-from transforms.training.labelled_rows import SplitRule
+from transforms.training.labelled_rows import EVAL_FROM, EVAL_FROM_AUTO, MIN_EVAL_FILES, SplitRule
 
 
 def add_training_set_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,13 +44,33 @@ def add_training_set_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test_percent", type=float, default=10.0,
                         help="Share of clips for test when splitting by URI hash.")
     parser.add_argument("--split_salt", default="", help="Changes which clips the URI hash picks.")
+    parser.add_argument("--eval_from", default=EVAL_FROM_AUTO, choices=EVAL_FROM,
+                        help="Where eval carved from the training files comes from: files (by URI hash), "
+                             "time_blocks (stretches of each file, for labels given as time spans), or auto: "
+                             f"time blocks when the URI hash would give fewer than {MIN_EVAL_FILES} eval "
+                             "files and the labels are time spans. The report says which.")
+    parser.add_argument("--eval_block_s", type=float, default=10.0,
+                        help="Time blocks: seconds of each eval block; one block in every eval_block_s / "
+                             "(eval_percent / 100) seconds, widened to whole spans.")
+    parser.add_argument("--eval_gap_s", type=float, default=1.0,
+                        help="Time blocks: frames within this many seconds of an eval block go to no split, "
+                             "so no training frame holds audio next to an eval frame's.")
     parser.add_argument("--overwrite", action="store_true",
                         help="Replace a training set already in DS_DIR.")
 
 
 def split_rule_from(opts: argparse.Namespace) -> SplitRule:
+    """The split options as a rule; raises UsageError (one line, exit status 2) for impossible ones."""
+    try:
+        return _split_rule(opts)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def _split_rule(opts: argparse.Namespace) -> SplitRule:
     return SplitRule(comma_separated(opts.train_folds), comma_separated(opts.eval_folds),
-                     comma_separated(opts.test_folds), opts.eval_percent, opts.test_percent, opts.split_salt)
+                     comma_separated(opts.test_folds), opts.eval_percent, opts.test_percent, opts.split_salt,
+                     opts.eval_from, opts.eval_block_s, opts.eval_gap_s)
 
 
 def request_from(opts: argparse.Namespace) -> TrainingSetRequest:

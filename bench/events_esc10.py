@@ -125,19 +125,9 @@ def tag(audio: Path, model: Path, out: Path, extra: list[str]) -> None:
 
 def score(detections: list[dict], truths: list[dict]) -> dict:
     """Greedy one-to-one matching by overlap within each (file, class)."""
-    pairs = []
-    for d_i, d in enumerate(detections):
-        for t_i, t in enumerate(truths):
-            if d["file"] == t["file"] and d["class"] == t["class"]:
-                overlap = min(d["end_s"], t["end_s"]) - max(d["start_s"], t["start_s"])
-                if overlap > 0:
-                    pairs.append((overlap, d_i, t_i))
-    used_d, used_t, matched = set(), set(), []
-    for _, d_i, t_i in sorted(pairs, reverse=True):
-        if d_i not in used_d and t_i not in used_t:
-            used_d.add(d_i)
-            used_t.add(t_i)
-            matched.append((detections[d_i], truths[t_i]))
+    from transforms.answers.event_matching import match_by_overlap
+
+    matched = [(detections[d_i], truths[t_i]) for d_i, t_i in match_by_overlap(detections, truths)]
     signed_onsets = [d["start_s"] - t["start_s"] for d, t in matched]
     signed_offsets = [d["end_s"] - t["end_s"] for d, t in matched]
     onsets, offsets = np.abs(signed_onsets), np.abs(signed_offsets)

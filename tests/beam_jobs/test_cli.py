@@ -51,6 +51,10 @@ def test_a_lease_ttl_that_is_not_positive_is_refused_before_any_work(ttl, tmp_pa
     ("tag_audio", ["--input", "i", "--output", "o", "--runer", "DataflowRunner"], "did you mean --runner?"),
     ("events", ["--frames", "f", "--output", "o", "--direct_num_workers", "two"], "invalid int value"),
     ("plot", ["--frames", "f", "--uri", "u", "--output", "o.png", "stray"], "unexpected argument 'stray'"),
+    ("build_training_set", ["--frames", "f", "--labels", "l.csv", "--output", "o", "--eval_block_s", "0"],
+     "--eval_block_s must be > 0"),
+    ("build_training_set", ["--frames", "f", "--labels", "l.csv", "--output", "o", "--eval_percent", "150"],
+     "leave room for training"),
 ])
 def test_every_job_refuses_what_neither_it_nor_beam_knows_in_one_line(job, args, expected, tmp_path, capsys,
                                                                      monkeypatch):

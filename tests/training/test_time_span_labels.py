@@ -161,5 +161,7 @@ def test_span_labels_refuse_pooling_and_a_negative_label_needs_spans(tagged, tmp
     assert build_training_set.run(base + ["--labels", str(whole), "--negatives_from_labelled_files"]) == 2
     assert build_training_set.run(base + ["--labels", str(labels), "--negatives_from_labelled_files",
                                           "low"]) == 2
+    assert build_training_set.run(base + ["--labels", str(whole), "--eval_from", "time_blocks"]) == 2
     errors = capsys.readouterr().err.splitlines()
     assert "--pooling none" in errors[0] and "whole files only" in errors[1] and "also a label" in errors[2]
+    assert "--eval_from time_blocks needs rows with time spans" in errors[3]

@@ -3,11 +3,14 @@
 Frames of tag_audio's OUT_DIR are joined with LABELS.csv (path or URI, label,
 optional fold; matched by URI or path suffix; optionally a time span per row,
 ``uri,start_s,end_s,label``), split into train/eval/test per
-URI (by fold, or by a hash of the URI), optionally pooled per clip, and run
+URI (by fold, or by a hash of the URI; with few files labelled by time spans,
+eval comes from time blocks within the training files: ``SplitRule.eval_regions``),
+optionally pooled per clip, and run
 through a tf.Transform ``preprocessing_fn`` analysed on the training split
 (z-scored features, label vocabulary).  DS_DIR receives the TFRecord shards,
-the transform output, ``dataset.json`` and ``report.json`` (class counts per
-split; tagged files without a label and label rows without frames, listed).
+the transform output, ``dataset.json``, ``report.json`` (class counts per
+split; tagged files without a label and label rows without frames, listed)
+and, for time-span labels, ``spans.csv`` (each split's labelled spans).
 See ``schemas/training.py`` for the layout.
 """
 
@@ -69,7 +72,7 @@ def BuildTrainingSet(pbegin, source: FrameSource, labels: LabelTable, rule: Spli
             | "LatestRun" >> beam.CombinePerKey(lambda runs: max(runs, key=order.__getitem__)))
     labelled = frame_tables | "AttachLabels" >> beam.ParDo(
         tset.AttachLabels(labels, rule, layout, negative_label), latest_run=latest_run).with_outputs(
-        tset.UNLABELLED, tset.EXCLUDED, tset.CLIPS, main="rows")
+        tset.UNLABELLED, tset.EXCLUDED, tset.CLIPS, tset.SPANS, main="rows")
     rows = labelled.rows
     if layout.pooled:
         rows = rows | "PoolClips" >> tset.PoolClips(layout)
@@ -114,20 +117,23 @@ def BuildTrainingSet(pbegin, source: FrameSource, labels: LabelTable, rule: Spli
         | "ListUnlabelled" >> beam.combiners.ToList()
     excluded = labelled[tset.EXCLUDED] | "DistinctExcluded" >> beam.Distinct() \
         | "ListExcluded" >> beam.combiners.ToList()
+    spans = labelled[tset.SPANS] | "DistinctSpans" >> beam.Distinct() | "ListSpans" >> beam.combiners.ToList()
     failed_files = (pbegin
                     | "ListFilesFiles" >> beam.Create(source.file_files)
                     | "ReadFiles" >> ReadAllFromParquetBatched(
                         columns=[ts.URI, "status", "error", "num_frames"], with_filename=True)
                     | "LabelledWithoutFrames" >> beam.FlatMap(tr.files_without_frames, labels)
                     | "ListFailed" >> beam.combiners.ToList())
-    context = tr.ReportContext(labels, source.out_dir, source.run_ids, rule.describe(), layout.to_document())
+    context = tr.ReportContext(labels, source.out_dir, source.run_ids, rule.describe(), layout.to_document(),
+                               rule.eval_from)
     return (pbegin
             | "ReportTrigger" >> beam.Create([None])
             | "WriteReport" >> beam.ParDo(tr.WriteReport(ds_dir, context),
                                           counted=beam.pvalue.AsSingleton(counted),
                                           unlabelled=beam.pvalue.AsSingleton(unlabelled),
                                           excluded=beam.pvalue.AsSingleton(excluded),
-                                          failed_files=beam.pvalue.AsSingleton(failed_files)))
+                                          failed_files=beam.pvalue.AsSingleton(failed_files),
+                                          spans=beam.pvalue.AsSingleton(spans)))
 
 
 def dataset_document(source: FrameSource, labels: LabelTable, rule: SplitRule, layout: ts.FeatureLayout,
@@ -144,9 +150,10 @@ def dataset_document(source: FrameSource, labels: LabelTable, rule: SplitRule, l
         "frames_dir": source.out_dir,
         "runs": list(source.run_ids),
         "labels_file": labels.source,
+        "labelled_by": "spans" if labels.has_spans else "files",  # what a label names: time spans or files
         "negative_label": negative_label,
         "split_rule": {**dataclasses.asdict(rule), "description": rule.describe()},
-        "splits": {split: {key: report["splits"][split][key] for key in ("clips", "frames")}
+        "splits": {split: {key: report["splits"][split][key] for key in ("clips", "frames", "spans")}
                    for split in ts.SPLITS},
     }
 
@@ -171,7 +178,7 @@ def _prepare_output(ds_dir: str, overwrite: bool) -> None:
         raise FileExistsError(f"{ds_dir} already holds a training set ({existing[0]}): choose a new "
                               "--output or pass --overwrite")
     names = [ts.DATASET_FILE, ts.REPORT_FILE, ts.TRANSFORM_DIR, ts.RAW_SAMPLE_DIR, ts.TRANSFORM_TEMP_DIR,
-             tr.UNLABELLED_FILES, tr.UNMATCHED_LABELS, tr.EXCLUDED_FILES, *ts.SPLITS]
+             tr.UNLABELLED_FILES, tr.UNMATCHED_LABELS, tr.EXCLUDED_FILES, ts.SPANS_FILE, *ts.SPLITS]
     for name in names:
         storage.delete_tree(ts.ds_path(ds_dir, name))
 
@@ -207,6 +214,7 @@ def build_training_set(request: TrainingSetRequest, options: PipelineOptions) ->
     try:
         labels = tset.read_labels(request.labels)
         request.split.check_folds(labels)
+        rule = request.split.resolved(labels)  # eval from files or from time blocks
         source = find_frames(request.frames, request.runs)
         layout = layout_for(source, request.features, request.pooling)
         _check_spans(labels, layout, request.negative_label)
@@ -215,7 +223,7 @@ def build_training_set(request: TrainingSetRequest, options: PipelineOptions) ->
         raise TrainingSetError(str(e)) from None
 
     pipeline = beam.Pipeline(options=options)
-    _ = pipeline | "BuildTrainingSet" >> BuildTrainingSet(source, labels, request.split, layout, ds_dir,
+    _ = pipeline | "BuildTrainingSet" >> BuildTrainingSet(source, labels, rule, layout, ds_dir,
                                                           request.negative_label)
     with reading(source.out_dir, source.run_ids, "build_training_set"):
         pipeline.run().wait_until_finish()
@@ -228,7 +236,7 @@ def build_training_set(request: TrainingSetRequest, options: PipelineOptions) ->
     label_names = [v.decode() if isinstance(v, bytes) else v for v in
                    tft.TFTransformOutput(ts.ds_path(ds_dir, ts.TRANSFORM_DIR)).vocabulary_by_name(
                        ts.LABEL_VOCABULARY)]
-    document = dataset_document(source, labels, request.split, layout, label_names, report, started,
+    document = dataset_document(source, labels, rule, layout, label_names, report, started,
                                 request.negative_label)
     storage.write_json(ts.ds_path(ds_dir, ts.DATASET_FILE), document)
     try:

@@ -3,9 +3,11 @@
 Reads the TFRecord splits through tf.data with the transform output's feature
 spec, trains the recipe's two dense layers with Adam and early stopping on the
 eval split, and reports per split the frame accuracy and the clip accuracy
-(a clip's prediction is the mean of its frames' class probabilities).
+(a clip's prediction is the mean of its frames' class probabilities), and per
+class precision, recall and AP at frame level (and, for time-span labels, at
+event level) beside the majority baseline (``head_metrics``).
 HEAD_DIR receives ``metrics.json``, ``confusion_matrix.png`` (clips of the
-test split, else eval), ``head.keras`` (the trained head on transformed
+test split, else eval; spans for time-span labels), ``head.keras`` (the trained head on transformed
 features) and ``export/``: one SavedModel from waveform windows
 to class scores (``audio_models.head``) that
 ``tag_audio --model head --model_path HEAD_DIR/export`` runs.  Before it is
@@ -24,6 +26,9 @@ import numpy as np
 
 import storage
 from schemas import training as ts
+from transforms.training import detection_metrics as dm
+from transforms.training import head_metrics as hm
+from transforms.training.detection_metrics import SplitFrames
 from transforms.training.evaluation import Evaluation, confusion_png
 
 METRICS_FILE = "metrics.json"
@@ -49,20 +54,35 @@ class HeadConfig:
 
 @dataclasses.dataclass
 class SplitResult:
-    """Predictions of one split: frame-level confusion and per-clip probability sums."""
+    """Predictions of one split: frame-level confusion, per-clip probability sums and every row's
+    probabilities (for per-class metrics)."""
 
     num_classes: int
     frame_confusion: np.ndarray = dataclasses.field(init=False)  # [true, predicted] row counts
     clip_sums: dict = dataclasses.field(default_factory=dict)  # uri -> [sum of probabilities, label id]
+    _rows: list = dataclasses.field(default_factory=list)  # (uri codes, frame indices, label ids, scores)
+    _uri_codes: dict = dataclasses.field(default_factory=dict)  # uri -> its code in _rows
 
     def __post_init__(self):
         self.frame_confusion = np.zeros((self.num_classes, self.num_classes), np.int64)
 
-    def add(self, probabilities: np.ndarray, label_ids: np.ndarray, uris: Sequence[bytes]) -> None:
+    def add(self, probabilities: np.ndarray, label_ids: np.ndarray, uris: Sequence[bytes],
+            frame_index: np.ndarray | None = None) -> None:
         np.add.at(self.frame_confusion, (label_ids, probabilities.argmax(axis=1)), 1)
         for uri, p, label in zip(uris, probabilities, label_ids):
             entry = self.clip_sums.setdefault(uri, [np.zeros(self.num_classes, np.float64), int(label)])
             entry[0] += p
+        index = np.full(len(label_ids), -1, np.int64) if frame_index is None else frame_index
+        codes = [self._uri_codes.setdefault(_text(u), len(self._uri_codes)) for u in uris]
+        self._rows.append((np.asarray(codes, np.int64), np.asarray(index, np.int64),
+                           np.asarray(label_ids, np.int64), np.asarray(probabilities, np.float32)))
+
+    def frames(self) -> SplitFrames:
+        names = tuple(self._uri_codes)  # insertion order: the codes
+        if not self._rows:
+            return SplitFrames(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                               np.zeros((0, self.num_classes), np.float32), names)
+        return SplitFrames(*(np.concatenate(parts) for parts in zip(*self._rows)), names)
 
     @property
     def clip_confusion(self) -> np.ndarray:
@@ -141,8 +161,12 @@ def read_raw_sample(ds_dir: str, layout: ts.FeatureLayout) -> dict[str, np.ndarr
     return {name: value.numpy() for name, value in parsed.items()}
 
 
+def _text(uri: bytes | str) -> str:
+    return uri.decode() if isinstance(uri, bytes) else uri
+
+
 def _key(uri: bytes | str, frame_index: int) -> tuple[str, int]:
-    return (uri.decode() if isinstance(uri, bytes) else uri, int(frame_index))
+    return (_text(uri), int(frame_index))
 
 
 # --- training and evaluation -------------------------------------------------------------------
@@ -156,7 +180,7 @@ def evaluate(classifier, dataset, num_classes: int, capture: set | None = None,
     for batch in dataset:
         probabilities = tf.nn.softmax(classifier(batch[ts.FEATURES], training=False)).numpy()
         uris = batch[ts.URI].numpy()
-        result.add(probabilities, batch[ts.LABEL_ID].numpy(), uris)
+        result.add(probabilities, batch[ts.LABEL_ID].numpy(), uris, batch[ts.FRAME_INDEX].numpy())
         if capture:
             for i, (uri, index) in enumerate(zip(uris, batch[ts.FRAME_INDEX].numpy())):
                 key = _key(uri, index)
@@ -251,6 +275,8 @@ def train(config: HeadConfig) -> dict:
         "epochs_run": len(history.history["loss"]),
         "best_epoch": int(stopper.best_epoch) + 1,
         "early_stopping_monitor": stopper.monitor,
+        "eval_split": hm.eval_split(document, known_rows(report, ts.EVAL, labels, layout.pooled),
+                                    stopper.monitor),
         "training_seconds": round(training_seconds, 1),
         "model": {"input_dim": layout.input_dim, "hidden_units": config.hidden_units,
                   "dropout": config.dropout, "parameters": int(classifier.count_params())},
@@ -258,13 +284,19 @@ def train(config: HeadConfig) -> dict:
         "base_model": base_model,
         "config": dataclasses.asdict(config),
     }
+    _add_label_metrics(metrics, results, document, report, config.dataset_dir)
+    spans = hm.labelled_by_spans(document) and not layout.pooled
     shown = ts.TEST if ts.TEST in results and results[ts.TEST].clip_sums else ts.EVAL
     if shown in results:
-        confusion = results[shown].clip_confusion
+        if spans:  # the level the labels were given at: spans, not whole recordings
+            confusion, level = dm.segment_confusion(results[shown].frames(), len(labels)), "span"
+        else:
+            confusion, level = results[shown].clip_confusion, "clip"
         metrics["confusion_matrix"] = {
-            "split": shown, "level": "clip", "matrix": confusion.tolist(),
+            "split": shown, "level": level, "matrix": confusion.tolist(),
             "axes": "rows: true label, columns: predicted label (order of 'labels')"}
-        title = f"YAMNet head, {shown} clips: accuracy {_accuracy(confusion):.1%}"
+        accuracy = _accuracy(confusion)
+        title = f"YAMNet head, {shown} {level}s: accuracy " + ("-" if accuracy is None else f"{accuracy:.1%}")
         _write_bytes(ts.ds_path(config.output_dir, CONFUSION_FILE),
                      confusion_png(Evaluation(tuple(labels), confusion), title))
 
@@ -286,6 +318,25 @@ def train(config: HeadConfig) -> dict:
     return metrics
 
 
+def _add_label_metrics(metrics: dict, results: dict, document: dict, report: dict, ds_dir: str) -> None:
+    """Per split: per-class frame (and, for time-span labels, event and span) metrics beside the majority
+    baseline; see ``head_metrics``."""
+    labels, layout = metrics["labels"], ts.FeatureLayout.from_document(document["layout"])
+    majority = hm.majority(report, labels, layout.pooled)
+    metrics["baseline"] = {"rule": hm.BASELINE_RULE, "label": majority}
+    spans = hm.labelled_by_spans(document) and not layout.pooled
+    truths = hm.read_truths(ds_dir) if spans else {}
+    timing = hm.frame_timing(metrics["base_model"]) if spans else None
+    negative = document.get("negative_label")
+    event_classes = [label for label in labels if label != negative]
+    for split, result in results.items():
+        frames = result.frames()
+        row = metrics["splits"][split]
+        row.update(hm.split_metrics(frames, labels, majority, truths.get(split, []), event_classes, timing))
+        if spans:
+            row.update(hm.span_summary(frames, len(labels)))
+
+
 def _save_keras(classifier, path: str) -> None:
     import os
     import tempfile
@@ -305,9 +356,23 @@ def format_metrics(metrics: dict) -> str:
     lines = []
     for split, row in metrics["splits"].items():
         frame = "-" if row["frame_accuracy"] is None else f"{row['frame_accuracy']:.1%}"
-        clip = "-" if row["clip_accuracy"] is None else f"{row['clip_accuracy']:.1%}"
+        if "spans" in row:  # time-span labels: a file is no unit of the labels
+            unit, accuracy, count = "span", row["span_accuracy"], row["spans"]
+        else:
+            unit, accuracy, count = "clip", row["clip_accuracy"], row["clips"]
+        shown = "-" if accuracy is None else f"{accuracy:.1%}"
         lines.append(f"  {split:>5}: frame accuracy {frame:>6} ({row['rows']} rows), "
-                     f"clip accuracy {clip:>6} ({row['clips']} clips)")
+                     f"{unit} accuracy {shown:>6} ({count} {unit}s)")
+    if "eval_split" in metrics:
+        lines.append(hm.format_eval_split(metrics["eval_split"]))
+    if ts.EVAL in metrics["splits"]:
+        lines.extend(hm.format_per_class(metrics, ts.EVAL))
+    if ts.TEST in metrics["splits"]:
+        lines.extend(hm.format_per_class(metrics, ts.TEST))
+    if "confusion_matrix" in metrics:
+        matrix = metrics["confusion_matrix"]
+        lines.append(f"confusion matrix: {matrix['split']} split, per {matrix['level']} "
+                     f"({int(np.sum(matrix['matrix']))} {matrix['level']}s)")
     if "export" in metrics:
         check = metrics["export"]["reload_check"]
         lines.append(f"export {metrics['export']['path']} ({metrics['export']['identity']}); reload check: "

@@ -16,7 +16,10 @@ the user's choice (``negative_label``).  A file is labelled either whole or by
 spans, and all rows of one file share its fold.
 
 Splits are decided per URI (by fold, or by a salted SHA-256 of the URI), never
-per frame, so the frames of one clip always land in one split.
+per frame, so the frames of one clip always land in one split.  The one
+exception is eval carved from few long files labelled by time spans
+(``SplitRule.eval_from``): there, stretches of each training file are eval,
+whole spans at a time, with a gap of frames in no split around them.
 """
 
 from __future__ import annotations
@@ -262,9 +265,15 @@ def uri_suffixes(uri: str) -> Iterator[str]:
 
 # --- splits -------------------------------------------------------------------------------------
 
+EVAL_FROM_FILES, EVAL_FROM_TIME_BLOCKS, EVAL_FROM_AUTO = "files", "time_blocks", "auto"
+EVAL_FROM = (EVAL_FROM_AUTO, EVAL_FROM_FILES, EVAL_FROM_TIME_BLOCKS)
+MIN_EVAL_FILES = 3  # auto: fewer eval files than this by URI hash, and spans to cut by: eval from time blocks
+
+
 @dataclasses.dataclass(frozen=True)
 class SplitRule:
-    """Fold lists (when any is given) or hash percentages; eval may be carved from train by hash."""
+    """Fold lists (when any is given) or hash percentages; eval may be carved from train by hash, or from
+    time blocks within the training files (``eval_from``, see ``eval_regions``)."""
 
     train_folds: tuple[str, ...] = ()
     eval_folds: tuple[str, ...] = ()
@@ -272,6 +281,9 @@ class SplitRule:
     eval_percent: float = 10.0
     test_percent: float = 10.0
     salt: str = ""
+    eval_from: str = EVAL_FROM_FILES  # files | time_blocks | auto (resolved by ``resolved`` before a run)
+    eval_block_s: float = 10.0  # time blocks: one block of this length in every block_s / eval share
+    eval_gap_s: float = 1.0  # time blocks: frames this close to an eval block go to no split
 
     def __post_init__(self):
         named = [set(self.train_folds), set(self.eval_folds), set(self.test_folds)]
@@ -280,6 +292,92 @@ class SplitRule:
         if not 0 <= self.eval_percent < 100 or not 0 <= self.test_percent < 100 or \
                 self.eval_percent + self.test_percent >= 100:
             raise ValueError("--eval_percent and --test_percent must be >= 0 and leave room for training")
+        if self.eval_from not in EVAL_FROM:
+            raise ValueError(f"--eval_from must be one of {', '.join(EVAL_FROM)}")
+        if self.eval_block_s <= 0 or self.eval_gap_s < 0:
+            raise ValueError("--eval_block_s must be > 0 and --eval_gap_s >= 0")
+
+    @property
+    def eval_by_time(self) -> bool:
+        return self.eval_from == EVAL_FROM_TIME_BLOCKS
+
+    @property
+    def eval_period_s(self) -> float:
+        """Time blocks: each period of this length holds one eval block."""
+        return self.eval_block_s * 100.0 / self.eval_percent
+
+    def resolved(self, table: LabelTable) -> SplitRule:
+        """``auto`` made concrete: time blocks when the labels are time spans, eval is carved from the
+        training files, and the URI hash would give it fewer than MIN_EVAL_FILES files; else files.
+        Raises LabelsFileError for time blocks without spans."""
+        carved = not self.eval_folds and self.eval_percent > 0
+        if self.eval_from == EVAL_FROM_TIME_BLOCKS:
+            if not table.has_spans:
+                raise LabelsFileError(f"--eval_from time_blocks needs rows with time spans; {table.source} "
+                                      "labels whole files only")
+            if not carved:
+                raise LabelsFileError("--eval_from time_blocks carves eval from the training files: it needs "
+                                      "--eval_percent > 0 and no --eval_folds")
+            return self
+        if self.eval_from == EVAL_FROM_FILES:
+            return self
+        expected = self.training_files(table) * self.eval_percent / 100.0
+        blocks = carved and table.has_spans and expected < MIN_EVAL_FILES
+        return dataclasses.replace(self, eval_from=EVAL_FROM_TIME_BLOCKS if blocks else EVAL_FROM_FILES)
+
+    def training_files(self, table: LabelTable) -> float:
+        """Labelled files that would be trained on (by hash: the expected number)."""
+        folds = {row.path: row.fold for row in table.rows}
+        if not self.by_fold:
+            return len(folds) * (100.0 - self.test_percent) / 100.0
+        named = set(self.eval_folds) | set(self.test_folds)
+        return sum(1 for fold in folds.values() if fold not in named and
+                   (not self.train_folds or fold in self.train_folds))
+
+    def eval_regions(self, uri: str, spans: Sequence[LabelRow], until_s: float) -> list[tuple[float, float]]:
+        """Time blocks: the eval stretches of a training file, ``[start_s, end_s]`` in time order.
+
+        In each period of ``eval_period_s`` one block of ``eval_block_s`` at a place picked by a hash of
+        the URI and the period, widened to whole spans where a span crosses its edge (an event is in one
+        split), merged where they meet.  ``until_s``: the end of the frames at hand; spans are taken whole
+        into account, so every piece of a file gets the same regions.
+        """
+        if not self.eval_by_time:
+            return []
+        period, block = self.eval_period_s, self.eval_block_s
+        last = max([until_s, *(s.end_s for s in spans if s.is_span)])
+        regions = []
+        for k in range(int(last // period) + 2):
+            start = k * period + uri_fraction(f"{uri}#{k}", self.salt) * max(period - block, 0.0)
+            end = start + block
+            moved = True
+            while moved:  # spans crossing an edge join the block (spans may chain)
+                moved = False
+                for span in spans:
+                    if span.is_span and span.start_s < start < span.end_s:
+                        start, moved = span.start_s, True
+                    if span.is_span and span.start_s < end < span.end_s:
+                        end, moved = span.end_s, True
+            if regions and start <= regions[-1][1]:
+                regions[-1] = (regions[-1][0], max(end, regions[-1][1]))
+            else:
+                regions.append((start, end))
+        return regions
+
+    def frame_splits(self, regions: Sequence[tuple[float, float]], start_s: np.ndarray, end_s: np.ndarray
+                     ) -> list[str | None]:
+        """Per frame of a training file: eval inside an eval region, None within ``eval_gap_s`` of one
+        (neither split sees audio next to the other's), else train."""
+        splits: list[str | None] = [ts.TRAIN] * len(start_s)
+        for a, b in regions:
+            inside = (start_s >= a) & (end_s <= b)
+            near = (start_s < b + self.eval_gap_s) & (end_s > a - self.eval_gap_s)
+            for i in np.flatnonzero(near):
+                splits[i] = ts.EVAL if inside[i] else None
+        return splits
+
+    def span_split(self, regions: Sequence[tuple[float, float]], span: LabelRow) -> str:
+        return ts.EVAL if any(a <= span.start_s and span.end_s <= b for a, b in regions) else ts.TRAIN
 
     @property
     def by_fold(self) -> bool:
@@ -291,23 +389,28 @@ class SplitRule:
         if not self.by_fold:
             if share < self.test_percent:
                 return ts.TEST
-            return ts.EVAL if share < self.test_percent + self.eval_percent else ts.TRAIN
+            eval_share = 0.0 if self.eval_by_time else self.eval_percent
+            return ts.EVAL if share < self.test_percent + eval_share else ts.TRAIN
         if fold in self.test_folds:
             return ts.TEST
         if fold in self.eval_folds:
             return ts.EVAL
         if self.train_folds and fold not in self.train_folds:
             return None
-        if not self.eval_folds and share < self.eval_percent:
+        if not self.eval_folds and not self.eval_by_time and share < self.eval_percent:
             return ts.EVAL  # carved from the training folds, whole clips only
         return ts.TRAIN
 
     def describe(self) -> str:
+        blocks = (f"time blocks of the training files ({self.eval_block_s:g} s in every "
+                  f"{self.eval_period_s:g} s, widened to whole spans; frames within {self.eval_gap_s:g} s of "
+                  f"a block in no split)") if self.eval_by_time else ""
         if not self.by_fold:
-            return (f"by SHA-256 of the URI: {self.test_percent:g}% test, {self.eval_percent:g}% eval, "
-                    f"rest train")
+            eval_ = f"eval from {blocks}" if blocks else f"{self.eval_percent:g}% eval"
+            return f"by SHA-256 of the URI: {self.test_percent:g}% test, {eval_}, rest train"
         train = ",".join(self.train_folds) or "every other fold"
-        eval_ = ",".join(self.eval_folds) or f"{self.eval_percent:g}% of the training clips by URI hash"
+        eval_ = (",".join(self.eval_folds) or blocks
+                 or f"{self.eval_percent:g}% of the training clips by URI hash")
         return f"by fold: train {train}; eval {eval_}; test {','.join(self.test_folds) or 'none'}"
 
     def check_folds(self, table: LabelTable) -> None:
@@ -385,6 +488,8 @@ def preprocessing_fn_for(layout: ts.FeatureLayout):
 UNLABELLED = "unlabelled"  # uri
 EXCLUDED = "excluded"  # (uri, fold, label path): labelled, but its fold is in no split
 CLIPS = "clips"  # (uri, ClipFacts) per table piece; summed per uri downstream
+SPANS = "spans"  # (split, uri, label, start_s, end_s) per labelled span of a file in a split (per piece)
+LEFT_OUT = "left_out"  # ClipFacts.split of frames near an eval time block, which go to no split
 
 
 @dataclasses.dataclass(frozen=True)
@@ -406,7 +511,8 @@ class AttachLabels(beam.DoFn):
     With ``latest_run`` (uri -> run id), frames of a URI tagged by several runs
     are taken from its latest run only.  Frames of a file labelled by spans take
     the label of the span they overlap; the others take ``negative_label``, or
-    are left out without one.
+    are left out without one.  With eval from time blocks, the frames of a
+    training file go to train or eval by the time they cover (``SplitRule.eval_regions``).
     """
 
     def __init__(self, labels: LabelTable, rule: SplitRule, layout: ts.FeatureLayout,
@@ -440,21 +546,30 @@ class AttachLabels(beam.DoFn):
             if split is None:
                 yield pvalue.TaggedOutput(EXCLUDED, (uri, match.fold, match.path))
                 continue
+            splits = [split] * len(rows)
             if match.is_span:
                 times = [table.column(c).to_numpy(zero_copy_only=False)[rows] for c in ("start_s", "end_s")]
                 labels = span_labels(*times, matches, self._negative_label)
+                regions = self._rule.eval_regions(uri, matches, float(times[1].max())) if split == ts.TRAIN \
+                    else []
+                if regions:
+                    splits = self._rule.frame_splits(regions, *times)
+                for span in matches:
+                    span_split = self._rule.span_split(regions, span) if regions else split
+                    yield pvalue.TaggedOutput(SPANS, (span_split, uri, span.label, span.start_s, span.end_s))
             else:
                 labels = [match.label] * len(rows)
-            for label, count in collections.Counter(x for x in labels if x is not None).items():
-                yield pvalue.TaggedOutput(CLIPS, (uri, ClipFacts(split, label, match.path, count)))
-            for row, label in zip(rows, labels):
-                if label is None:
+            counts = collections.Counter((s or LEFT_OUT, x) for s, x in zip(splits, labels) if x is not None)
+            for (frames_split, label), count in counts.items():
+                yield pvalue.TaggedOutput(CLIPS, (uri, ClipFacts(frames_split, label, match.path, count)))
+            for row, label, frame_split in zip(rows, labels, splits):
+                if label is None or frame_split is None:
                     continue
                 # Keyed by frame column: a frame row's raw feature names are its columns' names.
                 instance = {column: arrays[column][row] for column in self._layout.columns}
                 instance.update({ts.LABEL: label, ts.URI: uri,
                                  ts.FRAME_INDEX: int(frame_index[row]), ts.NUM_FRAMES: 1})
-                yield split, instance
+                yield frame_split, instance
 
 
 def pool_clip(element: tuple[tuple[str, str], Iterable[dict]], layout: ts.FeatureLayout

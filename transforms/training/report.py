@@ -19,7 +19,7 @@ import apache_beam as beam
 
 import storage
 from schemas import training as ts
-from transforms.training.labelled_rows import ClipFacts, LabelIndex, LabelTable
+from transforms.training.labelled_rows import LEFT_OUT, ClipFacts, LabelIndex, LabelTable
 
 LIST_LIMIT = 1000
 UNLABELLED_FILES = "unmatched_files.txt"
@@ -62,14 +62,15 @@ class CountClips(beam.CombineFn):
 
 
 def merge_clip_pieces(pieces) -> list[ClipFacts]:
-    """One URI's facts from its pieces (a file's frames may span several Parquet tables), one per label
-    (a file labelled by time spans has frames of several)."""
-    by_label: dict[str, ClipFacts] = {}
+    """One URI's facts from its pieces (a file's frames may span several Parquet tables), one per split and
+    label (a file labelled by time spans has frames of several labels, and with eval from time blocks of
+    two splits)."""
+    by_key: dict[tuple[str, str], ClipFacts] = {}
     for piece in pieces:
-        seen = by_label.get(piece.label)
-        by_label[piece.label] = piece if seen is None else dataclasses.replace(
-            seen, frames=seen.frames + piece.frames)
-    return [by_label[label] for label in sorted(by_label)]
+        key = (piece.split, piece.label)
+        seen = by_key.get(key)
+        by_key[key] = piece if seen is None else dataclasses.replace(seen, frames=seen.frames + piece.frames)
+    return [by_key[key] for key in sorted(by_key)]
 
 
 def files_without_frames(element, labels: LabelTable):
@@ -93,6 +94,7 @@ class ReportContext:
     runs: tuple[str, ...]
     split_rule: str
     layout: dict
+    eval_from: str = "files"  # how eval was made: files (by fold or URI hash) or time_blocks
 
 
 def labels_without_frames(labels: LabelTable, matched_paths: set[str],
@@ -116,14 +118,16 @@ def labels_without_frames(labels: LabelTable, matched_paths: set[str],
 
 
 def build_report(context: ReportContext, counted: dict, unlabelled: list[str],
-                 excluded: list[tuple[str, str, str]], without_frames: list[dict]) -> dict:
+                 excluded: list[tuple[str, str, str]], without_frames: list[dict],
+                 spans: list[tuple] = ()) -> dict:
     """The report document (see module docstring); lists in it are sorted and capped."""
     splits = {}
     for split in ts.SPLITS:
         classes = {label: {"clips": c, "frames": f}
                    for label, (c, f) in sorted(counted["counts"].get(split, {}).items())}
         splits[split] = {"clips": sum(v["clips"] for v in classes.values()),
-                         "frames": sum(v["frames"] for v in classes.values()), "classes": classes}
+                         "frames": sum(v["frames"] for v in classes.values()), "classes": classes,
+                         "spans": sum(1 for row in spans if row[0] == split)}
     trained = set(splits[ts.TRAIN]["classes"])
     unseen = {split: sorted(set(splits[split]["classes"]) - trained) for split in (ts.EVAL, ts.TEST)}
     several = sorted(path for path, files in counted["label_paths"].items() if files > 1)
@@ -134,8 +138,11 @@ def build_report(context: ReportContext, counted: dict, unlabelled: list[str],
         "frames_dir": context.frames_dir,
         "runs": list(context.runs),
         "split_rule": context.split_rule,
+        "eval_from": context.eval_from,
         "layout": context.layout,
         "splits": splits,
+        # eval from time blocks: frames within the gap of a block, in no split
+        "frames_left_out_near_eval_blocks": sum(f for _, f in counted["counts"].get(LEFT_OUT, {}).values()),
         "labels_unseen_in_train": unseen,
         "unmatched": {
             "files_without_label": _listed(sorted(set(unlabelled))),
@@ -153,9 +160,16 @@ def _listed(items: list) -> dict:
 
 
 def write_report(ds_dir: str, report: dict, unlabelled: list[str], excluded: list[tuple[str, str, str]],
-                 without_frames: list[dict]) -> None:
-    """report.json, plus the complete unmatched lists when there are any."""
+                 without_frames: list[dict], spans: list[tuple] = ()) -> None:
+    """report.json, plus the complete unmatched lists when there are any, and the labelled spans per split
+    (the truth of event-level metrics)."""
     _write(ts.ds_path(ds_dir, ts.REPORT_FILE), json.dumps(report, indent=2) + "\n")
+    if spans:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(ts.SPANS_HEADER)
+        writer.writerows(sorted(spans, key=lambda row: (row[1], row[3], row[4], row[2], row[0])))
+        _write(ts.ds_path(ds_dir, ts.SPANS_FILE), buffer.getvalue())
     if unlabelled:
         _write(ts.ds_path(ds_dir, UNLABELLED_FILES), "".join(f"{uri}\n" for uri in sorted(set(unlabelled))))
     if without_frames:
@@ -181,11 +195,12 @@ class WriteReport(beam.DoFn):
         self._ds_dir = ds_dir
         self._context = context
 
-    def process(self, _, counted: dict, unlabelled: list, excluded: list, failed_files: list):
+    def process(self, _, counted: dict, unlabelled: list, excluded: list, failed_files: list,
+                spans: list = ()):
         matched = set(counted["label_paths"]) | {path for _, _, path in excluded}
         missing = labels_without_frames(self._context.labels, matched, failed_files)
-        report = build_report(self._context, counted, unlabelled, excluded, missing)
-        write_report(self._ds_dir, report, unlabelled, excluded, missing)
+        report = build_report(self._context, counted, unlabelled, excluded, missing, spans)
+        write_report(self._ds_dir, report, unlabelled, excluded, missing, spans)
         yield report
 
 
@@ -194,8 +209,15 @@ def format_report(report: dict) -> str:
     lines = [f"split rule: {report['split_rule']}"]
     for split in ts.SPLITS:
         s = report["splits"][split]
-        lines.append(f"  {split:>5}: {s['clips']:6d} clips {s['frames']:8d} frames "
+        spans = f" {s['spans']:6d} spans" if s.get("spans") else ""
+        lines.append(f"  {split:>5}: {s['clips']:6d} clips {s['frames']:8d} frames{spans} "
                      f"{len(s['classes'])} classes")
+    if report.get("eval_from") == "time_blocks":
+        lines.append(f"eval from time blocks within the training files; frames left out near the blocks: "
+                     f"{report['frames_left_out_near_eval_blocks']}")
+    if not report["splits"][ts.EVAL]["frames"]:
+        lines.append("eval split: EMPTY, so train_head will stop early on the training loss (give eval "
+                     "folds, a larger --eval_percent, or --eval_from time_blocks with time-span labels)")
     unmatched = report["unmatched"]
     lines.append(f"tagged files without a label: {unmatched['files_without_label']['count']}")
     lines.append(f"label rows without frames:    {unmatched['labels_without_frames']['count']}")

@@ -1,0 +1,117 @@
+"""What ``train_head`` reports beyond accuracy: per-class metrics beside the majority baseline, the eval
+split it stopped on, and a confusion matrix at the level the labels were given.
+
+- Per split, per class: frame-level precision, recall and AP, and for labels
+  given as time spans event-level ones against the split's labelled spans
+  (``DS_DIR/spans.csv``), for the head and for the baseline that always says
+  the training split's majority label (``detection_metrics``).
+- The eval split: where it came from (files by fold or URI hash, or time blocks
+  within files) and how many rows it had; without one, early stopping watched
+  the training loss, and the report says so.
+- Confusion matrix: per clip for whole-file labels, per span for time spans
+  (a run of consecutive frames of one label: a labelled span, or negatives
+  between spans), never one cell for a whole recording.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+
+import numpy as np
+
+import storage
+from schemas import training as ts
+from transforms.training import detection_metrics as dm
+
+BASELINE_RULE = "every row gets the majority label of the training split"
+
+
+def labelled_by_spans(document: dict) -> bool:
+    return document.get("labelled_by") == "spans"
+
+
+def read_truths(ds_dir: str) -> dict[str, list[dict]]:
+    """split -> the labelled spans of that split (file, class, start_s, end_s); {} without spans.csv."""
+    path = ts.ds_path(ds_dir, ts.SPANS_FILE)
+    if not storage.exists(path):
+        return {}
+    truths: dict[str, list[dict]] = {}
+    for row in csv.DictReader(io.StringIO(storage.read_text(path))):
+        truths.setdefault(row["split"], []).append({"file": row["uri"], "class": row["label"],
+                                                    "start_s": float(row["start_s"]),
+                                                    "end_s": float(row["end_s"])})
+    return truths
+
+
+def frame_timing(base_model: dict) -> dm.FrameTiming | None:
+    rate, hop, window = (base_model.get(k) or 0 for k in ("sample_rate", "hop_samples", "window_samples"))
+    return dm.FrameTiming(hop / rate, window / rate) if rate and hop and window else None
+
+
+def majority(report: dict, labels: Sequence[str], pooled: bool) -> str:
+    unit = "clips" if pooled else "frames"
+    counts = {label: counts[unit] for label, counts in report["splits"][ts.TRAIN]["classes"].items()
+              if label in labels}
+    return dm.majority_label(counts)
+
+
+def split_metrics(frames: dm.SplitFrames, labels: Sequence[str], majority_label: str, truths: list[dict],
+                  event_classes: Sequence[str], timing: dm.FrameTiming | None) -> dict:
+    """{"per_class": {"frame": ..., ["event": ...]}, "baseline": the same for the majority baseline}."""
+    baseline = frames.with_scores(dm.majority_scores(len(frames.label_ids), len(labels),
+                                                     labels.index(majority_label)))
+    out = {}
+    for name, scored in (("per_class", frames), ("baseline", baseline)):
+        out[name] = {"frame": dm.frame_metrics(scored.probabilities, scored.label_ids, labels)}
+        if timing is not None and event_classes:
+            out[name]["event"] = dm.event_metrics(scored, truths, labels, event_classes, timing)
+    return out
+
+
+def span_summary(frames: dm.SplitFrames, num_classes: int) -> dict:
+    confusion = dm.segment_confusion(frames, num_classes)
+    total = int(confusion.sum())
+    return {"spans": total, "span_accuracy": float(np.trace(confusion) / total) if total else None}
+
+
+def eval_split(document: dict, eval_rows: int, monitor: str) -> dict:
+    """Where eval came from, its size, and what early stopping watched."""
+    rule = document.get("split_rule", {})
+    source = rule.get("eval_from", "files") if eval_rows else "none"
+    return {"from": source, "rows": eval_rows, "split_rule": rule.get("description"),
+            "early_stopping_monitor": monitor}
+
+
+def format_eval_split(summary: dict) -> str:
+    if summary["from"] == "none":
+        return ("eval split: NONE (0 rows), so early stopping watched the training loss; give eval folds, a "
+                "larger --eval_percent or, with time-span labels, --eval_from time_blocks")
+    where = "time blocks within the training files" if summary["from"] == "time_blocks" else "files"
+    return (f"eval split: {summary['rows']} rows from {where}; early stopping watched "
+            f"{summary['early_stopping_monitor']}")
+
+
+def _number(value: float | None) -> str:
+    return "    -" if value is None else f"{value:5.2f}"
+
+
+def format_per_class(metrics: dict, split: str) -> list[str]:
+    """A table per level (frame, event) of ``split``: the head's P / R / AP beside the baseline's."""
+    row = metrics["splits"].get(split, {})
+    if "per_class" not in row:
+        return []
+    lines = [f"{split}, per class: head vs baseline ({metrics['baseline']['label']!r} always)"]
+    for level, unit in (("frame", "support"), ("event", "truths")):
+        head, base = row["per_class"].get(level), row["baseline"].get(level)
+        if head is None:
+            continue
+        width = max(len(label) for label in head)
+        lines.append(f"  {level + ' level':<{width}} {unit:>7}     P     R    AP | base P     R    AP")
+        for label, values in head.items():
+            b = base[label]
+            head_numbers = " ".join(_number(values[k]) for k in ("precision", "recall", "average_precision"))
+            base_numbers = " ".join(_number(b[k]) for k in ("precision", "recall", "average_precision"))
+            lines.append(f"  {label:<{width}} {values[unit]:7d} {head_numbers} | {base_numbers}")
+    return lines
