@@ -1,4 +1,5 @@
-"""train_head: a classifier head on a build_training_set dataset, and its end-to-end export.
+"""train_head: a classifier head (YAMNet transfer learning: two dense layers) on a build_training_set
+dataset, and its end-to-end export (audio -> YAMNet -> transform -> head) for tag_audio --model head.
 
     python -m beam_jobs.train_head --dataset DS_DIR --output HEAD_DIR [--hidden_units 512] [--dropout 0.3]
 
@@ -9,7 +10,7 @@ HEAD_DIR receives metrics.json, confusion_matrix.png, head.keras and export/
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import argparse
 
 from audio_models.loading import ModelUnavailableError
 from beam_jobs import cli
@@ -18,12 +19,7 @@ from transforms.training.head_trainer import CONFUSION_FILE, METRICS_FILE, HeadC
 JOB = "train_head"
 
 
-def parse_args(argv: Sequence[str] | None = None) -> HeadConfig:
-    """The head the command line asks for.  Raises cli.UsageError (cli.HelpShown for --help)."""
-    parser = cli.job_parser(
-        JOB, "Train a classifier head (YAMNet transfer-learning recipe: two dense layers) on a "
-             "build_training_set dataset and export audio -> YAMNet -> transform -> head as one "
-             "SavedModel for tag_audio --model head.")
+def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="training-set directory DS_DIR (local or gs://)")
     parser.add_argument("--output", required=True,
                         help="HEAD_DIR (local or gs://): export/, metrics.json, confusion_matrix.png")
@@ -40,15 +36,17 @@ def parse_args(argv: Sequence[str] | None = None) -> HeadConfig:
                         help="YAMNet weights for the export (default: the model that made the frames, as "
                              "recorded in DS_DIR/dataset.json); must be the same weights")
     parser.add_argument("--no_export", action="store_true", help="train and report only")
-    args, _ = cli.parse(parser, argv)
+
+
+def head_config(args: argparse.Namespace) -> HeadConfig:
     return HeadConfig(args.dataset.rstrip("/"), args.output.rstrip("/"), args.hidden_units, args.dropout,
                       args.learning_rate, args.batch_size, args.epochs, args.patience, args.seed,
                       args.yamnet_path, not args.no_export)
 
 
-@cli.job(JOB)
-def run(argv: Sequence[str] | None = None) -> int:
-    config = parse_args(argv)
+@cli.job(JOB, add_options)
+def run(args: argparse.Namespace) -> int:
+    config = head_config(args)
     try:
         metrics = train(config)
     except (FileNotFoundError, ValueError, ModelUnavailableError) as e:
