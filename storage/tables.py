@@ -171,7 +171,8 @@ def _row_index(table: str, size: int, row: RowName, num_rows: int) -> int:
     else:
         index = _id_index(table, size, row.key_column).get(row.value, -1)
     if not 0 <= index < num_rows:
-        raise ArchiveError("not_found", f"the table has no row {row.key_column}={row.value}")
+        which = row.value if row.key_column == ROW else f"with {row.key_column}={row.value}"
+        raise ArchiveError("not_found", f"the table has no row {which}")
     return index
 
 

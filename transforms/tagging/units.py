@@ -68,7 +68,10 @@ class PlanUnits(beam.DoFn):
             return
         f = self._framing
         expected = None
-        if f.unit_frames > 0 and (entry.size_bytes is None or entry.size_bytes >= self._probe_min_bytes):
+        # A table's row is one unit: its size is its table's, and its bytes are in memory once read
+        # (storage.tables), so cutting it would cost a probe of every row and buy only parallelism.
+        if (f.unit_frames > 0 and (entry.size_bytes is None or entry.size_bytes >= self._probe_min_bytes)
+                and not storage.is_table_row(entry.uri)):
             try:
                 info = probe(entry.uri)
                 if info.duration_s:
