@@ -1,6 +1,7 @@
 """tag_audio: per-frame scores and embeddings for every audio file of a folder, glob or bucket.
 
     python -m beam_jobs.tag_audio --input DIR_OR_GLOB [--input ...] [--input_manifest FILE] \\
+        [--input_table TABLE.parquet [--audio_column audio] [--id_column ID]] \\
         --output OUT_DIR --model yamnet [--model_path PATH] [Beam pipeline options]
 
 Every input file gets exactly one row in OUT_DIR/files (status ok | partial |
