@@ -58,6 +58,7 @@ class Member:
     name: str
     size: int
     error: str | None = None
+    group: int | None = None  # a table row's row group (storage.tables): its rows are read together
 
 
 def unsafe_name(name: str) -> bool:

@@ -21,13 +21,16 @@ small per-process cache: rows of one row group opened one after another cost one
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import functools
 import io
+import os
 import threading
 from collections.abc import Iterator
 
 from storage.archives import ArchiveError, Member
+from storage.paths import is_remote, local_path
 from storage.reads import SeekableReader, open_read
 
 AUDIO_COLUMN = "audio"  # what Hugging Face datasets calls an Audio feature's column, mostly
@@ -113,14 +116,14 @@ def list_rows(table: str, audio_column: str = AUDIO_COLUMN, id_column: str | Non
     table whose rows cannot be read as asked (not Parquet, a column missing). With ``id_column`` that
     column is read, one row group at a time: a row with no id, or the id of an earlier row, is named by
     its index with the reason."""
-    with open_read(table) as reader:
-        size = _size_of_open(reader)
-        metadata = _metadata(table, reader, size)
+    with _opened(table) as (source, size):
+        metadata = _metadata(table, source, size)
     if problem := columns_problem(table, audio_column, id_column):
         raise ArchiveError("no_column", problem)
     if id_column is None:
         for index in range(metadata.num_rows):
-            yield Member(str(RowName(audio_column, ROW, str(index))), size)
+            yield Member(str(RowName(audio_column, ROW, str(index))), size,
+                         group=_row_group_of(metadata, index)[0])
         return
     # Listing runs on a worker (transforms.tagging.listing), one table at a time: it holds this table's
     # ids (what its rows' URIs and done-set keys are made of anyway) and one row group of the id column,
@@ -133,13 +136,13 @@ def list_rows(table: str, audio_column: str = AUDIO_COLUMN, id_column: str | Non
             by_index = str(RowName(audio_column, ROW, str(index)))
             if value is None:
                 yield Member(by_index, size, f"no_id: the row's {id_column} is null; it is named by its "
-                                             "index")
+                                             "index", group)
             elif (text := str(value)) in seen:
                 yield Member(by_index, size, f"duplicate_id: {id_column}={text} also names row "
-                                             f"{seen[text]}; this one is named by its index")
+                                             f"{seen[text]}; this one is named by its index", group)
             else:
                 seen[text] = index
-                yield Member(str(RowName(audio_column, id_column, text)), size)
+                yield Member(str(RowName(audio_column, id_column, text)), size, group=group)
         first += len(ids)
 
 
@@ -151,17 +154,13 @@ def open_row(table: str, name: str) -> SeekableReader:
     row = parse_row_name(name)
     if row is None:
         raise ArchiveError("not_found", f"{name!r} names no row (row=N, or COLUMN=ID)")
-    reader = open_read(table)
-    try:
-        size = _size_of_open(reader)
-        metadata = _metadata(table, reader, size)
-        if row.audio_column not in metadata.schema.to_arrow_schema().names:
+    with _opened(table) as (source, size):
+        metadata = _metadata(table, source, size)
+        if row.audio_column not in _column_names(table, size, metadata):
             raise ArchiveError("no_column", f"the table has no column {row.audio_column!r}")
         index = _row_index(table, size, row, metadata.num_rows)
         group, offset = _row_group_of(metadata, index)
-        audio = _cached_audio(table, size, group, row.audio_column, reader)
-    finally:
-        reader.close()
+        audio = _cached_audio(table, size, group, row.audio_column, source)
     return _RowBytes(_row_bytes(audio, offset))
 
 
@@ -227,10 +226,23 @@ class _RowBytes(SeekableReader):
 
 # --- what each process keeps ---------------------------------------------------------------------
 
+@contextlib.contextmanager
+def _opened(table: str):
+    """(what pyarrow reads ``table`` from, its size): a local table by its path (pyarrow's own reads;
+    a stat, not an open, when the row group is cached), a remote one through a reader of
+    ``storage.reads`` (ranged reads, through transient failures)."""
+    if not is_remote(table):
+        path = local_path(table)
+        yield path, os.stat(path).st_size
+        return
+    with open_read(table) as reader:
+        yield reader, _size_of_open(reader)
+
+
 def _footer(table: str):
     """``table``'s footer (pyarrow FileMetaData), for its current size."""
-    with open_read(table) as reader:
-        return _metadata(table, reader, _size_of_open(reader))
+    with _opened(table) as (source, size):
+        return _metadata(table, source, size)
 
 
 def _size_of_open(reader) -> int:
@@ -244,7 +256,7 @@ _METADATA: collections.OrderedDict = collections.OrderedDict()
 _LOCK = threading.Lock()
 
 
-def _metadata(table: str, reader, size: int):
+def _metadata(table: str, source, size: int):
     """The footer of ``table`` at ``size`` bytes, read once per process (a rewritten table has another
     size, or is read again after other tables pushed it out)."""
     key = (table, size)
@@ -255,10 +267,10 @@ def _metadata(table: str, reader, size: int):
     import pyarrow.parquet as pq
 
     try:
-        metadata = pq.ParquetFile(reader).metadata
+        metadata = pq.ParquetFile(source).metadata
     except Exception as error:  # noqa: BLE001 - pyarrow says 'not Parquet' many ways
         raise ArchiveError("not_table", f"not a readable Parquet file: {type(error).__name__}: "
-                         f"{str(error)[:200]}") from None
+                                        f"{str(error)[:200]}") from None
     with _LOCK:
         _METADATA[key] = metadata
         while len(_METADATA) > 16:
@@ -266,20 +278,23 @@ def _metadata(table: str, reader, size: int):
     return metadata
 
 
-def _read_row_group(table: str, group: int, column: str, reader=None):
+@functools.lru_cache(maxsize=16)
+def _column_names(_table: str, _size: int, metadata) -> frozenset[str]:
+    return frozenset(metadata.schema.to_arrow_schema().names)
+
+
+def _read_row_group(table: str, group: int, column: str, source=None, size: int | None = None):
     """One column of one row group, as one array: only its bytes are read (ranged reads on gs://)."""
     import pyarrow.parquet as pq
 
-    own = reader is None
-    reader = open_read(table) if own else reader
-    try:
-        reader.seek(0)
-        size = _size_of_open(reader)
-        parquet = pq.ParquetFile(reader, metadata=_metadata(table, reader, size))
-        return parquet.read_row_group(group, columns=[column]).column(column).combine_chunks()
-    finally:
-        if own:
-            reader.close()
+    if source is None:
+        with _opened(table) as (source, size):
+            return _read_row_group(table, group, column, source, size)
+    if not isinstance(source, str):
+        source.seek(0)
+    parquet = pq.ParquetFile(source, metadata=_metadata(table, source, size))
+    # One column of one group: threads would only compete with the decoders around this one.
+    return parquet.read_row_group(group, columns=[column], use_threads=False).column(column).combine_chunks()
 
 
 @functools.lru_cache(maxsize=4)
@@ -301,7 +316,7 @@ def _id_index(table: str, _size: int, column: str) -> dict[str, int]:
 _AUDIO: collections.OrderedDict = collections.OrderedDict()
 
 
-def _cached_audio(table: str, size: int, group: int, column: str, reader):
+def _cached_audio(table: str, size: int, group: int, column: str, source):
     """The audio column of one row group, kept while it fits in ``_CACHE_BYTES`` with the others: rows
     are opened one at a time, and a row group holds many."""
     key = (table, size, group, column)
@@ -309,9 +324,18 @@ def _cached_audio(table: str, size: int, group: int, column: str, reader):
         if key in _AUDIO:
             _AUDIO.move_to_end(key)
             return _AUDIO[key]
-    audio = _read_row_group(table, group, column, reader)
+    audio = _read_row_group(table, group, column, source, size)
     with _LOCK:
         _AUDIO[key] = audio
         while len(_AUDIO) > 1 and sum(a.nbytes for a in _AUDIO.values()) > _CACHE_BYTES:
             _AUDIO.popitem(last=False)
     return audio
+
+
+def drop_cached() -> None:
+    """Forgets every footer, id index and row group this process keeps (benchmarks measure cold reads)."""
+    with _LOCK:
+        _METADATA.clear()
+        _AUDIO.clear()
+    _id_index.cache_clear()
+    _column_names.cache_clear()

@@ -202,3 +202,19 @@ def test_a_table_on_gcs_gives_the_frames_of_the_local_table(corpus, tagged, tmp_
         if remote["status"] == "ok":
             np.testing.assert_allclose(remote_frames[f"{table}#row={index}"],
                                        local_frames[f"{corpus['hf']}#row={index}"], atol=1e-4)
+
+
+def test_rows_of_one_row_group_are_spread_together(corpus):
+    """Units of rows read from one row group share a spread key (one worker decodes them in turn and
+    reads the group once); files keep keys of their own."""
+    from transforms.decoding.windows import plan_units
+    from transforms.tagging.listing import ExpandArchive, FileEntry
+    from transforms.tagging.units import spread_key
+
+    table = FileEntry(corpus["hf"], os.path.getsize(corpus["hf"]), os.path.getmtime(corpus["hf"]))
+    entries = list(ExpandArchive().process(table))
+    assert [e.uri for e in entries] == [f"{corpus['hf']}#row={i}" for i in range(6)]
+    keys = [spread_key(plan_units(e.uri, None, 1, 1, 0, e.read_with)[0]) for e in entries]
+    assert keys[0] == keys[1] != keys[2] == keys[3] != keys[4] == keys[5]  # row groups of two
+    file_unit = plan_units("a.wav", None, 1, 1, 0)[0]
+    assert len({spread_key(file_unit) for _ in range(4)}) > 1  # random: a long file's units spread apart

@@ -63,6 +63,9 @@ class FileEntry:
     last_modified: float | None = None
     error: str | None = None  # set when the file cannot be used at all ('not_found: ...')
     sidecar: str | None = None  # an archive member's sidecar text (--archive_sidecar)
+    # Inputs read from one block of bytes (a table's row group) share this: decoded by one worker, one
+    # after another, they read the block once (WorkUnit.read_with).
+    read_with: str | None = None
 
 
 def is_glob(path: str) -> bool:
@@ -342,7 +345,7 @@ def _member_entry(archive: FileEntry, member: storage.Member) -> FileEntry | Non
     if member.error:
         return FileEntry(uri, member.size, archive.last_modified, error=member.error)
     if storage.archive_kind(archive.uri) == "parquet":  # a row: its name is a key, not a file name
-        return FileEntry(uri, member.size, archive.last_modified)
+        return FileEntry(uri, member.size, archive.last_modified, read_with=f"{archive.uri}@{member.group}")
     if storage.archive_kind(member.name):
         return FileEntry(uri, member.size, archive.last_modified,
                          error="unsupported: nested archive (give it as an --input of its own)")

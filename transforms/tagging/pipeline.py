@@ -36,7 +36,7 @@ from transforms.tagging.frame_table import CoalesceTables, FrameTableBuilder
 from transforms.tagging.heads import HeadOutput, PublishHeadRun
 from transforms.tagging.inference import SCORE_STATS, RunModelBatched, head_frames_tag, head_stats_tag
 from transforms.tagging.listing import SKIPPED_LINKS, FileEntry, InputSpec, ListInputs, TableColumns
-from transforms.tagging.units import REPORTS, DecodeUnits, Framing, PlanUnits
+from transforms.tagging.units import REPORTS, DecodeUnits, Framing, PlanUnits, SpreadUnits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,7 +166,7 @@ class TagAudio(beam.PTransform):
         planned = entries | "PlanUnits" >> beam.ParDo(PlanUnits(c.framing)).with_outputs(
             REPORTS, main="units")
         decoded = (planned.units
-                   | "SpreadUnits" >> beam.Reshuffle()
+                   | "SpreadUnits" >> SpreadUnits()
                    | "Decode" >> beam.ParDo(DecodeUnits(
                        c.framing, decode_processes=c.decode_processes,
                        processes_per_machine=c.processes_per_machine,
