@@ -25,6 +25,7 @@ from tests.support.pipeline_helpers import (
     require_shared,
     run_tag_audio,
 )
+from transforms.answers.search_page import _audio_src
 from transforms.decoding.span import load_audio_span
 
 KEYWORD_MODEL = REPO / "examples" / "models" / "keyword"
@@ -162,6 +163,9 @@ def test_plot_and_inspect_load_a_row_by_its_uri(corpus, tagged, tmp_path, capsys
     np.testing.assert_allclose(span.samples, from_file.samples, atol=1e-6)
     assert inspect.run([str(tagged)]) == 0
     assert "failed" in capsys.readouterr().out
+    # A search page links files to play them in the browser; a row is no file: shown, not linked.
+    assert _audio_src(row, 0.0, 1.0) is None
+    assert _audio_src(str(corpus["rows"][1]), 0.0, 1.0).startswith("file://")
 
 
 def test_plain_binary_column_named_by_an_id_column(corpus, tmp_path):
