@@ -27,6 +27,7 @@ from tests.support.pipeline_helpers import (
 )
 from transforms.answers.search_page import _audio_src
 from transforms.decoding.span import load_audio_span
+from transforms.training.keyword_clips import decode_head
 
 KEYWORD_MODEL = REPO / "examples" / "models" / "keyword"
 HF_AUDIO = pa.struct([("bytes", pa.binary()), ("path", pa.string())])  # datasets' Audio feature
@@ -143,6 +144,11 @@ def test_done_set_per_row_and_a_rewritten_table_replans_its_rows(corpus, tagged,
     hf = corpus["hf"]
     assert tag("--input_table", hf, "--output", str(tagged), "--plan_only") == 0
     assert "6 input files: 0 new, 0 changed, 4 done, 2 failed before" in capsys.readouterr().out
+    # A manifest line may name one row, as the table's listing names it: that row is done.
+    manifest = corpus["root"] / "rows.txt"
+    manifest.write_text(f"{hf}#row=0\n{hf}#row=99\n")
+    assert tag("--input_manifest", str(manifest), "--output", str(tagged), "--plan_only") == 0
+    assert "2 input files: 1 new, 0 changed, 1 done" in capsys.readouterr().out  # row=99: a not_found row
     before = os.stat(hf)
     try:
         os.utime(hf, (before.st_atime, before.st_mtime + 100))  # a new generation of the same table
@@ -161,6 +167,8 @@ def test_plot_and_inspect_load_a_row_by_its_uri(corpus, tagged, tmp_path, capsys
     span = load_audio_span(row, 16000, 0.0, 0.5)
     from_file = load_audio_span(str(corpus["rows"][1]), 16000, 0.0, 0.5)
     np.testing.assert_allclose(span.samples, from_file.samples, atol=1e-6)
+    # Training sets load clips by URI (keyword_clips): a row's clip is its file's.
+    np.testing.assert_allclose(decode_head(row, 8000), decode_head(str(corpus["rows"][1]), 8000), atol=1e-6)
     assert inspect.run([str(tagged)]) == 0
     assert "failed" in capsys.readouterr().out
     # A search page links files to play them in the browser; a row is no file: shown, not linked.
