@@ -202,11 +202,18 @@ def test_a_missing_column_fails_before_any_work_naming_the_columns(corpus, tmp_p
     assert time.monotonic() - started < 30 and not (tmp_path / "out" / "frames").exists()
 
 
-def test_a_table_on_gcs_gives_the_frames_of_the_local_table(corpus, tagged, tmp_path, gcs):
-    table = gcs.upload_file(corpus["hf"], gcs.bucket("tables") + "/data/hf.parquet")
+def test_a_table_on_gcs_gives_the_frames_of_the_local_table(corpus, tagged, tmp_path, gcs, capsys):
+    folder = gcs.bucket("tables") + "/data"
+    table = gcs.upload_file(corpus["hf"], f"{folder}/hf.parquet")
+    (tmp_path / "README.md").write_text("a dataset's card: not a table")
+    gcs.upload_file(tmp_path / "README.md", f"{folder}/README.md")
+    assert tag("--input_table", f"{folder}/*", "--id_column", "nope", "--output", str(tmp_path / "x")) == 2
+    assert f"{table} has no column 'nope'" in capsys.readouterr().err  # the footer read on gs://
     # Decoded on the bundle's thread: this process's decoder pool predates the emulator's environment.
-    assert tag("--input_table", table, "--output", str(tmp_path / "out"), "--decode_processes", "0") == 0
-    remote_rows, remote_frames = rows_by_uri(tmp_path / "out"), frames_by_uri(tmp_path / "out")
+    out = tmp_path / "out"
+    assert tag("--input_table", f"{folder}/*", "--output", str(out), "--decode_processes", "0") == 0
+    remote_rows, remote_frames = rows_by_uri(out), frames_by_uri(out)
+    assert len(remote_rows) == len(corpus["rows"])  # the README is no table
     local_rows, local_frames = rows_by_uri(tagged), frames_by_uri(tagged)
     for index in range(len(corpus["rows"])):
         remote, local = remote_rows[f"{table}#row={index}"], local_rows[f"{corpus['hf']}#row={index}"]

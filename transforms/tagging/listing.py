@@ -105,9 +105,14 @@ def table_specs(tables: list[str], follow_symlinks: bool = False) -> list[InputS
             for spec in input_specs(tables, TABLE_EXTENSIONS, follow_symlinks)]
 
 
-def first_listed(spec: InputSpec) -> FileEntry | None:
-    """The first file a folder or pattern lists (as the job would list it), or None; stops there."""
-    return next((entry for entry in ExpandInput._entries(spec)
+def first_listed(spec: InputSpec, look_at: int = 1000) -> str | None:
+    """The first file a folder or pattern lists (as the job would list it), or None. Stops there: a
+    local walk at that file, a bucket after its first ``look_at`` objects (the driver lists no more)."""
+    if storage.is_remote(spec.pattern) and not spec.literal:
+        pattern = storage.escape_glob(spec.pattern) + "/**" if spec.directory else spec.pattern
+        return next((found.path for found in storage.match(pattern, limit=look_at)
+                     if _wanted(found.path, spec)), None)
+    return next((entry.uri for entry in ExpandInput._entries(spec)
                  if isinstance(entry, FileEntry) and entry.error is None), None)
 
 

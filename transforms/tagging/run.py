@@ -126,7 +126,7 @@ def check_tables(specs: Sequence[InputSpec], columns: TableColumns) -> None:
             raise UsageError(f"--input_table {spec.pattern}: a table's name ends in .parquet (its rows are "
                              "named TABLE.parquet#row=N)")
         try:
-            table = spec.pattern if spec.literal else getattr(first_listed(spec), "uri", None)
+            table = spec.pattern if spec.literal else first_listed(spec)
             if table is None or (spec.literal and not storage.exists(table)):
                 continue  # no table there (yet): a missing one is its row, as a missing --input file is
             problem = storage.columns_problem(table, columns.audio, columns.id)
