@@ -293,9 +293,10 @@ class ExpandArchive(beam.DoFn):
     ``sidecar`` ('json') an audio member carries its sidecar's text (``key.json`` beside ``key.flac``).
     A member that cannot be read, and an archive that cannot be, get an entry with the reason.
 
-    A Parquet table's members are its rows (``storage.tables``): every row of ``table`` 's audio column
-    is an input, ``TABLE#row=N`` or, with an id column, ``TABLE#ID_COLUMN=ID``; its size and time are
-    the table's, so a rewritten table re-plans its rows.
+    A Parquet table's members are its rows (``storage.tables``): every row of the audio column that
+    ``table`` names is an input, ``TABLE#row=N`` or, with an id column, ``TABLE#ID_COLUMN=ID``; a row's
+    size and time are the table's, so a rewritten table re-plans its rows, and the rows of one row group
+    share ``read_with``. The ids are read here, on a worker, never by the driver.
     """
 
     def __init__(self, sidecar: str | None = None, table: TableColumns | None = None):
