@@ -1,6 +1,7 @@
 """tag_audio: per-frame scores and embeddings for every audio file of a folder, glob or bucket.
 
     python -m beam_jobs.tag_audio --input DIR_OR_GLOB [--input ...] [--input_manifest FILE] \\
+        [--input_table TABLE.parquet [--audio_column audio] [--id_column ID]] \\
         --output OUT_DIR --model yamnet [--model_path PATH] [Beam pipeline options]
 
 Every input file gets exactly one row in OUT_DIR/files (status ok | partial |
@@ -31,7 +32,7 @@ from beam_jobs.runners import (
     progress_unobservable_line,
 )
 from schemas.tables import FrameColumns
-from storage import RetryPolicy
+from storage import AUDIO_COLUMN, RetryPolicy
 from transforms.answers.event_options import EventOptionsError
 from transforms.decoding.pool import DEFAULT_TIMEOUT_S
 from transforms.decoding.stream import parse_channels
@@ -41,7 +42,7 @@ from transforms.output.summary import format_summary
 from transforms.tagging import run as tagging
 from transforms.tagging import waves
 from transforms.tagging.done_set import format_plan
-from transforms.tagging.listing import AUDIO_EXTENSIONS
+from transforms.tagging.listing import AUDIO_EXTENSIONS, TableColumns
 from transforms.tagging.pipeline import TagAudioConfig
 
 JOB = "tag_audio"
@@ -66,6 +67,19 @@ class TagAudioOptions(PipelineOptions):
             "--input", action="append", default=[],
             help="A directory (searched recursively for audio/video files), a glob ('**' allowed) or one "
                  "file; local or gs://. Repeatable.")
+        parser.add_argument(
+            "--input_table", action="append", default=[],
+            help="A Parquet table of audio (a Hugging Face datasets export ...), a folder or a glob of "
+                 "them; local or gs://. Each row of --audio_column is one input, TABLE#row=N (or "
+                 "TABLE#ID_COLUMN=ID). Repeatable; combines with --input.")
+        parser.add_argument(
+            "--audio_column", default=AUDIO_COLUMN,
+            help="The tables' column holding each row's encoded audio: binary, or a struct of bytes and "
+                 "path as Hugging Face writes Audio features (default: audio).")
+        parser.add_argument(
+            "--id_column", default=None,
+            help="A column of the tables naming each row: its URI is TABLE#ID_COLUMN=ID (default: the "
+                 "row's index, TABLE#row=N).")
         parser.add_argument(
             "--input_manifest", default=None,
             help="A text file of URIs, one per line ('#' comments allowed); local or gs://.")
@@ -285,7 +299,8 @@ def prepare_job(options: PipelineOptions) -> tuple[TagAudioConfig, RunRecord]:
         decode_timeout_s=opts.decode_timeout_s, retry_failed=opts.retry_failed,
         max_failed_fraction=opts.max_failed_fraction,
         io_retry=RetryPolicy(opts.io_retries, opts.io_retry_s), events=events, channels=channels,
-        heads=tuple(opts.head), archive_sidecar=opts.archive_sidecar)
+        heads=tuple(opts.head), archive_sidecar=opts.archive_sidecar, tables=tuple(opts.input_table),
+        table=TableColumns(opts.audio_column, opts.id_column))
     return config, record
 
 

@@ -1,16 +1,19 @@
-"""Reading audio from archives against the same files in a folder, in frames per CPU-second.
+"""Reading audio from archives and tables against the same files in a folder, in frames per CPU-second.
 
     python -m bench.archives [--clips 300] [--rounds 2]
 
 One-second clips (Speech Commands FLAC from ``../shared/data/speech_commands`` when present, else
 generated 16 kHz WAV) are written to a temporary folder and packed into a ``.tar``, a ``.tar.gz`` and a
-``.zip`` (stored, as audio zips usually are: compressing FLAC gains nothing). Each row lists its input
-the way tag_audio does (a folder walk, or ``storage.list_members``) and decodes every clip to 16 kHz
-mono through ``storage.open_read`` (a member URI ``ARCHIVE#member`` for archives) with the product's
+``.zip`` (stored, as audio zips usually are: compressing FLAC gains nothing), and written as the rows
+of a Parquet table the way Hugging Face ``datasets`` writes Audio (a struct of bytes and path, 100
+rows a row group). Each row lists its input the way tag_audio does (a folder walk, or
+``storage.list_members``) and decodes every clip to 16 kHz mono through ``storage.open_read`` (a
+member URI ``ARCHIVE#member`` for archives, ``TABLE#row=N`` for the table) with the product's
 decoder, in this process. Frames are YAMNet frames of the decoded audio; CPU seconds are this
 process's. Rows run interleaved, ``--rounds`` times; the table gives the median and the ratio to the
 folder row measured in the same run. The model's cost is the same for every row and is left out, so
-the ratios are what reading from an archive costs, undiluted.
+the ratios are what reading from an archive or a table costs, undiluted. The table's row groups are
+read cold each round (the per-process cache is emptied first).
 """
 
 from __future__ import annotations
@@ -26,8 +29,11 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 import storage
+from storage import tables
 from transforms.decoding.stream import decode_all
 from transforms.decoding.windows import num_frames
 
@@ -63,6 +69,10 @@ def pack(folder: Path, root: Path) -> dict[str, Path]:
     with zipfile.ZipFile(archives["zip (stored)"], "w", zipfile.ZIP_STORED) as archive:
         for name in names:
             archive.write(folder / name, f"clips/{name}")
+    archives["parquet (HF)"] = root / "clips.parquet"
+    audio = pa.array([{"bytes": (folder / name).read_bytes(), "path": name} for name in names],
+                     pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+    pq.write_table(pa.table({"audio": audio}), archives["parquet (HF)"], row_group_size=100)
     return archives
 
 
@@ -74,6 +84,7 @@ def listed(source: Path) -> list[str]:
 
 def measure(source: Path) -> tuple[int, float]:
     """(frames, CPU seconds) to list ``source`` and decode every clip in it."""
+    tables.drop_cached()
     started = time.process_time()
     frames = sum(num_frames(len(decode_all(uri, RATE)), WINDOW, HOP) for uri in listed(source))
     return frames, time.process_time() - started

@@ -7,6 +7,7 @@ One module a section:
 
 - ``paths``: what a path names, joining, listing and matching;
 - ``archives``: the members of tar and zip archives, listed and read in place (``ARCHIVE#member``);
+- ``tables``: the rows of Parquet tables of audio, read like archive members (``TABLE#row=N``);
 - ``retries``: transient errors and how long reads keep trying through them;
 - ``reads``: local files through the OS, remote objects through transient failures;
 - ``writes``: writes, renames, deletes;
@@ -31,6 +32,7 @@ from storage.paths import (
     has_glob,
     is_dir,
     is_remote,
+    is_table_row,
     join,
     list_files,
     list_names,
@@ -50,6 +52,7 @@ from storage.retries import (
     is_transient,
     set_retry_policy,
 )
+from storage.tables import AUDIO_COLUMN, column_name_problem, columns_problem
 from storage.writes import (
     delete,
     delete_tree,
@@ -65,6 +68,7 @@ from storage.writes import (
 
 __all__ = [
     "ArchiveError", "Member", "archive_kind", "list_members", "member_uri", "split_member_uri",
+    "AUDIO_COLUMN", "column_name_problem", "columns_problem", "is_table_row",
     "PermanentInputError", "RetryPolicy", "SeekableReader", "StoredFile", "TransientIOError", "WalkItem",
     "escape_glob",
     "has_glob", "walk_local", "cache_dir", "canonical_uri",

@@ -1,5 +1,6 @@
 """Archives read in place: the members of a .tar, .tar.gz/.tgz or .zip, local or remote, listed and
-opened without extracting anything to disk.
+opened without extracting anything to disk. (The rows of a Parquet table of audio are members too:
+``storage.tables``.)
 
 A member is named ``ARCHIVE#member/path`` (``gs://b/shards/000123.tar#clips/a.flac``). Reading one:
 
@@ -50,6 +51,7 @@ class Member:
     name: str
     size: int
     error: str | None = None
+    group: int | None = None  # a table row's row group (storage.tables): its rows are read together
 
 
 def unsafe_name(name: str) -> bool:
@@ -59,11 +61,18 @@ def unsafe_name(name: str) -> bool:
 
 # --- listing -----------------------------------------------------------------------------------------
 
-def list_members(archive: str) -> Iterator[Member]:
+def list_members(archive: str, audio_column: str = "audio", id_column: str | None = None) -> Iterator[Member]:
     """Every regular-file member of ``archive``, in archive order. Raises ArchiveError('not_archive' or
     'truncated') for an archive unreadable from its start; a tar cut later yields its complete members,
-    then the cut one with a ``truncated`` error, then (a cut header) an ArchiveError."""
+    then the cut one with a ``truncated`` error, then (a cut header) an ArchiveError. A Parquet table's
+    members are its rows (``storage.tables``: ``audio_column`` holds their audio, ``id_column`` names
+    them)."""
     kind = archive_kind(archive)
+    if kind == "parquet":
+        from storage.tables import list_rows  # tables build on this module's members and errors
+
+        yield from list_rows(archive, audio_column, id_column)
+        return
     with open_read(archive) as reader:
         size = _size_of(reader)
         if kind == "zip":
@@ -179,9 +188,13 @@ def open_member(uri: str) -> SeekableReader:
     """A seekable reader of the member ``uri`` names. FileNotFoundError when the archive or the member
     is missing; ArchiveError when the member cannot be read (see the module's kinds)."""
     archive, name = split_member_uri(uri) or (uri, "")
+    kind = archive_kind(archive)
+    if kind == "parquet":  # a row: its name is a key, never a path (storage.tables)
+        from storage.tables import open_row
+
+        return open_row(archive, name)
     if unsafe_name(name):
         raise ArchiveError("unsafe_path", "the member's name leaves the archive; it is not read")
-    kind = archive_kind(archive)
     if kind == "zip":
         return _open_zip_member(archive, name)
     if kind == "tar":

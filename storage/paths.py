@@ -188,12 +188,14 @@ def list_names(directory: str) -> list[str]:
 
 
 
-ARCHIVE_SUFFIXES = {".tar": "tar", ".tar.gz": "tgz", ".tgz": "tgz", ".zip": "zip"}
+# A Parquet table of audio is read like an archive: its rows are its members (storage.tables).
+ARCHIVE_SUFFIXES = {".tar": "tar", ".tar.gz": "tgz", ".tgz": "tgz", ".zip": "zip", ".parquet": "parquet"}
 MEMBER_SEPARATOR = "#"
 
 
 def archive_kind(path: str) -> str | None:
-    """'tar', 'tgz' or 'zip' for a path whose name says it is one of those archives, else None."""
+    """'tar', 'tgz', 'zip' or 'parquet' (a table of audio) for a path whose name says it is one of those,
+    else None."""
     lowered = path.lower()
     return next((kind for suffix, kind in ARCHIVE_SUFFIXES.items() if lowered.endswith(suffix)), None)
 
@@ -213,6 +215,12 @@ def split_member_uri(uri: str) -> tuple[str, str] | None:
             return uri[:cut], uri[cut + 1:]
         start = cut + 1
     return None
+
+
+def is_table_row(uri: str) -> bool:
+    """``TABLE.parquet#ROW``: a row of a table of audio (storage.tables), not a file or archive member."""
+    member = split_member_uri(uri)
+    return member is not None and archive_kind(member[0]) == "parquet"
 
 
 def canonical_uri(path: str) -> str:

@@ -77,7 +77,7 @@ def hit_thumbnail(uri: str, start_s: float, end_s: float) -> str | None:
 
 
 def _audio_src(uri: str, start_s: float, end_s: float) -> str | None:
-    if storage.is_remote(uri):
+    if storage.is_remote(uri) or storage.split_member_uri(uri):  # a browser plays no member or table row
         return None
     path = urllib.parse.quote(storage.local_path(uri))
     return f"file://{path}#t={max(0.0, start_s - CONTEXT_S):.2f},{end_s + CONTEXT_S:.2f}"

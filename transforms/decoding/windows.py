@@ -31,24 +31,27 @@ class WorkUnit:
     num_units: int
     first_frame: int
     end_frame: int | None
+    # Units sharing this are read from one block of bytes (a table's row group): spread as one, so one
+    # worker decodes them one after another and reads the block once. None: spread on their own.
+    read_with: str | None = None
 
 
 def plan_units(uri: str, expected_samples: int | None, window: int, hop: int,
-               unit_frames: int) -> list[WorkUnit]:
+               unit_frames: int, read_with: str | None = None) -> list[WorkUnit]:
     """Cuts a file into units of ``unit_frames`` frames on the hop grid.
 
     The last unit is always open-ended, so a duration estimate that is off
     (VBR MP3 headers, truncated files) never loses or duplicates a frame.
     """
     if expected_samples is None or unit_frames <= 0:
-        return [WorkUnit(uri, 0, 1, 0, None)]
+        return [WorkUnit(uri, 0, 1, 0, None, read_with)]
     total = num_frames(expected_samples, window, hop)
     count = max(1, math.ceil(total / unit_frames))
     units = []
     for i in range(count):
         first = i * unit_frames
         end = None if i == count - 1 else first + unit_frames
-        units.append(WorkUnit(uri, i, count, first, end))
+        units.append(WorkUnit(uri, i, count, first, end, read_with))
     return units
 
 

@@ -27,7 +27,8 @@ AUDIO_EXTENSIONS = (
 )
 
 SKIPPED_LINKS = "symlinked_folders_skipped"  # tag of the listing's side output, and its plan key
-ARCHIVES = "archives"  # listed archives, expanded into their members on workers of their own
+ARCHIVES = "archives"  # listed archives and tables, expanded into their members on workers of their own
+TABLE_EXTENSIONS = ("parquet",)  # what --input_table takes from a folder or a pattern
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +46,15 @@ class InputSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class TableColumns:
+    """Where the audio of tables given as inputs is (--audio_column) and what names their rows
+    (--id_column; None: the row's index)."""
+
+    audio: str = storage.AUDIO_COLUMN
+    id: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class FileEntry:
     """An input file as listed, before anything is decoded."""
 
@@ -53,6 +63,9 @@ class FileEntry:
     last_modified: float | None = None
     error: str | None = None  # set when the file cannot be used at all ('not_found: ...')
     sidecar: str | None = None  # an archive member's sidecar text (--archive_sidecar)
+    # Inputs read from one block of bytes (a table's row group) share this: decoded by one worker, one
+    # after another, they read the block once (WorkUnit.read_with).
+    read_with: str | None = None
 
 
 def is_glob(path: str) -> bool:
@@ -83,6 +96,24 @@ def input_specs(inputs: list[str], extensions: tuple[str, ...] = AUDIO_EXTENSION
         else:
             specs.append(InputSpec(uri, literal=True))
     return specs
+
+
+def table_specs(tables: list[str], follow_symlinks: bool = False) -> list[InputSpec]:
+    """Each --input_table as an InputSpec: a table, or a folder or pattern of them (.parquet files only:
+    a dataset's folder also holds its README and JSON)."""
+    return [spec if spec.literal else dataclasses.replace(spec, extensions=TABLE_EXTENSIONS)
+            for spec in input_specs(tables, TABLE_EXTENSIONS, follow_symlinks)]
+
+
+def first_listed(spec: InputSpec, look_at: int = 1000) -> str | None:
+    """The first file a folder or pattern lists (as the job would list it), or None. Stops there: a
+    local walk at that file, a bucket after its first ``look_at`` objects (the driver lists no more)."""
+    if storage.is_remote(spec.pattern) and not spec.literal:
+        pattern = storage.escape_glob(spec.pattern) + "/**" if spec.directory else spec.pattern
+        return next((found.path for found in storage.match(pattern, limit=look_at)
+                     if _wanted(found.path, spec)), None)
+    return next((entry.uri for entry in ExpandInput._entries(spec)
+                 if isinstance(entry, FileEntry) and entry.error is None), None)
 
 
 def _local_pattern_walk(pattern: str, follow_symlinks: bool):
@@ -120,15 +151,16 @@ class ExpandInput(beam.DoFn):
                 progress.record(files_listed=1)
             yield entry
 
-    def _entries(self, spec: InputSpec):
+    @staticmethod
+    def _entries(spec: InputSpec):
         if spec.literal:
-            yield self._literal(spec.pattern)
+            yield ExpandInput._literal(spec.pattern)
             return
         try:
             if storage.is_remote(spec.pattern):
-                yield from self._remote(spec)
+                yield from ExpandInput._remote(spec)
             else:
-                yield from self._local(spec)
+                yield from ExpandInput._local(spec)
         except Exception as e:  # noqa: BLE001 - e.g. missing bucket: reported, never fatal
             yield FileEntry(spec.pattern, error=f"{UNLISTABLE}: cannot list {spec.pattern}: {_short(e)}")
 
@@ -179,8 +211,9 @@ class ExpandInput(beam.DoFn):
 
 
 def _member_literal(uri: str, archive: str, name: str) -> FileEntry:
-    """One member named as ``ARCHIVE#member`` (a manifest line): listed as the archive's expansion
-    lists it (its own size, the archive's time), so both find the same earlier rows."""
+    """One member named as ``ARCHIVE#member`` (a manifest line), or one row as ``TABLE#row=N``: listed
+    as the archive's expansion lists it (its own size, or a row's table's; the archive's time), so both
+    find the same earlier rows."""
     listed = ExpandInput._literal(archive)
     uri = storage.member_uri(listed.uri, name)
     if listed.error:
@@ -188,6 +221,8 @@ def _member_literal(uri: str, archive: str, name: str) -> FileEntry:
     try:
         with storage.open_read(uri) as reader:
             size = reader.seek(0, 2)
+        if storage.is_table_row(uri):  # a row's size is its table's, as the table's listing has it
+            size = listed.size_bytes
     except storage.ArchiveError as e:
         return FileEntry(uri, error=str(e))
     except FileNotFoundError:
@@ -241,7 +276,8 @@ def _first(entries):
 
 
 def is_archive(entry: FileEntry) -> bool:
-    """A listed .tar, .tar.gz/.tgz or .zip (not a member of one): its members are the inputs."""
+    """A listed .tar, .tar.gz/.tgz, .zip or .parquet (not a member of one): its members (a table's rows)
+    are the inputs."""
     return entry.error is None and bool(storage.archive_kind(entry.uri)) and not storage.split_member_uri(
         entry.uri)
 
@@ -256,14 +292,20 @@ class ExpandArchive(beam.DoFn):
     Members that are not audio (WebDataset sidecars: .json, .cls, .txt ...) are not inputs; with
     ``sidecar`` ('json') an audio member carries its sidecar's text (``key.json`` beside ``key.flac``).
     A member that cannot be read, and an archive that cannot be, get an entry with the reason.
+
+    A Parquet table's members are its rows (``storage.tables``): every row of the audio column that
+    ``table`` names is an input, ``TABLE#row=N`` or, with an id column, ``TABLE#ID_COLUMN=ID``; a row's
+    size and time are the table's, so a rewritten table re-plans its rows, and the rows of one row group
+    share ``read_with``. The ids are read here, on a worker, never by the driver.
     """
 
-    def __init__(self, sidecar: str | None = None):
+    def __init__(self, sidecar: str | None = None, table: TableColumns | None = None):
         self._sidecar = sidecar
+        self._table = table or TableColumns()
 
     def process(self, archive: FileEntry):
         try:
-            members = storage.list_members(archive.uri)
+            members = storage.list_members(archive.uri, self._table.audio, self._table.id)
             sidecars: dict[str, storage.Member] = {}
             if self._sidecar:  # held per archive: a sidecar may come before or after its audio
                 members = list(members)
@@ -308,6 +350,8 @@ def _member_entry(archive: FileEntry, member: storage.Member) -> FileEntry | Non
     uri = storage.member_uri(archive.uri, member.name)
     if member.error:
         return FileEntry(uri, member.size, archive.last_modified, error=member.error)
+    if storage.archive_kind(archive.uri) == "parquet":  # a row: its name is a key, not a file name
+        return FileEntry(uri, member.size, archive.last_modified, read_with=f"{archive.uri}@{member.group}")
     if storage.archive_kind(member.name):
         return FileEntry(uri, member.size, archive.last_modified,
                          error="unsupported: nested archive (give it as an --input of its own)")
@@ -330,9 +374,10 @@ def manifest_line_to_spec(line: bytes | str) -> list[InputSpec]:
 
 @beam.ptransform_fn
 def ListInputs(pbegin, specs: list[InputSpec], manifest: str | None = None,  # noqa: N802
-               archive_sidecar: str | None = None):
+               archive_sidecar: str | None = None, table: TableColumns | None = None):
     """(one FileEntry per distinct input file, the distinct symlinked folders not followed), listed on
-    workers; archives are expanded into their members (with ``archive_sidecar``, each member's sidecar).
+    workers; archives are expanded into their members (with ``archive_sidecar``, each member's sidecar),
+    Parquet tables into their rows (``table`` says which columns).
 
     The manifest is read with Beam's text source, so a list of millions of URIs
     is split across workers instead of passing through the driver.
@@ -352,7 +397,7 @@ def ListInputs(pbegin, specs: list[InputSpec], manifest: str | None = None,  # n
         ARCHIVES, main="files")
     members = (routed[ARCHIVES]
                | "SpreadArchives" >> beam.Reshuffle()  # a glob of shards: each listed by a worker
-               | "ExpandArchives" >> beam.ParDo(ExpandArchive(archive_sidecar)))
+               | "ExpandArchives" >> beam.ParDo(ExpandArchive(archive_sidecar, table)))
     entries = (
         (routed.files, members)
         | "FilesAndMembers" >> beam.Flatten()

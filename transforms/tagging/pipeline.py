@@ -35,8 +35,8 @@ from transforms.tagging.file_report import CombineFileReports, MakeFileRows
 from transforms.tagging.frame_table import CoalesceTables, FrameTableBuilder
 from transforms.tagging.heads import HeadOutput, PublishHeadRun
 from transforms.tagging.inference import SCORE_STATS, RunModelBatched, head_frames_tag, head_stats_tag
-from transforms.tagging.listing import SKIPPED_LINKS, FileEntry, InputSpec, ListInputs
-from transforms.tagging.units import REPORTS, DecodeUnits, Framing, PlanUnits
+from transforms.tagging.listing import SKIPPED_LINKS, FileEntry, InputSpec, ListInputs, TableColumns
+from transforms.tagging.units import REPORTS, DecodeUnits, Framing, PlanUnits, SpreadUnits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +58,7 @@ class TagAudioConfig:
     prior_runs: tuple[tuple[str, int], ...] = ()  # (run id, commit) of committed runs: their done files
     force: bool = False  # ignore earlier runs (prior_runs stays empty)
     archive_sidecar: str | None = None  # 'json': an archive member's key.json goes to files.sidecar
+    table: TableColumns = TableColumns()  # tables as inputs: their audio column, what names their rows
     retry_failed: bool = False
     max_failed_fraction: float = 1.0
     lease: Lease | None = None  # held by the run; workers renew it, the publish step checks it
@@ -132,7 +133,7 @@ class PlanWork(beam.PTransform):
             skipped_links = pbegin | "NoSkippedLinks" >> beam.Create([])  # counted by the wave plan
         else:
             entries, skipped_links = pbegin | "ListInputs" >> ListInputs(list(c.inputs), c.manifest,
-                                                                              c.archive_sidecar)
+                                                                              c.archive_sidecar, c.table)
         if c.prior_runs:
             only = frozenset(e.uri for e in c.entries) if c.entries is not None else None
             prior = pbegin | "PriorResults" >> PriorResults(c.output, dict(c.prior_runs), c.config_id,
@@ -165,7 +166,7 @@ class TagAudio(beam.PTransform):
         planned = entries | "PlanUnits" >> beam.ParDo(PlanUnits(c.framing)).with_outputs(
             REPORTS, main="units")
         decoded = (planned.units
-                   | "SpreadUnits" >> beam.Reshuffle()
+                   | "SpreadUnits" >> SpreadUnits()
                    | "Decode" >> beam.ParDo(DecodeUnits(
                        c.framing, decode_processes=c.decode_processes,
                        processes_per_machine=c.processes_per_machine,

@@ -32,7 +32,15 @@ from transforms.output.lease import DEFAULT_TTL_S, Lease, Renewer
 from transforms.output.reader import published_runs
 from transforms.output.tidy import DamagedOutputError, tidy
 from transforms.tagging.heads import resolve_heads
-from transforms.tagging.listing import AUDIO_EXTENSIONS, InputSpec, first_match, input_specs
+from transforms.tagging.listing import (
+    AUDIO_EXTENSIONS,
+    InputSpec,
+    TableColumns,
+    first_listed,
+    first_match,
+    input_specs,
+    table_specs,
+)
 from transforms.tagging.pipeline import PlanWork, TagAudio, TagAudioConfig
 from transforms.tagging.progress import ProgressMonitor
 
@@ -106,25 +114,55 @@ def check_reachable(inputs: Sequence[InputSpec], manifest: str | None, output: s
         raise UsageError(f"--input_manifest {manifest} does not exist")
 
 
+def check_tables(specs: Sequence[InputSpec], columns: TableColumns) -> None:
+    """Before any work: the columns asked for are in the tables (each named one that is there, and the
+    first of each folder or pattern; a later table without them gets a row saying so). Reads footers
+    alone. Raises UsageError naming the columns a table has."""
+    for flag, name in (("--audio_column", columns.audio), ("--id_column", columns.id)):
+        if name is not None and (problem := storage.column_name_problem(flag, name)):
+            raise UsageError(problem)
+    for spec in specs:
+        if spec.literal and storage.archive_kind(spec.pattern) != "parquet":
+            raise UsageError(f"--input_table {spec.pattern}: a table's name ends in .parquet (its rows are "
+                             "named TABLE.parquet#row=N)")
+        try:
+            table = spec.pattern if spec.literal else first_listed(spec)
+            if table is None or (spec.literal and not storage.exists(table)):
+                continue  # no table there (yet): a missing one is its row, as a missing --input file is
+            problem = storage.columns_problem(table, columns.audio, columns.id)
+        except storage.ArchiveError as e:  # not Parquet at all
+            raise UsageError(f"--input_table {table}: {e.message}") from None
+        except Exception as e:  # noqa: BLE001 - whatever the filesystem says, in one line
+            raise UsageError(f"cannot read --input_table {spec.pattern}: {one_line(str(e))}") from None
+        if problem:
+            raise UsageError(problem)
+
+
 def prepare(inputs: Sequence[str], output: str, *, manifest: str | None = None, model: str | None = None,
             model_path: str | None = None, hop_s: float | None = None,
             model_options: tuple[tuple[str, str], ...] = (),
             extensions: tuple[str, ...] = AUDIO_EXTENSIONS, follow_symlinks: bool = False,
             force: bool = False, run_id: str | None = None,
             parameters: dict[str, Any] | None = None, check_output: bool = True,
-            heads: Sequence[str] = (), **settings) -> tuple[TagAudioConfig, RunRecord]:
+            heads: Sequence[str] = (), tables: Sequence[str] = (),
+            **settings) -> tuple[TagAudioConfig, RunRecord]:
     """Checks that everything named can be reached, resolves the model (and heads) and classifies the
     inputs; raises UsageError, in seconds, before any work. Earlier runs are read by ``execute``, under
     the lease.
 
+    ``tables`` are --input_table paths (tables, or folders and patterns of them) whose rows are inputs,
+    read as ``settings['table']`` (TableColumns) says.
+
     ``settings`` are the remaining ``TagAudioConfig`` fields (columns, unit_s,
     batch_size, device, decode_processes, ...).
     """
-    if not inputs and not manifest:
-        raise UsageError("nothing to tag: give --input DIR_OR_GLOB (repeatable) or --input_manifest FILE")
+    if not inputs and not manifest and not tables:
+        raise UsageError("nothing to tag: give --input DIR_OR_GLOB (repeatable), --input_table TABLE.parquet "
+                         "or --input_manifest FILE")
     if not output:
         raise UsageError("--output OUT_DIR is required")
-    paths = [*inputs, output, *([manifest] if manifest else []), *([model_path] if model_path else [])]
+    paths = [*inputs, *tables, output, *([manifest] if manifest else []),
+             *([model_path] if model_path else [])]
     if any(p.startswith("gs://") for p in paths) and (problem := storage.credentials_problem()):
         raise UsageError(problem)
     try:
@@ -153,9 +191,12 @@ def prepare(inputs: Sequence[str], output: str, *, manifest: str | None = None, 
                          "python -m beam_jobs.events --frames OUT/heads/NAME for a head's events")
     try:
         specs = tuple(input_specs(list(inputs), extensions, follow_symlinks))
+        given_tables = tuple(table_specs(list(tables), follow_symlinks))
     except Exception as e:  # noqa: BLE001 - no credentials, a missing bucket: said in one line
         raise UsageError(f"cannot tell what --input names: {one_line(str(e))}") from None
-    check_reachable(specs, manifest, out_dir, check_output)
+    check_reachable(specs + given_tables, manifest, out_dir, check_output)
+    check_tables(given_tables, settings.get("table", TableColumns()))
+    specs += given_tables
     if run_id and (problem := run_id_problem(out_dir, run_id)):
         raise UsageError(problem)
     config = TagAudioConfig(inputs=specs, output=out_dir, source=source, spec=spec, manifest=manifest,

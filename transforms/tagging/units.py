@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import random
+import zlib
 
 import apache_beam as beam
 import numpy as np
 from apache_beam import pvalue
+from apache_beam.transforms.util import ReshufflePerKey
 
 import storage
 from transforms.decoding.messages import END, FINAL_KINDS, INFO, SAMPLES, DecodeRequest, decode_messages
@@ -68,7 +71,10 @@ class PlanUnits(beam.DoFn):
             return
         f = self._framing
         expected = None
-        if f.unit_frames > 0 and (entry.size_bytes is None or entry.size_bytes >= self._probe_min_bytes):
+        # A table's row is one unit: its size is its table's, and its bytes are in memory once read
+        # (storage.tables), so cutting it would cost a probe of every row and buy only parallelism.
+        if (f.unit_frames > 0 and (entry.size_bytes is None or entry.size_bytes >= self._probe_min_bytes)
+                and not storage.is_table_row(entry.uri)):
             try:
                 info = probe(entry.uri)
                 if info.duration_s:
@@ -76,10 +82,27 @@ class PlanUnits(beam.DoFn):
                     expected = math.ceil(seconds * f.sample_rate)
             except (DecodeError, OSError):
                 pass  # decoding the (single) unit meets the problem again and reports it with its reason
-        units = plan_units(entry.uri, expected, f.window, f.hop, f.unit_frames)
+        units = plan_units(entry.uri, expected, f.window, f.hop, f.unit_frames, entry.read_with)
         beam.metrics.Metrics.counter("tag_audio", "work_units").inc(len(units))
         progress.record(units_planned=len(units))
         yield from units
+
+
+def spread_key(unit: WorkUnit) -> int:
+    """The key units are spread on: their shared block's (``read_with``; a CRC, the same in every
+    process, as ``hash`` is not), else one of their own."""
+    return zlib.crc32(unit.read_with.encode()) if unit.read_with is not None else random.getrandbits(32)
+
+
+@beam.ptransform_fn
+def SpreadUnits(units):  # noqa: N802
+    """A Reshuffle, except that units read from one block (a table's row group) stay together: one
+    worker decodes them in turn and reads the block once, instead of every worker reading it for one
+    row (the block is kept per decoder process, storage.tables)."""
+    return (units
+            | "KeyByBlock" >> beam.Map(lambda unit: (spread_key(unit), unit))
+            | "Spread" >> ReshufflePerKey()
+            | "Units" >> beam.Values())
 
 
 class _UnitDecoding:
