@@ -139,9 +139,22 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     parser.add_argument("--max_clips_per_label", type=int, default=0,
                         help="use at most this many clips per label in each split (quick runs)")
     parser.add_argument("--seed", type=int, default=0)
+    protocol = parser.add_argument_group(
+        "how the figures are made",
+        "Choose recipes on validation accuracy (--validation_only); report the test split once, for the "
+        "final model; --folds adds k-fold by speaker.")
+    protocol.add_argument("--folds", type=int, default=0,
+                          help="if > 1, first train the recipe this many times, k-fold by speaker over the "
+                               "training and validation speakers (test speakers in none), and report the "
+                               "accuracy per fold, its mean and standard deviation (default 0: none)")
+    protocol.add_argument("--validation_only", action="store_true",
+                          help="while choosing a recipe: measure the model on the validation split only and "
+                               "leave the test split unread")
     parser.add_argument("--clip_cache", default=None,
                         help="folder where decoded clips are kept between runs on the same files")
     args, _ = cli.parse(parser, argv)
+    if args.folds == 1 or args.folds < 0:
+        raise cli.UsageError(f"--folds {args.folds}: give 2 or more folds, or 0 for no k-fold")
 
     base = RECOMMENDED_AUGMENT[args.recipe] if args.augment else kd.AugmentOptions()
     augment_options = dataclasses.replace(base, **_given(args, _AUGMENT_OPTIONS))
@@ -154,7 +167,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         data_dir=args.data, output_dir=args.output, architecture=architecture, optimisation=optimisation,
         split=kd.SplitPercents(args.validation_percent, args.test_percent), augment=augment_options,
         weights_dtype=args.weights_dtype, hop_s=args.hop_s, max_clips_per_label=args.max_clips_per_label,
-        seed=args.seed, clip_cache=args.clip_cache)
+        seed=args.seed, clip_cache=args.clip_cache, folds=args.folds, evaluate_test=not args.validation_only)
 
 
 def _given(args: argparse.Namespace, names: Sequence[str]) -> dict:
@@ -166,10 +179,20 @@ def run(argv: Sequence[str] | None = None) -> int:
     """Trains, tests and exports; returns the exit status (0 ok, 2 usage error)."""
     config = parse_args(argv)
     metrics = train(config).metrics
-    test = metrics["splits"][kd.TEST]
-    print(f"test accuracy on held-out speakers: {percent(metrics['test_accuracy'])} "
-          f"({test['clips']} clips, {test['speakers']} speakers)")
-    for label, row in metrics["test_per_label"].items():
+    validation = metrics["splits"][kd.VALIDATION]
+    print(f"validation accuracy (choose on this): {percent(metrics['validation_accuracy'])} "
+          f"({validation['clips']} clips, {validation['speakers']} speakers)")
+    folds = metrics.get("cross_validation")
+    if folds:
+        print(f"k-fold by speaker ({folds['folds']} folds over the training and validation speakers): "
+              f"mean {percent(folds['mean_accuracy'])}, sd {100 * folds['sd_accuracy']:.1f} points; "
+              f"folds {', '.join(percent(a) for a in folds['accuracy_per_fold'])}")
+    if config.evaluate_test:
+        test = metrics["splits"][kd.TEST]
+        print(f"test accuracy on held-out speakers (report once, never choose on it): "
+              f"{percent(metrics['test_accuracy'])} ({test['clips']} clips, {test['speakers']} speakers)")
+    per_label = metrics["test_per_label"] if config.evaluate_test else metrics["validation_per_label"]
+    for label, row in per_label.items():
         print(f"  {label:>10}: {percent(row['accuracy'])} of {row['count']}")
     print(f"model, {METRICS_FILE} and {CONFUSION_FILE} written to {config.output_dir}")
     return 0

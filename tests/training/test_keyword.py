@@ -54,8 +54,9 @@ def tiny_training(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_seed_training(tmp_path_factory):
-    """The same with the seed recipe, kept for comparison."""
-    return _tiny_training(tmp_path_factory, "--recipe", "seed")
+    """The same with the seed recipe, kept for comparison, run as while choosing a recipe: k-fold by
+    speaker (2 folds) and validation only."""
+    return _tiny_training(tmp_path_factory, "--recipe", "seed", "--folds", "2", "--validation_only")
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +100,62 @@ def test_the_real_dataset_shares_no_speaker_between_splits():
     assert not speakers[kd.TRAIN] & speakers[kd.TEST]
     assert not speakers[kd.TRAIN] & speakers[kd.VALIDATION]
     assert not speakers[kd.VALIDATION] & speakers[kd.TEST]
+
+
+def _assert_folds_partition_the_non_test_speakers(clips, folds):
+    splits = kd.split_clips(clips)
+    fold_keys = [{c.split_key for c in fold} for fold in folds]
+    for n, keys in enumerate(fold_keys):  # speaker-disjoint: no key in two folds
+        for other in fold_keys[n + 1:]:
+            assert not keys & other
+    non_test = {c.split_key for c in splits[kd.TRAIN] + splits[kd.VALIDATION]}
+    assert set().union(*fold_keys) == non_test  # every training and validation speaker in a fold
+    assert not set().union(*fold_keys) & {c.split_key for c in splits[kd.TEST]}  # no test speaker in any
+    assert sorted(c.path for fold in folds for c in fold) == sorted(
+        c.path for c in splits[kd.TRAIN] + splits[kd.VALIDATION])  # each of their clips exactly once
+    speakers = [len({c.speaker for c in fold if c.speaker}) for fold in folds]
+    assert max(speakers) - min(speakers) <= 1
+
+
+def test_k_fold_deals_every_training_and_validation_speaker_into_exactly_one_fold():
+    clips = [kd.LabelledClip(f"/d/{label}/{speaker:08x}_nohash_{n}.flac", label, f"{speaker:08x}")
+             for speaker in range(97) for label in ("yes", "no") for n in range(2)]
+    clips += [kd.LabelledClip(f"/d/_silence_/{n}.flac", "_silence_", None) for n in range(30)]
+    folds = kd.speaker_folds(clips, 5)
+    assert len(folds) == 5
+    _assert_folds_partition_the_non_test_speakers(clips, folds)
+    assert kd.speaker_folds(clips, 5) == folds  # deterministic
+    assert {c.split_key for c in kd.speaker_folds(clips, 4)[0]} != {c.split_key for c in folds[0]}
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        kd.speaker_folds(clips, 1)
+    with pytest.raises(ValueError, match="training and validation speakers"):
+        kd.speaker_folds(clips[:8], 5)
+
+
+def test_k_fold_on_the_real_dataset_keeps_speakers_apart_and_the_test_speakers_out():
+    clips = kd.list_clips(require_speech_commands())
+    _assert_folds_partition_the_non_test_speakers(clips, kd.speaker_folds(clips, 5))
+
+
+def test_folds_and_validation_only_report_k_fold_and_leave_the_test_split_unread(tiny_seed_training):
+    """The protocol end to end on a few real clips: k-fold figures in metrics.json, and while choosing
+    (--validation_only) every figure is of validation; the test split is not evaluated."""
+    out, _, _ = tiny_seed_training
+    metrics = json.loads((out / train_keyword.METRICS_FILE).read_text())
+    folds = metrics["cross_validation"]
+    assert folds["folds"] == 2 and len(folds["accuracy_per_fold"]) == 2
+    assert folds["mean_accuracy"] == pytest.approx(np.mean(folds["accuracy_per_fold"]))
+    assert folds["sd_accuracy"] == pytest.approx(np.std(folds["accuracy_per_fold"], ddof=1))
+    splits = metrics["splits"]
+    assert sum(folds["clips_per_fold"]) == splits["train"]["clips"] + splits["validation"]["clips"]
+    assert sum(folds["speakers_per_fold"]) == splits["train"]["speakers"] + splits["validation"]["speakers"]
+    assert metrics["evaluated_split"] == "validation"
+    assert metrics["test_accuracy"] is None and metrics["test_per_label"] is None
+    confusion = np.array(metrics["confusion_matrix"])
+    assert confusion.sum() == splits["validation"]["clips"]  # of validation clips, none of test
+    assert metrics["validation_accuracy"] == pytest.approx(np.trace(confusion) / confusion.sum())
+    with pytest.raises(train_keyword.cli.UsageError, match="--folds 1"):
+        train_keyword.parse_args(["--data", "d", "--output", "o", "--folds", "1"])
 
 
 def test_a_clip_shorter_than_one_second_is_padded_not_dropped(tmp_path):
