@@ -156,8 +156,7 @@ def train(config: TrainConfig) -> TrainingResult:
         "epochs_run": len(history["loss"]),
         "best_epoch": kept_epoch + 1,
         "training_seconds": round(training_seconds, 1),
-        "splits": {name: {"clips": len(clips), "speakers": len({c.speaker for c in clips if c.speaker})}
-                   for name, clips in splits.items()},
+        "splits": _split_sizes(splits),
         "normalization": normalization,
         "model": {"fingerprint": spec.fingerprint, "weights_dtype": config.weights_dtype,
                   "parameters": int(sum(c.count_params() for c in members))},
@@ -240,6 +239,58 @@ def cross_validate(config: TrainConfig, labels: list[str], splits: dict[str, lis
         "speakers_per_fold": [len({c.speaker for c in fold if c.speaker}) for fold in folds],
         "training_seconds": round(time.monotonic() - started, 1),
     }
+
+
+def cross_validate_only(config: TrainConfig) -> dict:
+    """K-fold by speaker (``config.folds``) without a final model, to weigh a recipe before training it.
+
+    Writes ``metrics.json`` (labels, split sizes, ``cross_validation``, the
+    configuration) to ``config.output_dir``; the test split is not read.
+    """
+    labels, splits = load_splits(config)
+    data = {name: kd.load_clips(splits[name], labels, config.clip_cache)
+            for name in (kd.TRAIN, kd.VALIDATION)}
+    metrics = {"labels": labels, "splits": _split_sizes(splits),
+               "cross_validation": cross_validate(config, labels, splits, data),
+               "config": _config_document(config)}
+    storage.write_text(storage.join(config.output_dir, METRICS_FILE), json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def report_test(config: TrainConfig) -> dict:
+    """Measures the export in ``config.output_dir``, chosen on validation, on the test split: once.
+
+    Adds the test figures to its ``metrics.json`` and redraws the confusion
+    matrix from the test split.  Refuses an export that already has a test
+    figure, and one trained on another split of the data.
+    """
+    from audio_models import keyword
+
+    metrics_path = storage.join(config.output_dir, METRICS_FILE)
+    metrics = storage.read_json(metrics_path) if storage.exists(metrics_path) else {}
+    if metrics.get("test_accuracy") is not None:
+        raise ValueError(f"{config.output_dir} already has a test accuracy: the test split is reported once")
+    trained_split = metrics.get("config", {}).get("split")
+    if trained_split is not None and trained_split != dataclasses.asdict(config.split):
+        raise ValueError(f"{config.output_dir} was trained with the split {trained_split}, not "
+                         f"{dataclasses.asdict(config.split)}: give the same --validation_percent and "
+                         "--test_percent")
+    labels, splits = load_splits(config)
+    model = keyword.load_keyword_model(config.output_dir)
+    if list(model.spec.class_names) != labels:
+        raise ValueError(f"{config.output_dir} has the labels {list(model.spec.class_names)}, "
+                         f"{config.data_dir} {labels}")
+    evaluation = evaluate(model, *kd.load_clips(splits[kd.TEST], labels, config.clip_cache), labels)
+    metrics.update({"labels": labels, "evaluated_split": kd.TEST, "test_accuracy": evaluation.accuracy,
+                    "test_per_label": evaluation.per_label(),
+                    "confusion_matrix": evaluation.confusion.tolist(), "splits": _split_sizes(splits)})
+    write_reports(config.output_dir, metrics, evaluation, kd.TEST)
+    return metrics
+
+
+def _split_sizes(splits: dict[str, list[kd.LabelledClip]]) -> dict:
+    return {name: {"clips": len(clips), "speakers": len({c.speaker for c in clips if c.speaker})}
+            for name, clips in splits.items()}
 
 
 class _KerasModel:
