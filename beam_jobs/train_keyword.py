@@ -1,6 +1,8 @@
 """Trains the keyword-spotting model on a folder of labelled clips and exports it for tag_audio.
 
     python -m beam_jobs.train_keyword --data DIR --output MODEL_DIR [--augment] [--recipe seed]
+        [--validation_only] [--folds K [--folds_only]]
+    python -m beam_jobs.train_keyword --data DIR --output MODEL_DIR --report_test
 
 ``DIR`` holds one folder per label; every clip is decoded, resampled to 16 kHz
 and padded or cut to one second.  Clips are split into train / validation /
@@ -8,10 +10,16 @@ test by speaker (the 8-hex-digit prefix of Speech Commands file names; clips
 without one are split by file name).  The default recipe (``ds_cnn``) is a
 log-mel depthwise-separable CNN trained on a cosine schedule; ``--recipe
 seed`` is TensorFlow's "simple audio" recipe, kept for comparison.  The model
-is tested on the held-out speakers and exported to ``MODEL_DIR`` as a
-SavedModel that ``tag_audio --model keyword --model_path MODEL_DIR`` runs.
-``MODEL_DIR`` also receives ``metrics.json`` (test accuracy overall and per
-label, confusion matrix, split sizes) and ``confusion_matrix.png``.
+is exported to ``MODEL_DIR`` as a SavedModel that ``tag_audio --model keyword
+--model_path MODEL_DIR`` runs, and measured on the validation and the test
+speakers.  ``MODEL_DIR`` also receives ``metrics.json`` (accuracy overall and
+per label, confusion matrix, split sizes) and ``confusion_matrix.png``.
+
+How the figures are made (docs/keyword_model.md): candidates are trained with
+``--validation_only`` and chosen on validation accuracy; ``--report_test``
+then measures the chosen export on the test split, once.  ``--folds K`` adds
+k-fold by speaker over the training and validation speakers (mean and
+standard deviation of the fold accuracies); ``--folds_only`` reports only that.
 """
 
 from __future__ import annotations
