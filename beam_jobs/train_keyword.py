@@ -1,6 +1,8 @@
 """Trains the keyword-spotting model on a folder of labelled clips and exports it for tag_audio.
 
     python -m beam_jobs.train_keyword --data DIR --output MODEL_DIR [--augment] [--recipe seed]
+        [--validation_only] [--folds K [--folds_only]]
+    python -m beam_jobs.train_keyword --data DIR --output MODEL_DIR --report_test
 
 ``DIR`` holds one folder per label; every clip is decoded, resampled to 16 kHz
 and padded or cut to one second.  Clips are split into train / validation /
@@ -8,10 +10,16 @@ test by speaker (the 8-hex-digit prefix of Speech Commands file names; clips
 without one are split by file name).  The default recipe (``ds_cnn``) is a
 log-mel depthwise-separable CNN trained on a cosine schedule; ``--recipe
 seed`` is TensorFlow's "simple audio" recipe, kept for comparison.  The model
-is tested on the held-out speakers and exported to ``MODEL_DIR`` as a
-SavedModel that ``tag_audio --model keyword --model_path MODEL_DIR`` runs.
-``MODEL_DIR`` also receives ``metrics.json`` (test accuracy overall and per
-label, confusion matrix, split sizes) and ``confusion_matrix.png``.
+is exported to ``MODEL_DIR`` as a SavedModel that ``tag_audio --model keyword
+--model_path MODEL_DIR`` runs, and measured on the validation and the test
+speakers.  ``MODEL_DIR`` also receives ``metrics.json`` (accuracy overall and
+per label, confusion matrix, split sizes) and ``confusion_matrix.png``.
+
+How the figures are made (docs/keyword_model.md): candidates are trained with
+``--validation_only`` and chosen on validation accuracy; ``--report_test``
+then measures the chosen export on the test split, once.  ``--folds K`` adds
+k-fold by speaker over the training and validation speakers (mean and
+standard deviation of the fold accuracies); ``--folds_only`` reports only that.
 """
 
 from __future__ import annotations
@@ -30,7 +38,9 @@ from transforms.training.keyword_trainer import (
     RECIPE_OPTIMISATION,
     RECOMMENDED_AUGMENT,
     TrainConfig,
+    cross_validate_only,
     percent,
+    report_test,
     train,
 )
 
@@ -47,6 +57,11 @@ def _describe(options: kd.AugmentOptions) -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     """The training the command line asks for.  Raises cli.UsageError (cli.HelpShown for --help)."""
+    return parse_task(argv)[0]
+
+
+def parse_task(argv: Sequence[str] | None = None) -> tuple[TrainConfig, bool, bool]:
+    """``(config, folds only, report test)``: what the command line asks for."""
     ds_cnn, seed = RECIPE_OPTIMISATION[DS_CNN], RECIPE_OPTIMISATION["seed"]
     parser = cli.job_parser(
         JOB, "Train the keyword-spotting model on a folder with one sub-folder of clips per label, "
@@ -138,9 +153,32 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     parser.add_argument("--max_clips_per_label", type=int, default=0,
                         help="use at most this many clips per label in each split (quick runs)")
     parser.add_argument("--seed", type=int, default=0)
+    protocol = parser.add_argument_group(
+        "how the figures are made",
+        "Choose recipes on validation accuracy (--validation_only); report the test split once, for the "
+        "final model; --folds adds k-fold by speaker.")
+    protocol.add_argument("--folds", type=int, default=0,
+                          help="if > 1, first train the recipe this many times, k-fold by speaker over the "
+                               "training and validation speakers (test speakers in none), and report the "
+                               "accuracy per fold, its mean and standard deviation (default 0: none)")
+    protocol.add_argument("--folds_only", action="store_true",
+                          help="with --folds: report k-fold only (metrics.json in --output), no final model")
+    protocol.add_argument("--report_test", action="store_true",
+                          help="train nothing: measure the model in --output (trained with "
+                               "--validation_only and chosen on validation) on the test split, once, and add "
+                               "the figures to its metrics.json")
+    protocol.add_argument("--validation_only", action="store_true",
+                          help="while choosing a recipe: measure the model on the validation split only and "
+                               "leave the test split unread")
     parser.add_argument("--clip_cache", default=None,
                         help="folder where decoded clips are kept between runs on the same files")
     args, _ = cli.parse(parser, argv)
+    if args.folds == 1 or args.folds < 0:
+        raise cli.UsageError(f"--folds {args.folds}: give 2 or more folds, or 0 for no k-fold")
+    if args.folds_only and not args.folds:
+        raise cli.UsageError("--folds_only needs --folds K (2 or more)")
+    if args.report_test and (args.folds or args.validation_only):
+        raise cli.UsageError("--report_test trains nothing: leave out --folds and --validation_only")
 
     base = RECOMMENDED_AUGMENT[args.recipe] if args.augment else kd.AugmentOptions()
     augment_options = dataclasses.replace(base, **_given(args, _AUGMENT_OPTIONS))
@@ -149,11 +187,12 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     architecture = Architecture(recipe=args.recipe, mfcc=args.mfcc, width=args.width,
                                 frequency_stride=args.frequency_stride, blocks=args.blocks,
                                 residual=args.residual, dropout=args.dropout, members=args.ensemble)
-    return TrainConfig(
+    config = TrainConfig(
         data_dir=args.data, output_dir=args.output, architecture=architecture, optimisation=optimisation,
         split=kd.SplitPercents(args.validation_percent, args.test_percent), augment=augment_options,
         weights_dtype=args.weights_dtype, hop_s=args.hop_s, max_clips_per_label=args.max_clips_per_label,
-        seed=args.seed, clip_cache=args.clip_cache)
+        seed=args.seed, clip_cache=args.clip_cache, folds=args.folds, evaluate_test=not args.validation_only)
+    return config, args.folds_only, args.report_test
 
 
 def _given(args: argparse.Namespace, names: Sequence[str]) -> dict:
@@ -163,15 +202,42 @@ def _given(args: argparse.Namespace, names: Sequence[str]) -> dict:
 @cli.job(JOB)
 def run(argv: Sequence[str] | None = None) -> int:
     """Trains, tests and exports; returns the exit status (0 ok, 2 usage error)."""
-    config = parse_args(argv)
+    config, folds_only, test_only = parse_task(argv)
+    if test_only:
+        _print_test(report_test(config))
+        print(f"test figures added to {config.output_dir}/{METRICS_FILE} and {CONFUSION_FILE}")
+        return 0
+    if folds_only:
+        _print_folds(cross_validate_only(config)["cross_validation"])
+        print(f"{METRICS_FILE} written to {config.output_dir}")
+        return 0
     metrics = train(config).metrics
-    test = metrics["splits"][kd.TEST]
-    print(f"test accuracy on held-out speakers: {percent(metrics['test_accuracy'])} "
-          f"({test['clips']} clips, {test['speakers']} speakers)")
-    for label, row in metrics["test_per_label"].items():
-        print(f"  {label:>10}: {percent(row['accuracy'])} of {row['count']}")
+    validation = metrics["splits"][kd.VALIDATION]
+    print(f"validation accuracy (choose on this): {percent(metrics['validation_accuracy'])} "
+          f"({validation['clips']} clips, {validation['speakers']} speakers)")
+    if metrics.get("cross_validation"):
+        _print_folds(metrics["cross_validation"])
+    if config.evaluate_test:
+        _print_test(metrics)
+    else:
+        for label, row in metrics["validation_per_label"].items():
+            print(f"  {label:>10}: {percent(row['accuracy'])} of {row['count']}")
     print(f"model, {METRICS_FILE} and {CONFUSION_FILE} written to {config.output_dir}")
     return 0
+
+
+def _print_folds(folds: dict) -> None:
+    print(f"k-fold by speaker ({folds['folds']} folds over the training and validation speakers): "
+          f"mean {percent(folds['mean_accuracy'])}, sd {100 * folds['sd_accuracy']:.1f} points; "
+          f"folds {', '.join(percent(a) for a in folds['accuracy_per_fold'])}")
+
+
+def _print_test(metrics: dict) -> None:
+    test = metrics["splits"][kd.TEST]
+    print(f"test accuracy on held-out speakers (report once, never choose on it): "
+          f"{percent(metrics['test_accuracy'])} ({test['clips']} clips, {test['speakers']} speakers)")
+    for label, row in metrics["test_per_label"].items():
+        print(f"  {label:>10}: {percent(row['accuracy'])} of {row['count']}")
 
 
 main = cli.main_for(run, __name__, log_level=logging.INFO)  # training reports its progress at INFO

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -54,8 +55,9 @@ def tiny_training(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_seed_training(tmp_path_factory):
-    """The same with the seed recipe, kept for comparison."""
-    return _tiny_training(tmp_path_factory, "--recipe", "seed")
+    """The same with the seed recipe, kept for comparison, run as while choosing a recipe: measured on
+    validation only."""
+    return _tiny_training(tmp_path_factory, "--recipe", "seed", "--validation_only")
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +101,92 @@ def test_the_real_dataset_shares_no_speaker_between_splits():
     assert not speakers[kd.TRAIN] & speakers[kd.TEST]
     assert not speakers[kd.TRAIN] & speakers[kd.VALIDATION]
     assert not speakers[kd.VALIDATION] & speakers[kd.TEST]
+
+
+def _assert_folds_partition_the_non_test_speakers(clips, folds):
+    splits = kd.split_clips(clips)
+    fold_keys = [{c.split_key for c in fold} for fold in folds]
+    for n, keys in enumerate(fold_keys):  # speaker-disjoint: no key in two folds
+        for other in fold_keys[n + 1:]:
+            assert not keys & other
+    non_test = {c.split_key for c in splits[kd.TRAIN] + splits[kd.VALIDATION]}
+    assert set().union(*fold_keys) == non_test  # every training and validation speaker in a fold
+    assert not set().union(*fold_keys) & {c.split_key for c in splits[kd.TEST]}  # no test speaker in any
+    assert sorted(c.path for fold in folds for c in fold) == sorted(
+        c.path for c in splits[kd.TRAIN] + splits[kd.VALIDATION])  # each of their clips exactly once
+    speakers = [len({c.speaker for c in fold if c.speaker}) for fold in folds]
+    assert max(speakers) - min(speakers) <= 1
+
+
+def test_k_fold_deals_every_training_and_validation_speaker_into_exactly_one_fold():
+    clips = [kd.LabelledClip(f"/d/{label}/{speaker:08x}_nohash_{n}.flac", label, f"{speaker:08x}")
+             for speaker in range(97) for label in ("yes", "no") for n in range(2)]
+    clips += [kd.LabelledClip(f"/d/_silence_/{n}.flac", "_silence_", None) for n in range(30)]
+    folds = kd.speaker_folds(clips, 5)
+    assert len(folds) == 5
+    _assert_folds_partition_the_non_test_speakers(clips, folds)
+    assert kd.speaker_folds(clips, 5) == folds  # deterministic
+    assert {c.split_key for c in kd.speaker_folds(clips, 4)[0]} != {c.split_key for c in folds[0]}
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        kd.speaker_folds(clips, 1)
+    with pytest.raises(ValueError, match="training and validation speakers"):
+        kd.speaker_folds(clips[:8], 5)
+
+
+def test_k_fold_on_the_real_dataset_keeps_speakers_apart_and_the_test_speakers_out():
+    clips = kd.list_clips(require_speech_commands())
+    _assert_folds_partition_the_non_test_speakers(clips, kd.speaker_folds(clips, 5))
+
+
+def test_validation_only_leaves_the_test_split_unread_until_report_test_measures_it_once(
+        tiny_seed_training, tmp_path, capsys):
+    """While choosing (--validation_only) every figure is of validation and the test split is not
+    evaluated; --report_test then measures the chosen export on it, once."""
+    trained, _, _ = tiny_seed_training
+    out = tmp_path / "chosen"
+    shutil.copytree(trained, out)
+    metrics = json.loads((out / train_keyword.METRICS_FILE).read_text())
+    splits = metrics["splits"]
+    assert metrics["evaluated_split"] == "validation"
+    assert metrics["test_accuracy"] is None and metrics["test_per_label"] is None
+    confusion = np.array(metrics["confusion_matrix"])
+    assert confusion.sum() == splits["validation"]["clips"]  # of validation clips, none of test
+    assert metrics["validation_accuracy"] == pytest.approx(np.trace(confusion) / confusion.sum())
+
+    data = ["--data", str(SPEECH_COMMANDS), "--output", str(out), "--max_clips_per_label", "4"]
+    capsys.readouterr()
+    assert train_keyword.run([*data, "--report_test"]) == 0
+    assert "test accuracy on held-out speakers (report once" in capsys.readouterr().out
+    reported = json.loads((out / train_keyword.METRICS_FILE).read_text())
+    confusion = np.array(reported["confusion_matrix"])
+    assert reported["evaluated_split"] == "test" and confusion.sum() == splits["test"]["clips"] == 48
+    assert reported["test_accuracy"] == pytest.approx(np.trace(confusion) / confusion.sum())
+    assert reported["validation_accuracy"] == metrics["validation_accuracy"]  # what was measured before stays
+    with pytest.raises(ValueError, match="reported once"):
+        train_keyword.run([*data, "--report_test"])
+    with pytest.raises(train_keyword.cli.UsageError, match="trains nothing"):
+        train_keyword.parse_args([*data, "--report_test", "--validation_only"])
+
+
+def test_folds_only_reports_k_fold_by_speaker_without_a_final_model(tmp_path, capsys):
+    """K-fold end to end on a few real clips, 1 epoch: accuracy per fold, mean and sd in metrics.json; the
+    folds hold every training and validation clip once; no model is exported, no test figure made."""
+    data = require_speech_commands()
+    out = tmp_path / "weighed"
+    assert train_keyword.run(["--data", str(data), "--output", str(out), "--max_clips_per_label", "2",
+                              "--epochs", "1", "--batch_size", "16", "--folds", "2", "--folds_only"]) == 0
+    assert "k-fold by speaker (2 folds" in capsys.readouterr().out
+    metrics = json.loads((out / train_keyword.METRICS_FILE).read_text())
+    folds, splits = metrics["cross_validation"], metrics["splits"]
+    assert folds["folds"] == 2 and len(folds["accuracy_per_fold"]) == 2
+    assert folds["mean_accuracy"] == pytest.approx(np.mean(folds["accuracy_per_fold"]))
+    assert folds["sd_accuracy"] == pytest.approx(np.std(folds["accuracy_per_fold"], ddof=1))
+    assert sum(folds["clips_per_fold"]) == splits["train"]["clips"] + splits["validation"]["clips"]
+    assert sum(folds["speakers_per_fold"]) == splits["train"]["speakers"] + splits["validation"]["speakers"]
+    assert "test_accuracy" not in metrics and not (out / "saved_model.pb").exists()
+    for argv, message in ((["--folds", "1"], "--folds 1"), (["--folds_only"], "needs --folds")):
+        with pytest.raises(train_keyword.cli.UsageError, match=message):
+            train_keyword.parse_args(["--data", "d", "--output", "o", *argv])
 
 
 def test_a_clip_shorter_than_one_second_is_padded_not_dropped(tmp_path):

@@ -139,6 +139,35 @@ def split_clips(clips: Sequence[LabelledClip],
     return splits
 
 
+def speaker_folds(clips: Sequence[LabelledClip], folds: int,
+                  percents: SplitPercents = SplitPercents()) -> list[list[LabelledClip]]:
+    """``folds`` speaker-disjoint folds of the clips outside the test split, for k-fold by speaker.
+
+    The training and validation speakers are ordered by a SHA-1 hash of their
+    id (salted, so the order is not the one that chose the split) and dealt
+    round-robin, so every such speaker is in exactly one fold and the folds
+    differ in size by at most one speaker.  Clips without a speaker id are
+    dealt by file name, like the split.  The test split's speakers are in no
+    fold: they stay untouched until the final model is reported.
+    """
+    if folds < 2:
+        raise ValueError(f"k-fold needs at least 2 folds, not {folds}")
+    kept = [clip for clip in clips if split_of(clip.split_key, percents) != TEST]
+    speakers = {clip.speaker for clip in kept if clip.speaker is not None}
+    if len(speakers) < folds:
+        raise ValueError(f"{folds} folds need at least {folds} training and validation speakers, "
+                         f"found {len(speakers)}")
+    unnamed = {clip.split_key for clip in kept if clip.speaker is None}
+    fold_of = {}
+    for keys in (speakers, unnamed):  # dealt apart, so speakers spread evenly whatever else there is
+        ordered = sorted(keys, key=lambda key: hashlib.sha1(f"fold:{key}".encode()).hexdigest())
+        fold_of.update({key: n % folds for n, key in enumerate(ordered)})
+    result: list[list[LabelledClip]] = [[] for _ in range(folds)]
+    for clip in kept:
+        result[fold_of[clip.split_key]].append(clip)
+    return result
+
+
 def limit_per_label(clips: Sequence[LabelledClip], per_label: int) -> list[LabelledClip]:
     """At most ``per_label`` clips of each label (the first ones in listing order); for quick runs."""
     counts: dict[str, int] = {}

@@ -83,6 +83,11 @@ class TrainConfig:
     max_clips_per_label: int = 0  # > 0: at most this many clips per label in each split
     seed: int = 0
     clip_cache: str | None = None  # a folder for decoded clips, reused by later runs on the same files
+    # > 1: before the final model, k-fold by speaker over the training and validation speakers.
+    folds: int = 0
+    # False while choosing a recipe: the export is measured on validation only and the test split stays
+    # unread, so that the one test figure is reported once, for the final model.
+    evaluate_test: bool = True
 
 
 def load_splits(config: TrainConfig) -> tuple[list[str], dict[str, list[kd.LabelledClip]]]:
@@ -108,10 +113,13 @@ class TrainingResult:
 
 
 def train(config: TrainConfig) -> TrainingResult:
-    """Trains, tests on the held-out speakers, exports, and writes metrics.json and the confusion PNG.
+    """Trains, exports, measures the export on validation and (once, for the final model) on the test
+    split, and writes metrics.json and the confusion PNG.
 
     With ``architecture.members`` > 1, trains that many models with seeds ``seed``,
-    ``seed + 1`` ... and exports them as one ensemble.
+    ``seed + 1`` ... and exports them as one ensemble.  With ``folds`` > 1, first
+    runs k-fold by speaker (``cross_validate``).  With ``evaluate_test`` off, the
+    test split is not evaluated (for choosing between recipes on validation).
     """
     from audio_models import keyword
 
@@ -119,6 +127,60 @@ def train(config: TrainConfig) -> TrainingResult:
     labels, splits = load_splits(config)
     data = {name: kd.load_clips(clips, labels, config.clip_cache) for name, clips in splits.items()}
     logging.info("clips: %s", {name: len(clips) for name, clips in splits.items()})
+    cross_validation = cross_validate(config, labels, splits, data) if config.folds > 1 else None
+    architecture = config.architecture
+    members, fits, normalization = _train_members(config, labels, data)
+    training_seconds = time.monotonic() - started - (cross_validation or {}).get("training_seconds", 0.0)
+
+    spec = keyword.export_keyword_model(members if architecture.members > 1 else members[0], labels,
+                                        config.output_dir, weights_dtype=config.weights_dtype,
+                                        hop_samples=int(round(config.hop_s * keyword.SAMPLE_RATE)),
+                                        architecture=architecture)
+    # Measured through the export itself, so the numbers describe exactly what ships.
+    exported = keyword.load_keyword_model(config.output_dir)
+    validation = evaluate(exported, *data[kd.VALIDATION], labels)
+    evaluation = evaluate(exported, *data[kd.TEST], labels) if config.evaluate_test else validation
+    history, kept_epoch = fits[0]
+    member_architecture = dataclasses.replace(architecture, members=1)
+    metrics = {
+        "labels": labels,
+        # The split the per-label figures and the confusion matrix are of: "test" for the final model,
+        # "validation" while choosing a recipe (the test split is then not evaluated at all).
+        "evaluated_split": kd.TEST if config.evaluate_test else kd.VALIDATION,
+        "test_accuracy": evaluation.accuracy if config.evaluate_test else None,
+        "test_per_label": evaluation.per_label() if config.evaluate_test else None,
+        "validation_per_label": None if config.evaluate_test else validation.per_label(),
+        "confusion_matrix": evaluation.confusion.tolist(),
+        "confusion_matrix_axes": "rows: true label, columns: predicted label (order of 'labels')",
+        "validation_accuracy": validation.accuracy,  # of the export: an ensemble's own, not its members'
+        "epochs_run": len(history["loss"]),
+        "best_epoch": kept_epoch + 1,
+        "training_seconds": round(training_seconds, 1),
+        "splits": _split_sizes(splits),
+        "normalization": normalization,
+        "model": {"fingerprint": spec.fingerprint, "weights_dtype": config.weights_dtype,
+                  "parameters": int(sum(c.count_params() for c in members))},
+        "config": _config_document(config),
+    }
+    if cross_validation is not None:
+        metrics["cross_validation"] = cross_validation
+    if architecture.members > 1:
+        metrics["members"] = [
+            {"seed": config.seed + i, "validation_accuracy": _at_epoch(h, "val_accuracy", kept)}
+            for i, (h, kept) in enumerate(fits)]
+        if config.evaluate_test:
+            for row, classifier in zip(metrics["members"], members):
+                row["test_accuracy"] = evaluate(_KerasModel([classifier], member_architecture),
+                                                *data[kd.TEST], labels).accuracy
+    write_reports(config.output_dir, metrics, evaluation, metrics["evaluated_split"])
+    return TrainingResult(members[0], spec, metrics, members)
+
+
+def _train_members(config: TrainConfig, labels: list[str], data: dict[str, tuple[np.ndarray, np.ndarray]]):
+    """``(Keras models, their (history, kept epoch), the seed recipe's normalisation or None)``:
+    ``architecture.members`` models with seeds ``seed``, ``seed + 1`` ..., trained on ``data[TRAIN]``."""
+    from audio_models import keyword
+
     architecture = config.architecture
     normalization = None
     if architecture.recipe == SEED:
@@ -135,57 +197,115 @@ def train(config: TrainConfig) -> TrainingResult:
             classifier = keyword.build_ds_cnn(len(labels), member_architecture, seed=member_config.seed)
         members.append(classifier)
         fits.append(_fit(classifier, member_config, labels, data))
-    training_seconds = time.monotonic() - started
+    return members, fits, normalization
 
-    spec = keyword.export_keyword_model(members if architecture.members > 1 else members[0], labels,
-                                        config.output_dir, weights_dtype=config.weights_dtype,
-                                        hop_samples=int(round(config.hop_s * keyword.SAMPLE_RATE)),
-                                        architecture=architecture)
-    # Tested through the export itself, so the numbers describe exactly what ships.
-    evaluation = evaluate(keyword.load_keyword_model(config.output_dir), *data[kd.TEST], labels)
-    history, kept_epoch = fits[0]
-    metrics = {
-        "labels": labels,
-        "test_accuracy": evaluation.accuracy,
-        "test_per_label": evaluation.per_label(),
-        "confusion_matrix": evaluation.confusion.tolist(),
-        "confusion_matrix_axes": "rows: true label, columns: predicted label (order of 'labels')",
-        "validation_accuracy": _mean([_at_epoch(h, "val_accuracy", kept) for h, kept in fits]),
-        "epochs_run": len(history["loss"]),
-        "best_epoch": kept_epoch + 1,
-        "training_seconds": round(training_seconds, 1),
-        "splits": {name: {"clips": len(clips), "speakers": len({c.speaker for c in clips if c.speaker})}
-                   for name, clips in splits.items()},
-        "normalization": normalization,
-        "model": {"fingerprint": spec.fingerprint, "weights_dtype": config.weights_dtype,
-                  "parameters": int(sum(c.count_params() for c in members))},
-        "config": _config_document(config),
+
+def cross_validate(config: TrainConfig, labels: list[str], splits: dict[str, list[kd.LabelledClip]],
+                   data: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:
+    """K-fold by speaker over the training and validation speakers (``kd.speaker_folds``).
+
+    Each fold trains the configured recipe (an ensemble too) on the other
+    folds, validates on its own fold, and is measured there.  The test split
+    takes no part.  Returns what ``metrics.json`` holds under
+    ``cross_validation``: accuracy per fold, its mean and sample standard
+    deviation.
+    """
+    started = time.monotonic()
+    pool = splits[kd.TRAIN] + splits[kd.VALIDATION]
+    waveforms = np.concatenate([data[kd.TRAIN][0], data[kd.VALIDATION][0]])
+    label_ids = np.concatenate([data[kd.TRAIN][1], data[kd.VALIDATION][1]])
+    row_of = {clip.path: row for row, clip in enumerate(pool)}
+    folds = kd.speaker_folds(pool, config.folds, config.split)
+    member_architecture = dataclasses.replace(config.architecture, members=1)
+    rows_per_fold = [np.array([row_of[clip.path] for clip in fold], np.int64) for fold in folds]
+    accuracies = []
+    for held_out, rows in enumerate(rows_per_fold):
+        others = np.concatenate([r for n, r in enumerate(rows_per_fold) if n != held_out])
+        fold_data = {kd.TRAIN: (waveforms[others], label_ids[others]),
+                     kd.VALIDATION: (waveforms[rows], label_ids[rows])}
+        members, _, _ = _train_members(config, labels, fold_data)
+        accuracy = evaluate(_KerasModel(members, member_architecture), waveforms[rows], label_ids[rows],
+                            labels).accuracy
+        logging.info("fold %d of %d: accuracy %s on %d held-out clips", held_out + 1, config.folds,
+                     percent(accuracy), len(rows))
+        accuracies.append(accuracy)
+    return {
+        "folds": config.folds,
+        "scheme": "k-fold by speaker over the training and validation speakers; test speakers in no fold",
+        "accuracy_per_fold": accuracies,
+        "mean_accuracy": float(np.mean(accuracies)),
+        "sd_accuracy": float(np.std(accuracies, ddof=1)),  # sample standard deviation over the folds
+        "clips_per_fold": [len(fold) for fold in folds],
+        "speakers_per_fold": [len({c.speaker for c in fold if c.speaker}) for fold in folds],
+        "training_seconds": round(time.monotonic() - started, 1),
     }
-    if architecture.members > 1:
-        metrics["members"] = [
-            {"seed": config.seed + i, "validation_accuracy": _at_epoch(h, "val_accuracy", kept),
-             "test_accuracy": evaluate(_KerasModel(c, member_architecture), *data[kd.TEST], labels).accuracy}
-            for i, (c, (h, kept)) in enumerate(zip(members, fits))]
-    write_reports(config.output_dir, metrics, evaluation)
-    return TrainingResult(members[0], spec, metrics, members)
+
+
+def cross_validate_only(config: TrainConfig) -> dict:
+    """K-fold by speaker (``config.folds``) without a final model, to weigh a recipe before training it.
+
+    Writes ``metrics.json`` (labels, split sizes, ``cross_validation``, the
+    configuration) to ``config.output_dir``; the test split is not read.
+    """
+    labels, splits = load_splits(config)
+    data = {name: kd.load_clips(splits[name], labels, config.clip_cache)
+            for name in (kd.TRAIN, kd.VALIDATION)}
+    metrics = {"labels": labels, "splits": _split_sizes(splits),
+               "cross_validation": cross_validate(config, labels, splits, data),
+               "config": _config_document(config)}
+    storage.write_text(storage.join(config.output_dir, METRICS_FILE), json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def report_test(config: TrainConfig) -> dict:
+    """Measures the export in ``config.output_dir``, chosen on validation, on the test split: once.
+
+    Adds the test figures to its ``metrics.json`` and redraws the confusion
+    matrix from the test split.  Refuses an export that already has a test
+    figure, and one trained on another split of the data.
+    """
+    from audio_models import keyword
+
+    metrics_path = storage.join(config.output_dir, METRICS_FILE)
+    metrics = storage.read_json(metrics_path) if storage.exists(metrics_path) else {}
+    if metrics.get("test_accuracy") is not None:
+        raise ValueError(f"{config.output_dir} already has a test accuracy: the test split is reported once")
+    trained_split = metrics.get("config", {}).get("split")
+    if trained_split is not None and trained_split != dataclasses.asdict(config.split):
+        raise ValueError(f"{config.output_dir} was trained with the split {trained_split}, not "
+                         f"{dataclasses.asdict(config.split)}: give the same --validation_percent and "
+                         "--test_percent")
+    labels, splits = load_splits(config)
+    model = keyword.load_keyword_model(config.output_dir)
+    if list(model.spec.class_names) != labels:
+        raise ValueError(f"{config.output_dir} has the labels {list(model.spec.class_names)}, "
+                         f"{config.data_dir} {labels}")
+    evaluation = evaluate(model, *kd.load_clips(splits[kd.TEST], labels, config.clip_cache), labels)
+    metrics.update({"labels": labels, "evaluated_split": kd.TEST, "test_accuracy": evaluation.accuracy,
+                    "test_per_label": evaluation.per_label(),
+                    "confusion_matrix": evaluation.confusion.tolist(), "splits": _split_sizes(splits)})
+    write_reports(config.output_dir, metrics, evaluation, kd.TEST)
+    return metrics
+
+
+def _split_sizes(splits: dict[str, list[kd.LabelledClip]]) -> dict:
+    return {name: {"clips": len(clips), "speakers": len({c.speaker for c in clips if c.speaker})}
+            for name, clips in splits.items()}
 
 
 class _KerasModel:
-    """A trained Keras classifier behind ``predict`` (waveforms -> softmax scores), to test one member."""
+    """Trained Keras classifiers behind ``predict`` (waveforms -> the mean of their softmax scores),
+    to measure one member or an ensemble before export."""
 
-    def __init__(self, classifier, architecture: Architecture):
-        self.classifier, self.architecture = classifier, architecture
+    def __init__(self, classifiers: Sequence, architecture: Architecture):
+        self.classifiers, self.architecture = list(classifiers), architecture
 
     def predict(self, waveforms: np.ndarray) -> dict[str, np.ndarray]:
         import tensorflow as tf
 
-        logits = self.classifier(self.architecture.features(waveforms), training=False)
-        return {"scores": tf.nn.softmax(logits).numpy()}
-
-
-def _mean(values: Sequence[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return float(np.mean(known)) if known else None
+        features = self.architecture.features(waveforms)
+        scores = [tf.nn.softmax(c(features, training=False)).numpy() for c in self.classifiers]
+        return {"scores": np.mean(scores, axis=0)}
 
 
 def training_dataset(config: TrainConfig, labels: list[str], waveforms: np.ndarray, label_ids: np.ndarray):
@@ -301,10 +421,10 @@ def evaluate(model, waveforms: np.ndarray, label_ids: np.ndarray, labels: Sequen
     return Evaluation(tuple(labels), confusion_matrix(label_ids, predicted_ids, len(labels)))
 
 
-def write_reports(output_dir: str, metrics: dict, evaluation: Evaluation) -> None:
+def write_reports(output_dir: str, metrics: dict, evaluation: Evaluation, split: str = kd.TEST) -> None:
     storage.write_text(storage.join(output_dir, METRICS_FILE), json.dumps(metrics, indent=2) + "\n")
     accuracy = "n/a" if evaluation.accuracy is None else f"{evaluation.accuracy:.1%}"
-    title = f"Keyword model, held-out speakers: accuracy {accuracy}"
+    title = f"Keyword model, {split} speakers: accuracy {accuracy}"
     storage.write_bytes(storage.join(output_dir, CONFUSION_FILE), confusion_png(evaluation, title),
                         "image/png")
 
