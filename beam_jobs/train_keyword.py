@@ -4,7 +4,8 @@
         [--validation_only] [--folds K [--folds_only]]
     python -m beam_jobs.train_keyword --data DIR --output MODEL_DIR --report_test
 
-``DIR`` holds one folder per label; every clip is decoded, resampled to 16 kHz
+Options left unset take the recipe's value.  ``DIR`` holds one folder per label;
+every clip is decoded, resampled to 16 kHz
 and padded or cut to one second.  Clips are split into train / validation /
 test by speaker (the 8-hex-digit prefix of Speech Commands file names; clips
 without one are split by file name).  The default recipe (``ds_cnn``) is a
@@ -57,16 +58,11 @@ def _describe(options: kd.AugmentOptions) -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     """The training the command line asks for.  Raises cli.UsageError (cli.HelpShown for --help)."""
-    return parse_task(argv)[0]
+    return task_from(run.parse(argv)[0])[0]
 
 
-def parse_task(argv: Sequence[str] | None = None) -> tuple[TrainConfig, bool, bool]:
-    """``(config, folds only, report test)``: what the command line asks for."""
+def add_options(parser: argparse.ArgumentParser) -> None:
     ds_cnn, seed = RECIPE_OPTIMISATION[DS_CNN], RECIPE_OPTIMISATION["seed"]
-    parser = cli.job_parser(
-        JOB, "Train the keyword-spotting model on a folder with one sub-folder of clips per label, "
-             "test it on held-out speakers and export it as a SavedModel for "
-             "tag_audio --model keyword. Options left unset take the recipe's value.")
     parser.add_argument("--data", required=True, help="dataset folder: one sub-folder per label")
     parser.add_argument("--output", required=True,
                         help="model directory (local or gs://) for the SavedModel, metrics.json and "
@@ -172,7 +168,10 @@ def parse_task(argv: Sequence[str] | None = None) -> tuple[TrainConfig, bool, bo
                                "leave the test split unread")
     parser.add_argument("--clip_cache", default=None,
                         help="folder where decoded clips are kept between runs on the same files")
-    args, _ = cli.parse(parser, argv)
+
+
+def task_from(args: argparse.Namespace) -> tuple[TrainConfig, bool, bool]:
+    """``(config, folds only, report test)``: what the command line asks for."""
     if args.folds == 1 or args.folds < 0:
         raise cli.UsageError(f"--folds {args.folds}: give 2 or more folds, or 0 for no k-fold")
     if args.folds_only and not args.folds:
@@ -199,10 +198,10 @@ def _given(args: argparse.Namespace, names: Sequence[str]) -> dict:
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
-@cli.job(JOB)
-def run(argv: Sequence[str] | None = None) -> int:
+@cli.job(JOB, add_options)
+def run(args: argparse.Namespace) -> int:
     """Trains, tests and exports; returns the exit status (0 ok, 2 usage error)."""
-    config, folds_only, test_only = parse_task(argv)
+    config, folds_only, test_only = task_from(args)
     if test_only:
         _print_test(report_test(config))
         print(f"test figures added to {config.output_dir}/{METRICS_FILE} and {CONFUSION_FILE}")

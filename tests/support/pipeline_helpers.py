@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -30,6 +32,19 @@ def run_tag_audio(args: list[str]) -> int:
     from beam_jobs import tag_audio
 
     return tag_audio.run(args + ["--progress_s", "0"])
+
+
+def run_tag_audio_here(args: list[str], cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """tag_audio as ``python -m beam_jobs.tag_audio ARGS`` run from ``cwd`` would run it (its exit status,
+    stdout and stderr), in this process: the same job without a new interpreter importing TensorFlow.
+    Tests of what only a process shows (a signal, a kill, an environment of its own: decoder processes
+    started by an earlier run here keep theirs) use the subprocess."""
+    from beam_jobs import tag_audio
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = tag_audio.run([*args, "--progress_s", "0"])
+    return subprocess.CompletedProcess(["tag_audio", *args], status, out.getvalue(), err.getvalue())
 
 
 def run_tag_audio_subprocess(args: list[str], env: dict | None = None, timeout: float = 600,

@@ -1,6 +1,6 @@
 """Archives as inputs: .tar, .tar.gz and .zip members tagged in place as ``ARCHIVE#member``, locally and on
 gs://, with the frames of the extracted files; damaged archives give rows with reasons. End to end through
-``python -m beam_jobs.tag_audio`` on the bundled keyword model and real recordings."""
+tag_audio's command line (in this process) on the bundled keyword model and real recordings."""
 
 from __future__ import annotations
 
@@ -19,14 +19,18 @@ import numpy as np
 import pytest
 
 import storage
-from tests.support.pipeline_helpers import ESC10, REPO, read_table, require_shared
+from tests.support.pipeline_helpers import ESC10, REPO, read_table, require_shared, run_tag_audio_here
 
 KEYWORD_MODEL = REPO / "examples" / "models" / "keyword"
 CLIPS = 4
 
 
 def tag(cwd: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, **(env or {}), "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    """tag_audio in this process; with ``env``, in a process of its own (decoder processes this process
+    started earlier keep the environment they were started with)."""
+    if env is None:
+        return run_tag_audio_here([*args, "--model_path", str(KEYWORD_MODEL)], cwd=cwd)
+    full_env = {**os.environ, **env, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
     command = [sys.executable, "-m", "beam_jobs.tag_audio", *args, "--model_path", str(KEYWORD_MODEL),
                "--progress_s", "0"]
     return subprocess.run(command, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=900)

@@ -1,20 +1,18 @@
 """What --input names, however the operator spells it: one URI per file, literal paths before patterns,
-patterns in every component, symlinks. End to end through ``python -m beam_jobs.tag_audio`` on the bundled
-keyword model and example recordings."""
+patterns in every component, symlinks. End to end through tag_audio's command line (in this process,
+from the directory a user would run it in) on the bundled keyword model and example recordings."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.support.pipeline_helpers import REPO, read_table
+from tests.support.pipeline_helpers import REPO, read_table, run_tag_audio_here
 
 KEYWORD_MODEL = REPO / "examples" / "models" / "keyword"
 EXAMPLES = REPO / "examples" / "audio"
@@ -23,10 +21,7 @@ RECORDINGS = ("door_answers.opus", "kitchen_lights.mp3", "lift.wav", "robot_comm
 
 def tag(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     """tag_audio from ``cwd`` (relative inputs are relative to it) with the keyword model."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    command = [sys.executable, "-m", "beam_jobs.tag_audio", *args, "--model_path", str(KEYWORD_MODEL),
-               "--progress_s", "0"]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return run_tag_audio_here([*args, "--model_path", str(KEYWORD_MODEL)], cwd=cwd)
 
 
 def ok(result: subprocess.CompletedProcess) -> str:
