@@ -29,7 +29,7 @@ import zlib
 from collections.abc import Iterator
 
 from storage.paths import archive_kind, split_member_uri
-from storage.reads import SeekableReader, open_read
+from storage.reads import SeekableReader, open_read, size_of
 from storage.retries import PermanentInputError
 
 MAX_COMPRESSED_TAR_MEMBER = 512 << 20  # a .tar.gz member is inflated into memory: no larger than this
@@ -74,18 +74,11 @@ def list_members(archive: str, audio_column: str = "audio", id_column: str | Non
         yield from list_rows(archive, audio_column, id_column)
         return
     with open_read(archive) as reader:
-        size = _size_of(reader)
+        size = size_of(reader)
         if kind == "zip":
             yield from _zip_members(reader, size)
         else:
             yield from _tar_members(reader, size, compressed=kind == "tgz", archive=archive)
-
-
-def _size_of(reader) -> int:
-    size = reader.seek(0, io.SEEK_END)
-    size = reader.tell() if size is None else size
-    reader.seek(0)
-    return size
 
 
 def _tar_members(reader, archive_size: int, compressed: bool, archive: str = "") -> Iterator[Member]:
@@ -303,7 +296,7 @@ class _InflatingMember(SeekableReader):
 
 def _open_tar_member(archive: str, name: str) -> SeekableReader:
     reader = open_read(archive)
-    key = (archive, _size_of_open(reader))
+    key = (archive, size_of(reader))
     index = _LISTED_TAR_INDEXES.get(key) or _tar_index(*key)
     offset, size = index.get(name, (None, 0))
     if offset is None:
@@ -340,7 +333,7 @@ def _tar_index(archive: str, _size: int) -> dict[str, tuple[int, int]]:
 def _open_zip_member(archive: str, name: str) -> SeekableReader:
     reader = open_read(archive)
     try:
-        size = _size_of_open(reader)
+        size = size_of(reader)
         info = _zip_index(archive, size).get(name)
         if info is None:
             raise FileNotFoundError(f"{archive} has no member {name}")
@@ -389,13 +382,6 @@ class _InflatingZipExt(SeekableReader):
             return action()
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as error:
             raise ArchiveError("corrupt_member", f"the member's bytes are damaged ({_why(error)})") from None
-
-
-def _size_of_open(reader) -> int:
-    position = reader.tell()
-    size = reader.seek(0, io.SEEK_END)
-    reader.seek(position)
-    return size
 
 
 class _CompressedTarCursor:

@@ -184,6 +184,15 @@ def open_read(path: str) -> BinaryIO:
     return _RetryingReader(path, retries.active_policy())  # type: ignore[return-value]
 
 
+def size_of(reader) -> int:
+    """The size of an open, seekable file (some readers' ``seek`` returns None), its position kept."""
+    position = reader.tell()
+    size = reader.seek(0, io.SEEK_END)
+    size = reader.tell() if size is None else size
+    reader.seek(position)
+    return size
+
+
 def read_bytes(path: str) -> bytes:
     with open_read(path) as f:
         return f.read()

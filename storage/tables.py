@@ -24,14 +24,13 @@ import collections
 import contextlib
 import dataclasses
 import functools
-import io
 import os
 import threading
 from collections.abc import Iterator
 
 from storage.archives import ArchiveError, Member
 from storage.paths import is_remote, local_path
-from storage.reads import SeekableReader, open_read
+from storage.reads import SeekableReader, open_read, size_of
 
 AUDIO_COLUMN = "audio"  # what Hugging Face datasets calls an Audio feature's column, mostly
 ROW = "row"  # ``TABLE#row=N``: a row by its index in the file
@@ -236,20 +235,13 @@ def _opened(table: str):
         yield path, os.stat(path).st_size
         return
     with open_read(table) as reader:
-        yield reader, _size_of_open(reader)
+        yield reader, size_of(reader)
 
 
 def _footer(table: str):
     """``table``'s footer (pyarrow FileMetaData), for its current size."""
     with _opened(table) as (source, size):
         return _metadata(table, source, size)
-
-
-def _size_of_open(reader) -> int:
-    size = reader.seek(0, io.SEEK_END)
-    size = reader.tell() if size is None else size
-    reader.seek(0)
-    return size
 
 
 _METADATA: collections.OrderedDict = collections.OrderedDict()
