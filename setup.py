@@ -30,6 +30,7 @@ INSTALL_REQUIRES = [
 # The readers tests/output/test_readers.py proves (Spark also needs a Java 17+ runtime, or it skips).
 TEST_REQUIRES = [
     "pytest==9.2.0",
+    "pytest-xdist==3.8.0",  # make test: two workers, a module's tests on one (tests/conftest.py)
     "ruff==0.17.5",
     "duckdb==2.0.0",
     "gcp-storage-emulator==2026.7.19",
