@@ -1,10 +1,12 @@
 """The command line of every job: its parser, its Beam pipeline options, its failures and its entry.
 
-A job module builds a ``job_parser``, calls ``parse`` (the job's options and the
-arguments left for Beam), builds Beam's options with ``pipeline_options`` and
-returns an exit status; a ``UsageError`` raised on the way becomes one line on
-stderr and status 2 (``@job``, ``fail``).  Every module ends with
-``main = cli.main_for(run, __name__)``, which also runs the job when the module is run as a script.
+A job module adds its options to a parser (``add_options(parser)``), decorates its ``run`` with
+``@job(JOB, add_options)``, which parses the command line (refusing what neither the job nor Beam
+knows) and hands ``run`` the options, builds Beam's options with ``pipeline_options`` and returns an
+exit status; a ``UsageError`` raised on the way becomes one line on stderr and status 2 (``fail``).
+Every module ends with ``main = cli.main_for(run, __name__)``, which also runs the job when the module
+is run as a script.  (tag_audio declares its options as a Beam ``PipelineOptions`` class and parses
+them itself, with ``parse`` and ``refuse_unknown``.)
 """
 
 from __future__ import annotations

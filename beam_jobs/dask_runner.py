@@ -32,7 +32,6 @@ everything.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 import hashlib
@@ -50,6 +49,8 @@ from apache_beam.runners.dask.overrides import _Read, dask_overrides
 from apache_beam.runners.dask.transform_evaluator import TRANSLATIONS, Flatten, NoOp, get_windowed_value
 from apache_beam.runners.runner import PipelineState
 from apache_beam.transforms.sideinputs import SideInputMap
+
+from storage.recent import RecentlyUsed, at_most
 
 _log = logging.getLogger(__name__)
 _NOTHING = object()
@@ -91,9 +92,8 @@ class _WindowedValues:
 
 # (worker thread, payload digest) -> the DoFn set up for it, process-wide so that the end of a job can tear
 # its DoFns down from whichever thread asks (their decoder processes would otherwise outlive the job).
-_kept: collections.OrderedDict = collections.OrderedDict()
-_kept_lock = threading.Lock()
 DOFNS_KEPT = 256  # a bound if jobs end without their teardown (a driver that died): oldest first
+_kept = RecentlyUsed(at_most(DOFNS_KEPT))
 
 
 def _digest(payload: bytes) -> bytes:
@@ -104,17 +104,13 @@ def _set_up_dofn(payload: bytes) -> tuple[DoFnSignature, tuple]:
     """The DoFn of ``payload``, set up once per worker thread and reused by its later bundles, as Beam's
     runners reuse DoFn instances (a DoFn's setup loads models and starts decoder processes)."""
     key = (threading.get_ident(), _digest(payload))
-    with _kept_lock:
-        if key in _kept:
-            _kept.move_to_end(key)
-            return _kept[key]
+    if (known := _kept.get(key)) is not None:
+        return known
     do_fn, *rest = pickler.loads(payload)
     signature = DoFnSignature(do_fn)
     signature.setup_lifecycle_method.method_value()
-    with _kept_lock:
-        _kept[key] = entry = (signature, tuple(rest))
-        evicted = [_kept.popitem(last=False)[1] for _ in range(len(_kept) - DOFNS_KEPT)]
-    for old, _ in evicted:
+    entry = (signature, tuple(rest))
+    for old, _ in _kept.put(key, entry):
         _tear_down(old)
     return entry
 
@@ -125,16 +121,14 @@ def _tear_down(signature: DoFnSignature) -> None:
 
 def _drop_dofn(payload: bytes) -> None:
     """After a failed bundle, as Beam does: the instance may be in any state."""
-    with _kept_lock:
-        entry = _kept.pop((threading.get_ident(), _digest(payload)), None)
-    if entry is not None:
-        _tear_down(entry[0])
+    key = (threading.get_ident(), _digest(payload))
+    for signature, _ in _kept.pop_where(lambda kept: kept == key):
+        _tear_down(signature)
 
 
 def tear_down_job(digests: set[bytes]) -> int:
     """Tears down this worker's DoFns of one job (by payload digest); run on every worker at its end."""
-    with _kept_lock:
-        entries = [_kept.pop(key) for key in list(_kept) if key[1] in digests]
+    entries = _kept.pop_where(lambda key: key[1] in digests)
     for signature, _ in entries:
         _tear_down(signature)
     return len(entries)

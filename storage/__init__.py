@@ -13,6 +13,7 @@ One module a section:
 - ``writes``: writes, renames, deletes;
 - ``conditional``: small objects changed only if nobody changed them first (leases, commits);
 - ``model_cache``: local copies of remote model directories for TensorFlow;
+- ``recent``: a small cache of the most recently used entries (footers, row groups, set-up DoFns);
 - ``checks``: before any work, can this machine reach what it was asked to.
 
 No other package chooses a filesystem, and this one imports nothing of the product.

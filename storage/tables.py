@@ -20,17 +20,16 @@ small per-process cache: rows of one row group opened one after another cost one
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
 import functools
 import os
-import threading
 from collections.abc import Iterator
 
 from storage.archives import ArchiveError, Member
 from storage.paths import is_remote, local_path
 from storage.reads import SeekableReader, open_read, size_of
+from storage.recent import RecentlyUsed, at_most
 
 AUDIO_COLUMN = "audio"  # what Hugging Face datasets calls an Audio feature's column, mostly
 ROW = "row"  # ``TABLE#row=N``: a row by its index in the file
@@ -128,20 +127,26 @@ def list_rows(table: str, audio_column: str = AUDIO_COLUMN, id_column: str | Non
     # ids (what its rows' URIs and done-set keys are made of anyway) and one row group of the id column,
     # never audio, so its memory does not grow with the audio column.
     seen: dict[str, int] = {}
+    for group, index, value in _ids(table, metadata, id_column):
+        by_index = str(RowName(audio_column, ROW, str(index)))
+        if value is None:
+            yield Member(by_index, size, f"no_id: the row's {id_column} is null; it is named by its "
+                                         "index", group)
+        elif (text := str(value)) in seen:
+            yield Member(by_index, size, f"duplicate_id: {id_column}={text} also names row "
+                                         f"{seen[text]}; this one is named by its index", group)
+        else:
+            seen[text] = index
+            yield Member(str(RowName(audio_column, id_column, text)), size, group=group)
+
+
+def _ids(table: str, metadata, column: str) -> Iterator[tuple[int, int, object]]:
+    """(row group, row index, id) of every row, one row group of the id column in memory at a time."""
     first = 0
     for group in range(metadata.num_row_groups):
-        ids = _read_row_group(table, group, id_column).to_pylist()
+        ids = _read_row_group(table, group, column).to_pylist()
         for index, value in enumerate(ids, start=first):
-            by_index = str(RowName(audio_column, ROW, str(index)))
-            if value is None:
-                yield Member(by_index, size, f"no_id: the row's {id_column} is null; it is named by its "
-                                             "index", group)
-            elif (text := str(value)) in seen:
-                yield Member(by_index, size, f"duplicate_id: {id_column}={text} also names row "
-                                             f"{seen[text]}; this one is named by its index", group)
-            else:
-                seen[text] = index
-                yield Member(str(RowName(audio_column, id_column, text)), size, group=group)
+            yield group, index, value
         first += len(ids)
 
 
@@ -244,18 +249,15 @@ def _footer(table: str):
         return _metadata(table, source, size)
 
 
-_METADATA: collections.OrderedDict = collections.OrderedDict()
-_LOCK = threading.Lock()
+_METADATA = RecentlyUsed(at_most(16))
 
 
 def _metadata(table: str, source, size: int):
     """The footer of ``table`` at ``size`` bytes, read once per process (a rewritten table has another
     size, or is read again after other tables pushed it out)."""
     key = (table, size)
-    with _LOCK:
-        if key in _METADATA:
-            _METADATA.move_to_end(key)
-            return _METADATA[key]
+    if (known := _METADATA.get(key)) is not None:
+        return known
     import pyarrow.parquet as pq
 
     try:
@@ -263,10 +265,7 @@ def _metadata(table: str, source, size: int):
     except Exception as error:  # noqa: BLE001 - pyarrow says 'not Parquet' many ways
         raise ArchiveError("not_table", f"not a readable Parquet file: {type(error).__name__}: "
                                         f"{str(error)[:200]}") from None
-    with _LOCK:
-        _METADATA[key] = metadata
-        while len(_METADATA) > 16:
-            _METADATA.popitem(last=False)
+    _METADATA.put(key, metadata)
     return metadata
 
 
@@ -294,40 +293,29 @@ def _id_index(table: str, _size: int, column: str) -> dict[str, int]:
     """id text -> row index, for opening rows by id: the id column alone, once per process and table.
     The first row of an id wins, as listing names it."""
     index: dict[str, int] = {}
-    metadata = _footer(table)
-    first = 0
-    for group in range(metadata.num_row_groups):
-        ids = _read_row_group(table, group, column).to_pylist()
-        for row, value in enumerate(ids, start=first):
-            if value is not None:
-                index.setdefault(str(value), row)
-        first += len(ids)
+    for _, row, value in _ids(table, _footer(table), column):
+        if value is not None:
+            index.setdefault(str(value), row)
     return index
 
 
-_AUDIO: collections.OrderedDict = collections.OrderedDict()
+_AUDIO = RecentlyUsed(lambda groups: sum(audio.nbytes for audio in groups.values()) > _CACHE_BYTES)
 
 
 def _cached_audio(table: str, size: int, group: int, column: str, source):
     """The audio column of one row group, kept while it fits in ``_CACHE_BYTES`` with the others: rows
     are opened one at a time, and a row group holds many."""
     key = (table, size, group, column)
-    with _LOCK:
-        if key in _AUDIO:
-            _AUDIO.move_to_end(key)
-            return _AUDIO[key]
+    if (known := _AUDIO.get(key)) is not None:
+        return known
     audio = _read_row_group(table, group, column, source, size)
-    with _LOCK:
-        _AUDIO[key] = audio
-        while len(_AUDIO) > 1 and sum(a.nbytes for a in _AUDIO.values()) > _CACHE_BYTES:
-            _AUDIO.popitem(last=False)
+    _AUDIO.put(key, audio)
     return audio
 
 
 def drop_cached() -> None:
     """Forgets every footer, id index and row group this process keeps (benchmarks measure cold reads)."""
-    with _LOCK:
-        _METADATA.clear()
-        _AUDIO.clear()
+    _METADATA.clear()
+    _AUDIO.clear()
     _id_index.cache_clear()
     _column_names.cache_clear()

@@ -73,10 +73,7 @@ class FileAccumulator:
 
 def _merge_into(acc: FileAccumulator, item) -> FileAccumulator:
     if isinstance(item, FileEntry):
-        acc.size_bytes = item.size_bytes if item.size_bytes is not None else acc.size_bytes
-        acc.last_modified = item.last_modified if item.last_modified is not None else acc.last_modified
-        acc.listing_error = item.error or acc.listing_error
-        acc.sidecar = item.sidecar if item.sidecar is not None else acc.sidecar
+        _take_listing(acc, item.size_bytes, item.last_modified, item.error, item.sidecar)
     elif isinstance(item, UnitReport):
         acc.units[item.unit_index] = item
         acc.num_units = item.num_units
@@ -88,13 +85,18 @@ def _merge_into(acc: FileAccumulator, item) -> FileAccumulator:
             _merge_into(acc, unit)
         for stats in item.scores.values():
             _merge_into(acc, stats)
-        acc.size_bytes = item.size_bytes if item.size_bytes is not None else acc.size_bytes
-        acc.last_modified = item.last_modified if item.last_modified is not None else acc.last_modified
-        acc.listing_error = item.listing_error or acc.listing_error
-        acc.sidecar = item.sidecar if item.sidecar is not None else acc.sidecar
+        _take_listing(acc, item.size_bytes, item.last_modified, item.listing_error, item.sidecar)
     else:
         raise TypeError(f"unexpected file report {type(item).__name__}")
     return acc
+
+
+def _take_listing(acc: FileAccumulator, size_bytes, last_modified, error, sidecar) -> None:
+    """What the listing said of the file, where it said anything."""
+    acc.size_bytes = size_bytes if size_bytes is not None else acc.size_bytes
+    acc.last_modified = last_modified if last_modified is not None else acc.last_modified
+    acc.listing_error = error or acc.listing_error
+    acc.sidecar = sidecar if sidecar is not None else acc.sidecar
 
 
 def status_and_error(acc: FileAccumulator, num_frames: int) -> tuple[str, str]:
