@@ -1,6 +1,6 @@
 """Reading audio from archives and tables against the same files in a folder, in frames per CPU-second.
 
-    python -m bench.archives [--clips 300] [--rounds 2]
+    python -m bench.archives [--clips 300] [--rounds 2] [--gcs]
 
 One-second clips (Speech Commands FLAC from ``../shared/data/speech_commands`` when present, else
 generated 16 kHz WAV) are written to a temporary folder and packed into a ``.tar``, a ``.tar.gz`` and a
@@ -14,6 +14,11 @@ process's. Rows run interleaved, ``--rounds`` times; the table gives the median 
 folder row measured in the same run. The model's cost is the same for every row and is left out, so
 the ratios are what reading from an archive or a table costs, undiluted. The table's row groups are
 read cold each round (the per-process cache is emptied first).
+
+With ``--gcs`` the folder's files and every archive are also uploaded to a GCS emulator
+(``tests.support.gcs_emulator``, a child process on 127.0.0.1) and read again through ``gs://`` the
+same way, in a second table whose ratios are to the ``gs://`` folder; its CPU seconds are still this
+process's, the emulator's own are a column of their own.
 """
 
 from __future__ import annotations
