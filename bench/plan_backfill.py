@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -78,11 +79,23 @@ def make_archive(root: Path, n: int, done_fraction: float, config: str) -> tuple
 def time_plan(manifest: Path, out: Path, model_path: str, runner_args: tuple[str, ...] = ()
               ) -> tuple[float, float, str]:
     """(wall seconds, peak RSS MB of the job's own process, the plan line)."""
+    wall, peak_mb, lines = plan_in_child(("--input_manifest", str(manifest)), out, model_path, runner_args)
+    return wall, peak_mb, lines[0]
+
+
+TAG_AUDIO_PLAN = ("-m", "beam_jobs.tag_audio", "--plan_only")
+
+
+def plan_in_child(input_args: Sequence[str], out: Path, model_path: str, runner_args: Sequence[str] = (),
+                  command: Sequence[str] = TAG_AUDIO_PLAN) -> tuple[float, float, list[str]]:
+    """Runs ``python COMMAND INPUT_ARGS --output OUT --model_path M RUNNER_ARGS`` (by default
+    ``tag_audio --plan_only``) in a process of its own: (wall seconds, that process's peak RSS in MB,
+    its stdout lines from the one starting with ``plan:`` on)."""
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
         start = time.perf_counter()
         job = subprocess.Popen(
-            [sys.executable, "-m", "beam_jobs.tag_audio", "--input_manifest", str(manifest), "--output",
-             str(out), "--model_path", model_path, "--plan_only", *runner_args],
+            [sys.executable, *command, *input_args, "--output", str(out), "--model_path", model_path,
+             *runner_args],
             cwd=REPO, stdout=stdout, stderr=stderr, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
         _, status, usage = os.wait4(job.pid, 0)  # this child's own rusage, not every child's maximum
         wall = time.perf_counter() - start
@@ -91,8 +104,9 @@ def time_plan(manifest: Path, out: Path, model_path: str, runner_args: tuple[str
         stderr.seek(0)
         if job.returncode != 0:
             raise SystemExit(stderr.read()[-3000:])
-        plan = [line for line in stdout.read().splitlines() if line.startswith("plan:")][0]
-    return wall, usage.ru_maxrss / 1024, plan
+        lines = stdout.read().splitlines()
+        plan = next(i for i, line in enumerate(lines) if line.startswith("plan:"))
+    return wall, usage.ru_maxrss / 1024, lines[plan:]
 
 
 def start_dask(directory: Path) -> tuple[str, list[subprocess.Popen]]:

@@ -37,6 +37,7 @@ MAX_COMPRESSED_TAR_MEMBER = 512 << 20  # a .tar.gz member is inflated into memor
 _MAX_RATIO = {zipfile.ZIP_DEFLATED: 1032}
 _OTHER_MAX_RATIO = 100_000  # bzip2 / lzma can expand runs further; still a bound
 _ZIP_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
+_ZIP_HEADER_SLACK = 1024  # a local extra field longer than the central one: a second fetch, no more
 
 
 class ArchiveError(PermanentInputError):
@@ -302,7 +303,14 @@ def _open_tar_member(archive: str, name: str) -> SeekableReader:
     if offset is None:
         reader.close()
         raise FileNotFoundError(f"{archive} has no member {name}")
+    _fetch_at_most(reader, size)
     return _Window(reader, offset, size)
+
+
+def _fetch_at_most(reader, size: int) -> None:
+    """A remote archive's reader fetches no more than the member's bytes ahead (storage.reads)."""
+    if limit := getattr(reader, "fetch_at_most", None):
+        limit(max(1, size))
 
 
 _LISTED_TAR_INDEXES: dict[tuple[str, int], dict[str, tuple[int, int]]] = {}
@@ -341,6 +349,9 @@ def _open_zip_member(archive: str, name: str) -> SeekableReader:
             raise ArchiveError(*problem.split(": ", 1))
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
             return _InflatingZipExt(zipfile.ZipFile(reader).open(info), info.file_size)  # bzip2, lzma
+        # The local header, its name and extra field (~ the central directory's), then the data.
+        _fetch_at_most(reader, _ZIP_LOCAL_HEADER.size + len(info.orig_filename.encode()) + len(info.extra)
+                       + info.compress_size + _ZIP_HEADER_SLACK)
         reader.seek(info.header_offset)
         header = _ZIP_LOCAL_HEADER.unpack(reader.read(_ZIP_LOCAL_HEADER.size))
         start = info.header_offset + _ZIP_LOCAL_HEADER.size + header[-2] + header[-1]

@@ -76,6 +76,7 @@ class _RetryingReader(SeekableReader):
     def __init__(self, path: str, policy: RetryPolicy):
         super().__init__()
         self._path, self._policy = path, policy
+        self._fetch = _GCS_READ_CHUNK
         self._raw = None
         self._raw = self._with_retries(lambda: _open_remote(path))
         self.size = self._with_retries(self._measure)
@@ -96,7 +97,7 @@ class _RetryingReader(SeekableReader):
                 if last is not None:  # the connection broke: a fresh one, at the offset reached
                     with contextlib.suppress(Exception):
                         self._raw.close()
-                    self._raw = _open_remote(self._path)
+                    self._raw = _open_remote(self._path, self._fetch)
                     self._raw.seek(self._position)
                 return action()
             except Exception as error:
@@ -110,6 +111,14 @@ class _RetryingReader(SeekableReader):
 
     def _seek_raw(self, position: int) -> None:
         self._with_retries(lambda: self._raw.seek(position))
+
+    def fetch_at_most(self, size: int) -> None:
+        """From now on a read fetches at most ``size`` bytes ahead (never more than the default
+        8 MiB). A member in the middle of an archive needs its own bytes: read with the default, each
+        member of a tar of small clips would download the 8 MiB that follow it."""
+        self._fetch = max(1, min(size, _GCS_READ_CHUNK))
+        if hasattr(self._raw, "_chunk_size"):  # google-cloud-storage's BlobReader reads it on each fetch
+            self._raw._chunk_size = self._fetch
 
     def read(self, size: int = -1) -> bytes:
         left = max(0, self.size - self._position)
@@ -139,8 +148,9 @@ def _gcs_client():
     return gcs.Client()  # honours STORAGE_EMULATOR_HOST, like Beam's own client
 
 
-def _open_remote(path: str):
+def _open_remote(path: str, chunk_size: int = _GCS_READ_CHUNK):
     """A reader of a remote object, with what it is missing as FileNotFoundError / PermissionError.
+    A gs:// read fetches ``chunk_size`` bytes ahead.
 
     gs:// objects are read with google-cloud-storage's reader itself so that its own retries are
     bounded by this process's ``RetryPolicy`` (Beam's reader retries a download for two minutes
@@ -155,7 +165,7 @@ def _open_remote(path: str):
             policy = retries.active_policy()
             per_attempt = max(1.0, policy.total_s / max(1, policy.attempts))
             reader = _gcs_client().bucket(bucket).blob(name).open(
-                "rb", chunk_size=_GCS_READ_CHUNK, raw_download=True,
+                "rb", chunk_size=chunk_size, raw_download=True,
                 retry=DEFAULT_RETRY.with_deadline(per_attempt))
             reader.seek(0, io.SEEK_END)  # fetches the object's metadata: a missing one fails here
             reader.seek(0)

@@ -164,3 +164,23 @@ def test_files_corpus_links_real_one_second_clips_and_the_table_gives_the_slope(
     table = format_table([(1000, run(1400)), (4000, run(1517))]).splitlines()
     assert table[-1].split()[:5] == ["4000", "1517", "MB", "1517", "MB"]
     assert table[-1].split()[5:7] == ["1.08", "39.9"]  # 117 MB over 3000 files
+
+
+def test_plan_archives_writes_its_shards_and_the_table_gives_bytes_per_member(tmp_path):
+    import storage
+    from bench.plan_archives import FOLDER_PLAN, TAR_PLAN, Measured, format_table, parse_sizes, write_shards
+
+    assert parse_sizes("10x1000, 100x1000") == [(10, 1000), (100, 1000)]
+    shards = sorted(write_shards(tmp_path / "shards", 3, 40, 100).glob("*.tar"))
+    members = [m for shard in shards for m in storage.list_members(str(shard))]
+    assert len(shards) == 3 and len(members) == 3 * 40 and {m.size for m in members} == {100}
+
+    floor = Measured(TAR_PLAN, 1, 10, 10.0, 700.0, 10)
+    rows = [floor, Measured(TAR_PLAN, 10, 1000, 12.0, 720.0, 10_000),
+            Measured(TAR_PLAN, 100, 1000, 30.0, 900.0, 100_000),
+            Measured(FOLDER_PLAN, 100, 1000, 25.0, 950.0, 99_999)]
+    table = format_table(rows, {TAR_PLAN: floor}).splitlines()
+    assert table[2].endswith("(floor)")
+    assert table[3].split()[-3:] == ["720", "20", "2097"]  # 20 MiB over 10,000 members
+    assert table[4].split()[-4:] == ["200", "2097", "10.0", "10"]  # growth follows the members: linear
+    assert table[5].split()[-5:-2] == ["250", "2621", "!"]  # against the tar floor; a count that is off

@@ -171,6 +171,44 @@ def test_a_member_reads_as_its_own_bytes_whatever_the_archive(tmp_path):
                 assert member.read() == data[-10:]
 
 
+def test_a_member_of_a_gcs_archive_downloads_its_own_bytes_not_the_archive(tmp_path, gcs, monkeypatch):
+    """A tar and a stored zip of 12 members of 1 MiB on gs://: reading one member downloads about its
+    size (a remote read's default is 8 MiB ahead: a clip from an archive would cost the clips after it);
+    its bytes read whole and from seeks."""
+    from google.cloud.storage.blob import Blob
+
+    rng = np.random.default_rng(7)
+    blobs = {f"clips/m{i:02d}.flac": rng.bytes(1 << 20) for i in range(12)}
+    with tarfile.open(tmp_path / "a.tar", "w") as tar, \
+            zipfile.ZipFile(tmp_path / "a.zip", "w", zipfile.ZIP_STORED) as stored:
+        for name, data in blobs.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+            stored.writestr(name, data)
+    downloaded = []
+    download = Blob.download_as_bytes
+
+    def counted(self, *args, **kwargs):
+        data = download(self, *args, **kwargs)
+        downloaded.append(len(data))
+        return data
+
+    monkeypatch.setattr(Blob, "download_as_bytes", counted)
+    prefix = gcs.bucket("member-reads")
+    for archive in ("a.tar", "a.zip"):
+        uri = gcs.upload_file(tmp_path / archive, f"{prefix}/{archive}")
+        assert len(list(storage.list_members(uri))) == len(blobs)  # lists headers, read ahead in big chunks
+        for name in ("clips/m03.flac", "clips/m07.flac"):
+            downloaded.clear()
+            with storage.open_read(storage.member_uri(uri, name)) as member:
+                assert member.read() == blobs[name], (archive, name)
+                assert sum(downloaded) < (1 << 20) + 4096, (archive, name, downloaded)
+                member.seek(1000)  # behind what was read: fetched again, still no further than the member
+                assert member.read(5000) == blobs[name][1000:6000]
+            assert sum(downloaded) < 2 * (1 << 20) + 8192, (archive, name, downloaded)
+
+
 # --- damaged and hostile archives ---------------------------------------------------------------------
 
 def _patch_zip_member(data: bytearray, name: str, flags: int = 0, declared_size: int | None = None) -> None:
