@@ -34,15 +34,7 @@ import storage
 from audio_models import model_assets
 from audio_models import yamnet_weights as yw
 from audio_models.loading import ModelSource, ModelUnavailableError, read_errors_as_unavailable, register_kind
-from audio_models.spec import (
-    EMBEDDING,
-    LOGMEL,
-    SCORES,
-    ModelSpec,
-    checked_windows,
-    no_windows_outputs,
-    output_names,
-)
+from audio_models.spec import EMBEDDING, LOGMEL, SCORES, ModelSpec, predict_windows
 from audio_models.yamnet import HOP_SAMPLES, SAMPLE_RATE, WINDOW_SAMPLES, YamnetModel
 from schemas import training as ts
 
@@ -212,12 +204,8 @@ class HeadModel:
 
     def predict(self, windows: np.ndarray, with_logmel: bool = False) -> dict[str, np.ndarray]:
         """``windows [B, 15600]`` -> scores ``[B, C]``, YAMNet's embedding (and its log-mel patches)."""
-        windows = checked_windows(windows, self.spec)
-        names = output_names(with_logmel)
-        if windows.shape[0] == 0:
-            return no_windows_outputs(self.spec, names)
-        outputs = self._serve(**{WAVEFORM_INPUT: tf.constant(windows)})
-        return {name: outputs[name].numpy() for name in names}
+        return predict_windows(lambda batch: self._serve(**{WAVEFORM_INPUT: tf.constant(batch)}), windows,
+                               self.spec, with_logmel)
 
     def predict_features(self, raw_features: dict[str, np.ndarray]) -> np.ndarray:
         """Scores ``[B, C]`` from raw training-set features (e.g. a frames table's embeddings)."""

@@ -15,7 +15,7 @@ import numpy as np
 from schemas.model_spec import ModelSpec
 
 __all__ = ["EMBEDDING", "LOGMEL", "SCORES", "BatchedModel", "ModelSpec", "checked_windows",
-           "no_windows_outputs", "output_names"]
+           "predict_windows"]
 
 # Output names a model may return from ``predict``.
 SCORES = "scores"  # [B, num_classes] float32
@@ -45,16 +45,17 @@ def checked_windows(windows: np.ndarray, spec: ModelSpec) -> np.ndarray:
     return windows
 
 
-def output_names(with_logmel: bool) -> list[str]:
-    """What a YAMNet-based ``predict`` returns: scores, embedding, and the log-mel patches on request."""
-    return [SCORES, EMBEDDING] + ([LOGMEL] if with_logmel else [])
+def predict_windows(forward, windows: np.ndarray, spec: ModelSpec, with_logmel: bool
+                    ) -> dict[str, np.ndarray]:
+    """``predict`` of a YAMNet-based model whose graph is ``forward(windows) -> {name: tensor}``: scores,
+    embedding, and the log-mel patches on request; an empty batch is answered without the graph."""
+    windows = checked_windows(windows, spec)
+    names = [SCORES, EMBEDDING] + ([LOGMEL] if with_logmel else [])
+    if windows.shape[0] == 0:
+        from audio_models.logmel import MEL_BANDS, PATCH_FRAMES
 
-
-def no_windows_outputs(spec: ModelSpec, names: list[str]) -> dict[str, np.ndarray]:
-    """``predict``'s answer to an empty batch, shaped as a full one (YAMNet's log-mel patches for
-    ``LOGMEL``), without running the graph."""
-    from audio_models.logmel import MEL_BANDS, PATCH_FRAMES
-
-    shapes = {SCORES: (0, spec.num_classes), EMBEDDING: (0, spec.embedding_dim),
-              LOGMEL: (0, PATCH_FRAMES, MEL_BANDS)}
-    return {name: np.zeros(shapes[name], np.float32) for name in names}
+        shapes = {SCORES: (0, spec.num_classes), EMBEDDING: (0, spec.embedding_dim),
+                  LOGMEL: (0, PATCH_FRAMES, MEL_BANDS)}
+        return {name: np.zeros(shapes[name], np.float32) for name in names}
+    outputs = forward(windows)
+    return {name: outputs[name].numpy() for name in names}

@@ -34,15 +34,7 @@ import storage
 from audio_models import logmel
 from audio_models import yamnet_weights as yw
 from audio_models.device import selected_device
-from audio_models.spec import (
-    EMBEDDING,
-    LOGMEL,
-    SCORES,
-    ModelSpec,
-    checked_windows,
-    no_windows_outputs,
-    output_names,
-)
+from audio_models.spec import EMBEDDING, LOGMEL, SCORES, ModelSpec, predict_windows
 
 NAME = "yamnet"
 SAMPLE_RATE = logmel.SAMPLE_RATE
@@ -148,9 +140,5 @@ class YamnetModel:
 
     def predict(self, windows: np.ndarray, with_logmel: bool = False) -> dict[str, np.ndarray]:
         """``windows [B, 15600]`` float32 in [-1, 1] at 16 kHz -> scores, embedding (and logmel)."""
-        windows = checked_windows(windows, self.spec)
-        names = output_names(with_logmel)
-        if windows.shape[0] == 0:
-            return no_windows_outputs(self.spec, names)
-        outputs = self._forward(tf.constant(windows))
-        return {name: outputs[name].numpy() for name in names}
+        return predict_windows(lambda batch: self._forward(tf.constant(batch)), windows, self.spec,
+                               with_logmel)

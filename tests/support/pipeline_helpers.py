@@ -57,6 +57,22 @@ def run_tag_audio_subprocess(args: list[str], env: dict | None = None, timeout: 
                           capture_output=True, text=True, timeout=timeout)
 
 
+def rows_by_uri(out: str | Path) -> dict[str, dict]:
+    """The files rows of every run by URI; asserts that no input has two."""
+    rows = read_table(out, "files", ["uri", "status", "error", "num_frames", "size_bytes"]).to_pylist()
+    assert len(rows) == len({row["uri"] for row in rows}), "an input has two rows"
+    return {row["uri"]: row for row in rows}
+
+
+def frames_by_uri(out: str | Path) -> dict:
+    """Each URI's scores ``[frames, classes]`` in frame order."""
+    import numpy as np
+
+    frames = read_table(out, "frames", ["uri", "frame_index", "scores"]).to_pandas()
+    return {uri: np.stack(group.sort_values("frame_index").scores.to_numpy())
+            for uri, group in frames.groupby("uri")}
+
+
 def read_table(out_dir: str | Path, table: str, columns: list[str] | None = None) -> pa.Table:
     """All runs of one table, with the Hive 'run' partition column."""
     dataset = ds.dataset(f"{out_dir}/{table}", format="parquet", partitioning="hive")

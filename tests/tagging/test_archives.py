@@ -19,7 +19,15 @@ import numpy as np
 import pytest
 
 import storage
-from tests.support.pipeline_helpers import ESC10, REPO, read_table, require_shared, run_tag_audio_here
+from tests.support.pipeline_helpers import (
+    ESC10,
+    REPO,
+    frames_by_uri,
+    read_table,
+    require_shared,
+    rows_by_uri,
+    run_tag_audio_here,
+)
 
 KEYWORD_MODEL = REPO / "examples" / "models" / "keyword"
 CLIPS = 4
@@ -39,18 +47,6 @@ def tag(cwd: Path, *args: str, env: dict | None = None) -> subprocess.CompletedP
 def ok(result: subprocess.CompletedProcess) -> str:
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
-
-
-def rows_by_uri(out: Path) -> dict[str, dict]:
-    rows = read_table(out, "files", ["uri", "status", "error", "num_frames"]).to_pylist()
-    assert len(rows) == len({row["uri"] for row in rows}), "a file has two rows"
-    return {row["uri"]: row for row in rows}
-
-
-def frames_by_uri(out: Path) -> dict[str, np.ndarray]:
-    frames = read_table(out, "frames", ["uri", "frame_index", "scores"]).to_pandas()
-    return {uri: np.stack(group.sort_values("frame_index").scores.to_numpy())
-            for uri, group in frames.groupby("uri")}
 
 
 @pytest.fixture(scope="module")

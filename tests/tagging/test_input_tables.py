@@ -21,8 +21,9 @@ from tests.support.pipeline_helpers import (
     ESC10,
     REPO,
     SPEECH_COMMANDS,
-    read_table,
+    frames_by_uri,
     require_shared,
+    rows_by_uri,
     run_tag_audio,
 )
 from transforms.answers.search_page import _audio_src
@@ -32,18 +33,6 @@ from transforms.training.keyword_clips import decode_head
 KEYWORD_MODEL = REPO / "examples" / "models" / "keyword"
 HF_AUDIO = pa.struct([("bytes", pa.binary()), ("path", pa.string())])  # datasets' Audio feature
 GARBAGE = b"these bytes are no audio format at all " * 8
-
-
-def rows_by_uri(out: Path) -> dict[str, dict]:
-    rows = read_table(out, "files", ["uri", "status", "error", "num_frames", "size_bytes"]).to_pylist()
-    assert len(rows) == len({row["uri"] for row in rows}), "an input has two rows"
-    return {row["uri"]: row for row in rows}
-
-
-def frames_by_uri(out: Path) -> dict[str, np.ndarray]:
-    frames = read_table(out, "frames", ["uri", "frame_index", "scores"]).to_pandas()
-    return {uri: np.stack(group.sort_values("frame_index").scores.to_numpy())
-            for uri, group in frames.groupby("uri")}
 
 
 def tag(*args: str) -> int:
