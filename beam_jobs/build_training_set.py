@@ -22,8 +22,7 @@ JOB = "build_training_set"
 @cli.job(JOB, add_training_set_arguments, beam=True)
 def run(opts: argparse.Namespace, pipeline_args: list[str]) -> int:
     """Runs the job; returns the exit status (0 ok, 1 no training rows, 2 usage or input error)."""
-    if not (opts.frames and opts.labels and opts.output):
-        raise cli.UsageError("--frames OUT_DIR, --labels LABELS.csv and --output DS_DIR are required")
+    cli.require(opts, frames="OUT_DIR", labels="LABELS.csv", output="DS_DIR")
     try:
         built = build_training_set(request_from(opts), cli.pipeline_options(pipeline_args))
     except TrainingSetError as e:

@@ -88,6 +88,16 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, beam: 
 
 # --- options several jobs share --------------------------------------------------------------------
 
+def require(opts: argparse.Namespace, or_else: str = "", **needed: str) -> None:
+    """Raises UsageError when an option of ``needed`` (option name: what its value is) was not given;
+    the one line names them all, and ``or_else`` says what the job does without them."""
+    if all(getattr(opts, name) for name in needed):
+        return
+    named = [f"--{name} {value}" for name, value in needed.items()]
+    listed = ", ".join(named[:-1]) + f" and {named[-1]}" if len(named) > 1 else named[0]
+    raise UsageError(f"{listed} are required" + (f" (or {or_else})" if or_else else ""))
+
+
 def add_frames_options(parser: argparse.ArgumentParser, *, required: bool = False,
                        runs: str | None = None) -> None:
     """``--frames OUT_DIR`` (a tag_audio output to read) and, when ``runs`` says what the job does with

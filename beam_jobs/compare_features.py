@@ -62,8 +62,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 def comparison_config(opts: argparse.Namespace, pipeline_args: list[str]) -> ComparisonConfig:
     """The comparison the command line asks for.  Raises cli.UsageError."""
-    if not (opts.frames and opts.labels and opts.output):
-        raise cli.UsageError("--frames OUT_DIR, --labels LABELS.csv and --output REPORT_DIR are required")
+    cli.require(opts, frames="OUT_DIR", labels="LABELS.csv", output="REPORT_DIR")
     feature_sets = cli.comma_separated(opts.features)
     unknown = [f for f in feature_sets if f not in ts.FEATURE_SETS]
     if unknown or len(feature_sets) < 2 or len(set(feature_sets)) != len(feature_sets):

@@ -74,9 +74,7 @@ def run(opts: argparse.Namespace, pipeline_args: list[str]) -> int:
             return _export(opts.events, opts)
         except FileNotFoundError as e:
             return cli.fail(JOB, str(e))
-    if not (opts.frames and opts.output):
-        raise cli.UsageError("--frames OUT_DIR and --output EVENTS_DIR are required (or --events DIR to "
-                             "export)")
+    cli.require(opts, frames="OUT_DIR", output="EVENTS_DIR", or_else="--events DIR to export")
     try:
         settings = event_settings_from(opts)
         frames = events_over(find_frames(opts.frames, cli.comma_separated(opts.runs)),

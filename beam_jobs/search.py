@@ -55,8 +55,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
          epilog="Any Apache Beam pipeline option is accepted as well (--engine beam).")
 def run(opts: argparse.Namespace, pipeline_args: list[str]) -> int:
     """Runs the search; returns the exit status (0 ok, 2 usage or input error)."""
-    if not (opts.frames and opts.query and opts.output):
-        raise cli.UsageError("--frames OUT_DIR, at least one --query and --output DIR are required")
+    cli.require(opts, frames="OUT_DIR", query="FILE (one or more)", output="DIR")
     if opts.top_k < 1 or opts.max_per_file < 0:
         raise cli.UsageError("--top_k must be >= 1 and --max_per_file >= 0")
     engine = opts.engine

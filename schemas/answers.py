@@ -15,7 +15,15 @@ import json
 
 import pyarrow as pa
 
-from schemas.tables import CHANNEL, METADATA_PREFIX
+from schemas.tables import (
+    CHANNEL,
+    END_S_FIELD,
+    FRAME_LOCATION,
+    METADATA_PREFIX,
+    PROVENANCE,
+    START_S_FIELD,
+    URI_FIELD,
+)
 
 UTC_TIMESTAMP = pa.timestamp("ms", tz="UTC")
 EVENT_RULES_KEY = METADATA_PREFIX + "event_rules"
@@ -26,12 +34,12 @@ TIME_SOURCES = ("manifest", "bext", "creation_time", "file_name")
 
 def events_schema(model_metadata: dict[bytes, bytes] | None = None, rules: dict | None = None) -> pa.Schema:
     fields = [
-        pa.field("uri", pa.string(), nullable=False),
+        URI_FIELD,
         CHANNEL,  # null: the recording's channels mixed
         pa.field("label", pa.string(), nullable=False),
         pa.field("class_index", pa.int32(), nullable=False),
-        pa.field("start_s", pa.float64(), nullable=False),  # from the start of the file
-        pa.field("end_s", pa.float64(), nullable=False),
+        START_S_FIELD,
+        END_S_FIELD,
         pa.field("peak_s", pa.float64(), nullable=False),  # centre of the best-scoring frame
         pa.field("peak_score", pa.float32(), nullable=False),
         pa.field("mean_score", pa.float32(), nullable=False),  # over the frames that make the event
@@ -39,8 +47,7 @@ def events_schema(model_metadata: dict[bytes, bytes] | None = None, rules: dict 
         pa.field("start_utc", UTC_TIMESTAMP),
         pa.field("end_utc", UTC_TIMESTAMP),
         pa.field("time_source", pa.string()),
-        pa.field("model", pa.string(), nullable=False),
-        pa.field("config_id", pa.string(), nullable=False),
+        *PROVENANCE,
     ]
     metadata = dict(model_metadata or {})
     if rules is not None:
@@ -57,11 +64,7 @@ def hits_schema(model_metadata: dict[bytes, bytes] | None = None) -> pa.Schema:
     fields = [
         pa.field("query", pa.string(), nullable=False),
         pa.field("rank", pa.int32(), nullable=False),  # 1 = best
-        pa.field("uri", pa.string(), nullable=False),
-        CHANNEL,  # null: the recording's channels mixed
-        pa.field("frame_index", pa.int32(), nullable=False),
-        pa.field("start_s", pa.float64(), nullable=False),
-        pa.field("end_s", pa.float64(), nullable=False),
+        *FRAME_LOCATION,  # channel null: the recording's channels mixed
         pa.field("score", pa.float32(), nullable=False),  # cosine similarity to the query
     ]
     return pa.schema(fields, metadata=model_metadata or None)

@@ -76,17 +76,21 @@ class FrameColumns:
 # mono (``--channels mix``, the default).  Frames, files and events rows all carry it.
 CHANNEL = pa.field("channel", pa.int32())
 
+# Columns that several tables share are declared once, so a join across tables never meets two types.
+URI_FIELD = pa.field(URI, pa.string(), nullable=False)
+START_S_FIELD = pa.field(START_S, pa.float64(), nullable=False)  # seconds from the start of the file
+END_S_FIELD = pa.field(END_S, pa.float64(), nullable=False)
+# Where a frame is: the frames table's key, which search hits carry as well.
+FRAME_LOCATION = (URI_FIELD, CHANNEL, pa.field(FRAME_INDEX, pa.int32(), nullable=False), START_S_FIELD,
+                  END_S_FIELD)
+# Which model and configuration made a row: the last columns of frames, files and events.
+PROVENANCE = (pa.field(MODEL, pa.string(), nullable=False), pa.field(CONFIG_ID, pa.string(), nullable=False))
+
 
 def frames_schema(spec: ModelSpec, columns: FrameColumns = FrameColumns(), config: str | None = None
                   ) -> pa.Schema:
     """``config``: the config id, when not ``config_id(spec)`` (a head scoring another model's frames)."""
-    fields = [
-        pa.field(URI, pa.string(), nullable=False),
-        CHANNEL,
-        pa.field(FRAME_INDEX, pa.int32(), nullable=False),
-        pa.field(START_S, pa.float64(), nullable=False),
-        pa.field(END_S, pa.float64(), nullable=False),
-    ]
+    fields = list(FRAME_LOCATION)
     if not columns.scores:
         pass
     elif columns.top_k > 0:
@@ -99,8 +103,7 @@ def frames_schema(spec: ModelSpec, columns: FrameColumns = FrameColumns(), confi
         fields.append(pa.field(LOGMEL_STATS, pa.list_(pa.float32())))
     if columns.logmel_patch:
         fields.append(pa.field(LOGMEL_PATCH, pa.list_(pa.float16())))
-    fields.append(pa.field(MODEL, pa.string(), nullable=False))
-    fields.append(pa.field(CONFIG_ID, pa.string(), nullable=False))
+    fields += PROVENANCE
     return pa.schema(fields, metadata=model_metadata(spec, config))
 
 
@@ -108,7 +111,7 @@ def files_schema(spec: ModelSpec, config: str | None = None, sidecar: bool = Fal
     """The files table; ``sidecar`` adds the ``sidecar`` column (an archive member's JSON sidecar,
     tag_audio --archive_sidecar json)."""
     fields = [
-        pa.field("uri", pa.string(), nullable=False),
+        URI_FIELD,
         CHANNEL,
         pa.field("status", pa.string(), nullable=False),
         pa.field("error", pa.string(), nullable=False),
@@ -121,8 +124,7 @@ def files_schema(spec: ModelSpec, config: str | None = None, sidecar: bool = Fal
         pa.field("num_frames", pa.int32(), nullable=False),
         pa.field("top_labels_mean", pa.list_(LABEL_SCORE)),
         pa.field("top_labels_max", pa.list_(LABEL_SCORE)),
-        pa.field("model", pa.string(), nullable=False),
-        pa.field("config_id", pa.string(), nullable=False),
+        *PROVENANCE,
     ]
     if sidecar:
         fields.append(pa.field("sidecar", pa.string()))

@@ -178,10 +178,13 @@ def _walk_item(item: os.DirEntry, follow_symlinks: bool, folders: list[str] | No
     yield WalkItem(FILE, item.path, StoredFile(item.path, st.st_size, st.st_mtime))
 
 
-def list_names(directory: str) -> list[str]:
-    """Names of the files directly inside ``directory`` (no recursion), sorted."""
+def list_names(directory: str, missing_ok: bool = False) -> list[str]:
+    """Names of the files directly inside ``directory`` (no recursion), sorted.  A local directory that
+    is not there raises FileNotFoundError unless ``missing_ok``; on GCS a prefix is never missing."""
     if not is_remote(directory):
         local = local_path(directory)
+        if missing_ok and not os.path.isdir(local):
+            return []
         return sorted(n for n in os.listdir(local) if os.path.isfile(os.path.join(local, n)))
     prefix = directory.rstrip("/") + "/"
     return sorted({f.path[len(prefix):] for f in match(prefix + "*")} - {""})

@@ -55,6 +55,11 @@ def test_a_lease_ttl_that_is_not_positive_is_refused_before_any_work(ttl, tmp_pa
      "--eval_block_s must be > 0"),
     ("build_training_set", ["--frames", "f", "--labels", "l.csv", "--output", "o", "--eval_percent", "150"],
      "leave room for training"),
+    ("build_training_set", ["--frames", "f", "--output", "o"],
+     "--frames OUT_DIR, --labels LABELS.csv and --output DS_DIR are required"),
+    ("events", ["--frames", "f"], "--frames OUT_DIR and --output EVENTS_DIR are required (or --events DIR"),
+    ("search", ["--frames", "f", "--output", "o"],
+     "--query FILE (one or more) and --output DIR are required"),
 ])
 def test_every_job_refuses_what_neither_it_nor_beam_knows_in_one_line(job, args, expected, tmp_path, capsys,
                                                                      monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -40,6 +41,10 @@ def test_run_record_round_trips_through_json_and_ignores_unknown_keys(tmp_path):
     assert RunRecord.read(str(tmp_path / "runs" / "R.json")) == record
     (tmp_path / "runs" / "R.json").write_text('{"run_id": "R", "sta')  # half written
     assert RunRecord.read(str(tmp_path / "runs" / "R.json")) is None
+    with pytest.raises(RuntimeError, match="run R ended without its record"):
+        record.reread()
+    dataclasses.replace(record, status="succeeded").write()
+    assert record.reread().status == "succeeded" and record.status == "running"
 
 
 def test_publish_moves_staged_parts_and_is_idempotent(tmp_path):

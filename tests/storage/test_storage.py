@@ -36,6 +36,16 @@ def test_write_read_list_rename_delete(root):
         storage.read_bytes(storage.join(root, "nothing-here"))
 
 
+def test_listing_a_folder_that_is_not_there_raises_unless_asked_not_to(root):
+    missing = storage.join(root, "never-written")
+    assert storage.list_names(missing, missing_ok=True) == []
+    if not storage.is_remote(root):  # a GCS prefix lists empty: it cannot be missing
+        with pytest.raises(FileNotFoundError):
+            storage.list_names(missing)
+    storage.write_text(storage.join(missing, "now.json"), "{}")
+    assert storage.list_names(missing, missing_ok=True) == ["now.json"]
+
+
 def test_fingerprint_depends_on_bytes_not_on_where_they_are(root, tmp_path):
     local = tmp_path / "w.bin"
     local.write_bytes(b"weights" * 1000)

@@ -148,7 +148,4 @@ def run_events(frames: FramesForEvents, output: str, options: PipelineOptions, r
             pipeline.run().wait_until_finish()
     finally:
         lease.release()
-    final = RunRecord.read(record.layout.record_path())
-    if final is None:
-        raise RuntimeError(f"the events run ended without its final record at {record.layout.record_path()}")
-    return final
+    return record.reread()

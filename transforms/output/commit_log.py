@@ -29,7 +29,7 @@ import time
 from typing import Any
 
 import storage
-from transforms.output.layout import COMMIT_DIGITS, OutputLayout
+from transforms.output.layout import COMMIT_DIGITS, JsonFields, OutputLayout
 
 _log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ FENCE = "fence"
 
 
 @dataclasses.dataclass(frozen=True)
-class Commit:
+class Commit(JsonFields):
     commit: int
     kind: str
     run_id: str
@@ -46,14 +46,6 @@ class Commit:
     status: str | None = None  # a run's final status (succeeded | failed)
     record: dict[str, Any] | None = None  # a run's final record
     reason: str | None = None  # why a fence was written
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
-
-    @classmethod
-    def from_json(cls, value: dict[str, Any]) -> Commit:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in value.items() if k in known})
 
 
 def _number(name: str) -> int | None:
@@ -63,11 +55,7 @@ def _number(name: str) -> int | None:
 
 def commit_numbers(out_dir: str) -> list[int]:
     """The numbers in the log, ascending; none for an output without a log."""
-    directory = OutputLayout(out_dir).log_dir()
-    try:
-        names = storage.list_names(directory)
-    except FileNotFoundError:
-        return []
+    names = storage.list_names(OutputLayout(out_dir).log_dir(), missing_ok=True)
     return sorted(n for n in map(_number, names) if n is not None)
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import time
-from typing import Any
+from typing import Any, Self
 
 import storage
 
@@ -82,6 +82,19 @@ def run_id_of(out_dir: str, path: str) -> str | None:
     if len(segments) >= 2 and segments[0] in TABLES and segments[1].startswith(RUN_PREFIX):
         return segments[1][len(RUN_PREFIX):]
     return None
+
+
+class JsonFields:
+    """A dataclass as one JSON object: fields that are None are left out, and keys a newer version
+    added are ignored when read, so records and log entries stay readable both ways across versions."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> Self:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in value.items() if k in known})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,7 +173,7 @@ class RunLayout:
 
 
 @dataclasses.dataclass
-class RunRecord:
+class RunRecord(JsonFields):
     """``runs/<id>.json``: what a run was asked to do, with which model, and how it ended."""
 
     run_id: str
@@ -188,14 +201,6 @@ class RunRecord:
     def layout(self) -> RunLayout:
         return RunLayout(self.out_dir, self.run_id)
 
-    def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
-
-    @classmethod
-    def from_json(cls, value: dict[str, Any]) -> RunRecord:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in value.items() if k in known})
-
     def write(self) -> None:
         """Whole or not at all: a reader never sees a half-written record."""
         storage.write_json_atomic(self.layout.record_path(), self.to_json())
@@ -208,3 +213,10 @@ class RunRecord:
             return cls.from_json(value) if isinstance(value, dict) else None
         except (OSError, ValueError, TypeError):
             return None
+
+    def reread(self) -> RunRecord:
+        """The record as the run's pipeline left it; RuntimeError when it left none."""
+        final = RunRecord.read(self.layout.record_path())
+        if final is None:
+            raise RuntimeError(f"run {self.run_id} ended without its record at {self.layout.record_path()}")
+        return final

@@ -65,12 +65,8 @@ def reading(out_dir: str, run_ids: Iterable[str], job: str, ttl_s: float = DEFAU
 def pinned_runs(out_dir: str) -> dict[str, str]:
     """{run id: the job reading it} of the live pins of ``out_dir``."""
     directory = OutputLayout(out_dir).readers_dir()
-    try:
-        names = storage.list_names(directory)
-    except FileNotFoundError:
-        return {}
     pinned: dict[str, str] = {}
-    for name in names:
+    for name in storage.list_names(directory, missing_ok=True):
         if not name.endswith(".json"):
             continue
         try:

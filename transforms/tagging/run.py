@@ -366,10 +366,7 @@ def execute(config: TagAudioConfig, record: RunRecord, options: PipelineOptions,
                                       "output writable, then run again)", 1) from None
     finally:
         config.lease.release()  # normally done by the publish step; a failed pipeline leaves it here
-    final = RunRecord.read(record.layout.record_path())
-    if final is None:
-        raise RuntimeError(f"the run ended without its record at {record.layout.record_path()}")
-    return final
+    return record.reread()
 
 
 def with_published_runs(config: TagAudioConfig) -> TagAudioConfig:
