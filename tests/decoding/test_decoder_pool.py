@@ -151,3 +151,29 @@ def test_pool_size_follows_the_cores_left_to_each_process():
     assert resolve_processes(-1) == cores
     assert resolve_processes(-1, processes_per_machine=cores * 4) == 1
     assert resolve_processes(-1, processes_per_machine=0) == 1  # Dataflow: one SDK process per core
+
+
+def test_a_decoder_started_before_the_environment_changed_never_decodes_after_it(gcs, files, monkeypatch):
+    """A long-lived driver runs a local job, then one on gs:// with the storage endpoint and credentials
+    set only then: the decoders of the first job knew neither, and must not take the second's units."""
+    uri = gcs.upload_file(files["a.flac"], f"{gcs.bucket('pool-environment')}/a.flac")
+    for key in gcs.env:
+        monkeypatch.delenv(key, raising=False)
+    pool = DecoderPool(1, timeout_s=600)
+    try:
+        session = DecodeSession(pool)
+        session.submit(DecodeRequest(files["d.wav"], 16000), "local")
+        assert _collect(session)["local"][-1][0] == END
+        first = pool.pids()
+        for key, value in gcs.env.items():
+            monkeypatch.setenv(key, value)
+        session.submit(DecodeRequest(uri, 16000), "remote")
+        remote = _collect(session)["remote"]
+        assert remote[-1][0] == END, remote[-1]
+        assert _samples(remote).size == pytest.approx(3.0 * 16000, abs=160)
+        assert pool.pids() != first  # the decoder was replaced, not reused
+        session.submit(DecodeRequest(files["d.wav"], 16000), "again")
+        assert _collect(session)["again"][-1][0] == END
+        assert len(pool.pids()) == 1  # no decoder is left behind
+    finally:
+        pool.close()

@@ -111,7 +111,10 @@ class _Decoder:
 
     def __init__(self, pool: DecoderPool):
         self._pool = pool
-        env = dict(os.environ)
+        # What the process inherits (cloud credentials, the storage endpoint, the read retry policy) is
+        # fixed when it starts; the pool compares this with the parent's before giving it a unit.
+        self.environment = dict(os.environ)
+        env = dict(self.environment)
         # The child imports this package by name, whether or not it is installed.
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PROJECT_ROOT, env.get("PYTHONPATH")]))
         self.process = subprocess.Popen(
@@ -228,6 +231,12 @@ class DecoderPool:
         while self._waiting and not self._closed:
             if self._idle:
                 decoder = self._idle.pop()
+                if decoder.environment != os.environ:
+                    # A long-lived process ran another job since (new credentials, another endpoint or
+                    # retry policy): a decoder started before must not decode for this one.
+                    self._decoders.remove(decoder)
+                    decoder.close()
+                    continue
             elif len(self._decoders) < self.processes:
                 decoder = _Decoder(self)
                 self._decoders.append(decoder)
