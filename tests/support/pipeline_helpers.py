@@ -37,8 +37,8 @@ def run_tag_audio(args: list[str]) -> int:
 def run_tag_audio_here(args: list[str], cwd: Path = REPO) -> subprocess.CompletedProcess:
     """tag_audio as ``python -m beam_jobs.tag_audio ARGS`` run from ``cwd`` would run it (its exit status,
     stdout and stderr), in this process: the same job without a new interpreter importing TensorFlow.
-    Tests of what only a process shows (a signal, a kill, an environment of its own: decoder processes
-    started by an earlier run here keep theirs) use the subprocess."""
+    Tests of what only a process shows (a signal, a kill, an environment of its own) use the
+    subprocess."""
     from beam_jobs import tag_audio
 
     out, err = io.StringIO(), io.StringIO()

@@ -10,7 +10,6 @@ import os
 import shutil
 import struct
 import subprocess
-import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -33,15 +32,9 @@ KEYWORD_MODEL = REPO / "examples" / "models" / "keyword"
 CLIPS = 4
 
 
-def tag(cwd: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """tag_audio in this process; with ``env``, in a process of its own (decoder processes this process
-    started earlier keep the environment they were started with)."""
-    if env is None:
-        return run_tag_audio_here([*args, "--model_path", str(KEYWORD_MODEL)], cwd=cwd)
-    full_env = {**os.environ, **env, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    command = [sys.executable, "-m", "beam_jobs.tag_audio", *args, "--model_path", str(KEYWORD_MODEL),
-               "--progress_s", "0"]
-    return subprocess.run(command, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=900)
+def tag(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """tag_audio in this process, on the bundled keyword model."""
+    return run_tag_audio_here([*args, "--model_path", str(KEYWORD_MODEL)], cwd=cwd)
 
 
 def ok(result: subprocess.CompletedProcess) -> str:
@@ -129,7 +122,7 @@ def test_archives_on_gcs_give_the_frames_of_the_extracted_files(recordings, tmp_
     archives = {kind: gcs.upload_file(path, f"{prefix}/{path.name}")
                 for kind, path in make_archives(tmp_path, folder).items()}
     stdout = ok(tag(tmp_path, "--input", str(folder), "--input", f"{prefix}/shard.*",
-                    "--output", "out", env=gcs.env))
+                    "--output", "out"))
     assert f"{4 * (CLIPS + 1)} input files: {4 * (CLIPS + 1)} new" in stdout
     assert_members_equal_extracted(tmp_path / "out", archives, folder)
 
