@@ -10,6 +10,7 @@ a confusion matrix per span, not one cell per recording.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -18,6 +19,7 @@ import pytest
 from bench.heads_time_ranges import plant_recordings, run_chain, write_labels
 from schemas import training as ts
 from tests.support.pipeline_helpers import APPROX_MODEL, ESC10, require_shared
+from transforms.answers.thresholds import read_rules
 
 CLASSES = ("dog_bark", "rooster", "baby_cry")
 SECONDS, EVENTS = 60.0, 18  # six planted clips per recording: every class twice
@@ -101,3 +103,28 @@ def test_confusion_matrix_is_per_span(trial):
     assert matrix[labels.index("_negative_")].sum() >= len(planted) - 1
     assert metrics["splits"][ts.TEST]["spans"] == matrix.sum()
     assert (work / "head" / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_event_thresholds_are_tuned_on_eval_and_reported_on_test(trial):
+    work, truth, metrics = trial
+    tuned = metrics["event_thresholds"]
+    assert tuned["tuned_on"] == ts.EVAL and tuned["file"] == "thresholds.csv"
+    spans = list(csv.DictReader((work / "ds" / ts.SPANS_FILE).open()))
+    eval_classes = {row["label"] for row in spans if row["split"] == ts.EVAL} - {"_negative_"}
+    assert set(tuned["classes"]) == eval_classes and eval_classes <= set(CLASSES)
+    # The file the events job reads holds exactly these thresholds.
+    rules = read_rules(str(work / "head" / "thresholds.csv"))
+    assert {name: dataclasses.asdict(t) for name, t in rules.per_class} == {
+        name: {k: v for k, v in row.items() if k != "splits"} for name, row in tuned["classes"].items()}
+    planted = [t for t in truth if t["file"] == "rec3.wav"]
+    for label, row in tuned["classes"].items():
+        on_eval = row["splits"][ts.EVAL]
+        # The defaults are a candidate: tuning never does worse than them on the spans it was tuned on.
+        assert on_eval["tuned"]["f1"] >= on_eval["default"]["f1"], (label, on_eval)
+        on_test = row["splits"][ts.TEST]
+        assert on_test["tuned"]["truths"] == on_test["default"]["truths"] == sum(
+            t["class"] == label for t in planted)
+        # The defaults' test figures are the per-class event metrics reported beside them.
+        reported = metrics["splits"][ts.TEST]["per_class"]["event"][label]
+        assert (on_test["default"]["detections"], on_test["default"]["matched"]) == (
+            reported["detections"], reported["matched"])

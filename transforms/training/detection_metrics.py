@@ -27,7 +27,7 @@ is None, never 0 or 1.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -143,9 +143,11 @@ class FrameTiming:
 
 
 def detections(frames: SplitFrames, labels: Sequence[str], classes: Sequence[str], timing: FrameTiming,
-               thresholds: ClassThresholds) -> list[dict]:
-    """Events of ``classes`` in every recording of the split: file, class, start_s, end_s, score (peak)."""
-    rules = EventRules(thresholds, classes=tuple(classes))
+               thresholds: ClassThresholds, per_class: Mapping[str, ClassThresholds] | None = None
+               ) -> list[dict]:
+    """Events of ``classes`` in every recording of the split: file, class, start_s, end_s, score (peak);
+    a class of ``per_class`` with its own thresholds, the others with ``thresholds``."""
+    rules = EventRules(thresholds, tuple((per_class or {}).items()), classes=tuple(classes))
     found = []
     for uri, rows in frames.recordings():
         start = frames.frame_index[rows] * timing.hop_s

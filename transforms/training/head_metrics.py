@@ -16,6 +16,7 @@ split it stopped on, and a confusion matrix at the level the labels were given.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from collections.abc import Sequence
 
@@ -23,8 +24,10 @@ import numpy as np
 
 import storage
 from schemas import training as ts
+from transforms.answers import threshold_tuning as tuning
 from transforms.training import detection_metrics as dm
 
+THRESHOLDS_FILE = "thresholds.csv"  # in HEAD_DIR: for beam_jobs.events --thresholds
 BASELINE_RULE = "every row gets the majority label of the training split"
 
 
@@ -74,6 +77,58 @@ def span_summary(frames: dm.SplitFrames, num_classes: int) -> dict:
     confusion = dm.segment_confusion(frames, num_classes)
     total = int(confusion.sum())
     return {"spans": total, "span_accuracy": float(np.trace(confusion) / total) if total else None}
+
+
+def tuned_event_thresholds(split_frames: dict[str, dm.SplitFrames], truths: dict[str, list[dict]],
+                           labels: Sequence[str], event_classes: Sequence[str], timing: dm.FrameTiming
+                           ) -> tuple[dict, str] | None:
+    """Per-class event thresholds tuned on the eval split's labelled spans (``threshold_tuning``), with
+    every split's event figures at them beside those at the default thresholds: (the document for
+    metrics.json, the thresholds file's text).  None without labelled spans in eval."""
+    if not truths.get(ts.EVAL) or ts.EVAL not in split_frames:
+        return None
+    eval_frames = split_frames[ts.EVAL]
+    def detect(thresholds):
+        return dm.detections(eval_frames, labels, event_classes, timing, thresholds)
+
+    tuned = tuning.tune_thresholds(detect, truths[ts.EVAL], event_classes)
+    per_class = {label: result.thresholds for label, result in tuned.items()}
+    classes: dict[str, dict] = {label: {**dataclasses.asdict(thresholds), "splits": {}}
+                                for label, thresholds in per_class.items()}
+    for split, frames in split_frames.items():
+        if not truths.get(split):
+            continue
+        at_tuned = dm.detections(frames, labels, list(per_class), timing, tuning.DEFAULTS, per_class)
+        at_default = dm.detections(frames, labels, list(per_class), timing, tuning.DEFAULTS)
+        for label in per_class:
+            classes[label]["splits"][split] = {
+                "tuned": tuning.score_events(at_tuned, truths[split], label).to_document(),
+                "default": tuning.score_events(at_default, truths[split], label).to_document()}
+    document = {"tuned_on": ts.EVAL, "file": THRESHOLDS_FILE, "default": dataclasses.asdict(tuning.DEFAULTS),
+                "grid": {"on": list(tuning.GRID_ON), "off": "on / 2",
+                         "min_duration_s": list(tuning.GRID_MIN_DURATION_S),
+                         "merge_gap_s": list(tuning.GRID_MERGE_GAP_S)},
+                "classes": classes}
+    return document, tuning.thresholds_csv(per_class)
+
+
+def format_event_thresholds(document: dict) -> list[str]:
+    """Per class: the tuned thresholds and event P / R per split, tuned beside the defaults'."""
+    splits = [s for s in ts.SPLITS if any(s in c["splits"] for c in document["classes"].values())]
+    lines = [f"event thresholds tuned on {document['tuned_on']} ({document['file']}); event P / R, tuned | "
+             "default thresholds"]
+    width = max((len(label) for label in document["classes"]), default=5)
+    lines.append(f"  {'class':<{width}}   on  min s  gap s  " + "  ".join(f"{s:>23}" for s in splits))
+    for label, row in document["classes"].items():
+        cells = []
+        for split in splits:
+            figures = row["splits"].get(split)
+            pairs = [" ".join(_number(figures[which][key]) for key in ("precision", "recall"))
+                     for which in ("tuned", "default")] if figures else []
+            cells.append(" | ".join(pairs) if pairs else " " * 23)
+        thresholds = f"{row['on']:4.2f} {row['min_duration_s']:6.2f} {row['merge_gap_s']:6.2f}"
+        lines.append(f"  {label:<{width}} {thresholds}  " + "  ".join(cells))
+    return lines
 
 
 def eval_split(document: dict, eval_rows: int, monitor: str) -> dict:

@@ -284,7 +284,7 @@ def train(config: HeadConfig) -> dict:
         "base_model": base_model,
         "config": dataclasses.asdict(config),
     }
-    _add_label_metrics(metrics, results, document, report, config.dataset_dir)
+    _add_label_metrics(metrics, results, document, report, config.dataset_dir, config.output_dir)
     spans = hm.labelled_by_spans(document) and not layout.pooled
     shown = ts.TEST if ts.TEST in results and results[ts.TEST].clip_sums else ts.EVAL
     if shown in results:
@@ -318,9 +318,11 @@ def train(config: HeadConfig) -> dict:
     return metrics
 
 
-def _add_label_metrics(metrics: dict, results: dict, document: dict, report: dict, ds_dir: str) -> None:
+def _add_label_metrics(metrics: dict, results: dict, document: dict, report: dict, ds_dir: str,
+                       output_dir: str) -> None:
     """Per split: per-class frame (and, for time-span labels, event and span) metrics beside the majority
-    baseline; see ``head_metrics``."""
+    baseline; for time-span labels also event thresholds tuned on eval, written to output_dir (see
+    ``head_metrics``)."""
     labels, layout = metrics["labels"], ts.FeatureLayout.from_document(document["layout"])
     majority = hm.majority(report, labels, layout.pooled)
     metrics["baseline"] = {"rule": hm.BASELINE_RULE, "label": majority}
@@ -329,12 +331,16 @@ def _add_label_metrics(metrics: dict, results: dict, document: dict, report: dic
     timing = hm.frame_timing(metrics["base_model"]) if spans else None
     negative = document.get("negative_label")
     event_classes = [label for label in labels if label != negative]
-    for split, result in results.items():
-        frames = result.frames()
+    split_frames = {split: result.frames() for split, result in results.items()}
+    for split, frames in split_frames.items():
         row = metrics["splits"][split]
         row.update(hm.split_metrics(frames, labels, majority, truths.get(split, []), event_classes, timing))
         if spans:
             row.update(hm.span_summary(frames, len(labels)))
+    tuned = hm.tuned_event_thresholds(split_frames, truths, labels, event_classes, timing) if timing else None
+    if tuned is not None:
+        metrics["event_thresholds"], text = tuned
+        _write_bytes(ts.ds_path(output_dir, hm.THRESHOLDS_FILE), text.encode())
 
 
 def _save_keras(classifier, path: str) -> None:
@@ -369,6 +375,8 @@ def format_metrics(metrics: dict) -> str:
         lines.extend(hm.format_per_class(metrics, ts.EVAL))
     if ts.TEST in metrics["splits"]:
         lines.extend(hm.format_per_class(metrics, ts.TEST))
+    if "event_thresholds" in metrics:
+        lines.extend(hm.format_event_thresholds(metrics["event_thresholds"]))
     if "confusion_matrix" in metrics:
         matrix = metrics["confusion_matrix"]
         lines.append(f"confusion matrix: {matrix['split']} split, per {matrix['level']} "
