@@ -10,8 +10,9 @@
 2. Each ESC-10 class is read from one AudioSet class of ``models/yamnet-approx``, chosen by name
    before looking at any score (``CLASSES``).
 3. Tuning (folds 1-2): per class, the thresholds (on, off = on / 2, min_duration_s, merge_gap_s) of
-   a small grid with the best F1, computed in process with ``transforms.answers.events``.  They are
-   written as a thresholds CSV.
+   a small grid with the best F1 (``transforms.answers.threshold_tuning``, what train_head tunes
+   with), computed in process with ``transforms.answers.events``.  They are written as a thresholds
+   CSV.
 4. Test (fold 3): ``tag_audio --events --event_thresholds CSV`` on the test recordings; its events
    table is scored.  A detection matches a truth of its class that it overlaps (one to one, greedy
    by overlap); precision = matched detections / detections, recall = matched truths / truths; on
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import itertools
+import dataclasses
 import json
 import os
 import shutil
@@ -37,6 +38,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from bench.esc10_head import esc10_setup  # noqa: E402
+from transforms.answers.events import events_from_scores  # noqa: E402
+from transforms.answers.threshold_tuning import thresholds_csv, tune_thresholds  # noqa: E402
+from transforms.answers.thresholds import ClassThresholds, EventRules  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RATE = 16000
@@ -47,7 +51,6 @@ CLASSES = {  # ESC-10 class -> the AudioSet class of the same name
     "clock_tick": "Tick-tock", "person_sneeze": "Sneeze", "helicopter": "Helicopter", "chainsaw": "Chainsaw",
     "rooster": "Chicken, rooster", "fire_crackling": "Crackle",
 }
-GRID = {"on": (0.2, 0.3, 0.5, 0.7), "min_duration_s": (0.0, 0.5), "merge_gap_s": (0.0, 1.0, 2.0)}
 
 
 def parse_args(argv):
@@ -157,28 +160,20 @@ def frames_by_file(out: Path):
     return names, {Path(uri).name: group for uri, group in table.groupby("uri")}
 
 
-def tune(out: Path, truth: list[dict]) -> dict[str, dict]:
-    """Per class, the grid point with the best F1 on the tuning recordings."""
-    from transforms.answers.events import events_from_scores
-    from transforms.answers.thresholds import ClassThresholds, EventRules
-
+def tune(out: Path, truth: list[dict]) -> dict[str, ClassThresholds]:
+    """AudioSet class -> the thresholds with the best F1 on the tuning recordings (``threshold_tuning``)."""
     names, frames = frames_by_file(out)
-    chosen = {}
-    for esc_class, audioset in CLASSES.items():
-        truths = [t for t in truth if t["class"] == esc_class]
-        best = None
-        for on, min_duration, gap in itertools.product(*GRID.values()):
-            rules = EventRules(ClassThresholds(on, on / 2, min_duration, gap), classes=(audioset,))
-            detections = [{"file": name, "class": esc_class, "start_s": e.start_s, "end_s": e.end_s}
-                          for name, g in frames.items()
-                          for e in events_from_scores(g.start_s.to_numpy(), g.end_s.to_numpy(),
-                                                      np.stack(g.scores.to_numpy()), names, HOP_S, rules)]
-            result = score(detections, truths)
-            if best is None or result["f1"] > best[0]:
-                best = (result["f1"], {"on": on, "off": on / 2, "min_duration_s": min_duration,
-                                       "merge_gap_s": gap})
-        chosen[audioset] = best[1]
-    return chosen
+    to_esc = {audioset: esc_class for esc_class, audioset in CLASSES.items()}
+
+    def detect(thresholds: ClassThresholds) -> list[dict]:
+        rules = EventRules(thresholds, classes=tuple(CLASSES.values()))
+        return [{"file": name, "class": to_esc[e.label], "start_s": e.start_s, "end_s": e.end_s}
+                for name, g in frames.items()
+                for e in events_from_scores(g.start_s.to_numpy(), g.end_s.to_numpy(),
+                                            np.stack(g.scores.to_numpy()), names, HOP_S, rules)]
+
+    tuned = tune_thresholds(detect, truth, list(CLASSES))
+    return {CLASSES[esc_class]: result.thresholds for esc_class, result in tuned.items()}
 
 
 def main(argv=None) -> int:
@@ -194,11 +189,7 @@ def main(argv=None) -> int:
     tag(work / "tune_audio", model, work / "tune_out", [])
     thresholds = tune(work / "tune_out", tune_truth)
     csv_path = work / "thresholds.csv"
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["class", "on", "off", "min_duration_s", "merge_gap_s"])
-        for name, t in thresholds.items():
-            writer.writerow([name, t["on"], t["off"], t["min_duration_s"], t["merge_gap_s"]])
+    csv_path.write_text(thresholds_csv(thresholds))
     tag(work / "test_audio", model, work / "test_out", ["--events", "--event_thresholds", str(csv_path)])
 
     import pyarrow.dataset as pads
@@ -208,8 +199,9 @@ def main(argv=None) -> int:
     to_esc = {v: k for k, v in CLASSES.items()}
     detections = [{"file": Path(e["uri"]).name, "class": to_esc[e["label"]], "start_s": e["start_s"],
                    "end_s": e["end_s"]} for e in events]
-    results = {"thresholds": thresholds, "recordings": {"tune": len({t['file'] for t in tune_truth}),
-                                                        "test": len({t['file'] for t in test_truth})},
+    results = {"thresholds": {name: dataclasses.asdict(t) for name, t in thresholds.items()},
+               "recordings": {"tune": len({t['file'] for t in tune_truth}),
+                              "test": len({t['file'] for t in test_truth})},
                "seconds_each": args.seconds, "classes": {}, "by_background": {}}
     for esc_class in CLASSES:
         results["classes"][esc_class] = score([d for d in detections if d["class"] == esc_class],
@@ -233,7 +225,7 @@ def main(argv=None) -> int:
     for esc_class, row in [*results["classes"].items(), ("all", results["all"]),
                            *[(f"all, on {k}", v) for k, v in results["by_background"].items()]]:
         t = thresholds.get(CLASSES.get(esc_class, ""), None)
-        setting = f"{t['on']} / {t['min_duration_s']} s / {t['merge_gap_s']} s" if t else ""
+        setting = f"{t.on:g} / {t.min_duration_s:g} s / {t.merge_gap_s:g} s" if t else ""
         errors = "-" if row["median_onset_error_s"] is None else \
             f"{row['median_onset_error_s']:.2f} / {row['median_offset_error_s']:.2f} s"
         print(f"| {esc_class} | {CLASSES.get(esc_class, '')} | {setting} | {row['truths']} | "

@@ -118,14 +118,14 @@ def format_event_thresholds(document: dict) -> list[str]:
     lines = [f"event thresholds tuned on {document['tuned_on']} ({document['file']}); event P / R, tuned | "
              "default thresholds"]
     width = max((len(label) for label in document["classes"]), default=5)
-    lines.append(f"  {'class':<{width}}   on  min s  gap s  " + "  ".join(f"{s:>23}" for s in splits))
+    lines.append(f"  {'class':<{width}}   on  min s  gap s  " + "  ".join(f"{s:>25}" for s in splits))
     for label, row in document["classes"].items():
         cells = []
         for split in splits:
             figures = row["splits"].get(split)
             pairs = [" ".join(_number(figures[which][key]) for key in ("precision", "recall"))
                      for which in ("tuned", "default")] if figures else []
-            cells.append(" | ".join(pairs) if pairs else " " * 23)
+            cells.append(" | ".join(pairs) if pairs else " " * 25)
         thresholds = f"{row['on']:4.2f} {row['min_duration_s']:6.2f} {row['merge_gap_s']:6.2f}"
         lines.append(f"  {label:<{width}} {thresholds}  " + "  ".join(cells))
     return lines
