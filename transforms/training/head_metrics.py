@@ -79,37 +79,38 @@ def span_summary(frames: dm.SplitFrames, num_classes: int) -> dict:
     return {"spans": total, "span_accuracy": float(np.trace(confusion) / total) if total else None}
 
 
-def tuned_event_thresholds(split_frames: dict[str, dm.SplitFrames], truths: dict[str, list[dict]],
-                           labels: Sequence[str], event_classes: Sequence[str], timing: dm.FrameTiming
-                           ) -> tuple[dict, str] | None:
-    """Per-class event thresholds tuned on the eval split's labelled spans (``threshold_tuning``), with
-    every split's event figures at them beside those at the default thresholds: (the document for
-    metrics.json, the thresholds file's text).  None without labelled spans in eval."""
-    if not truths.get(ts.EVAL) or ts.EVAL not in split_frames:
-        return None
-    eval_frames = split_frames[ts.EVAL]
+def tune_event_thresholds(eval_frames: dm.SplitFrames, eval_truths: list[dict], labels: Sequence[str],
+                          event_classes: Sequence[str], timing: dm.FrameTiming) -> dict:
+    """Per class with labelled spans in eval, the thresholds tuned on them (``threshold_tuning``)."""
     def detect(thresholds):
         return dm.detections(eval_frames, labels, event_classes, timing, thresholds)
 
-    tuned = tuning.tune_thresholds(detect, truths[ts.EVAL], event_classes)
-    per_class = {label: result.thresholds for label, result in tuned.items()}
-    classes: dict[str, dict] = {label: {**dataclasses.asdict(thresholds), "splits": {}}
-                                for label, thresholds in per_class.items()}
-    for split, frames in split_frames.items():
-        if not truths.get(split):
-            continue
-        at_tuned = dm.detections(frames, labels, list(per_class), timing, tuning.DEFAULTS, per_class)
-        at_default = dm.detections(frames, labels, list(per_class), timing, tuning.DEFAULTS)
-        for label in per_class:
-            classes[label]["splits"][split] = {
-                "tuned": tuning.score_events(at_tuned, truths[split], label).to_document(),
-                "default": tuning.score_events(at_default, truths[split], label).to_document()}
-    document = {"tuned_on": ts.EVAL, "file": THRESHOLDS_FILE, "default": dataclasses.asdict(tuning.DEFAULTS),
-                "grid": {"on": list(tuning.GRID_ON), "off": "on / 2",
-                         "min_duration_s": list(tuning.GRID_MIN_DURATION_S),
-                         "merge_gap_s": list(tuning.GRID_MERGE_GAP_S)},
-                "classes": classes}
-    return document, tuning.thresholds_csv(per_class)
+    tuned = tuning.tune_thresholds(detect, eval_truths, event_classes)
+    return {label: result.thresholds for label, result in tuned.items()}
+
+
+def events_at(per_class: dict, frames: dm.SplitFrames, truths: list[dict], labels: Sequence[str],
+              timing: dm.FrameTiming) -> dict:
+    """label -> {"tuned": ..., "default": ...}: a split's event figures at the tuned thresholds and at the
+    defaults, for the classes of ``per_class``."""
+    at_tuned = dm.detections(frames, labels, list(per_class), timing, tuning.DEFAULTS, per_class)
+    at_default = dm.detections(frames, labels, list(per_class), timing, tuning.DEFAULTS)
+    return {label: {"tuned": tuning.score_events(at_tuned, truths, label).to_document(),
+                    "default": tuning.score_events(at_default, truths, label).to_document()}
+            for label in per_class}
+
+
+def event_thresholds_document(per_class: dict, figures: dict[str, dict]) -> dict:
+    """metrics.json's ``event_thresholds``: per class its thresholds and, per split (``figures``: split ->
+    ``events_at``), its events at them beside the defaults'."""
+    classes = {label: {**dataclasses.asdict(thresholds),
+                       "splits": {split: rows[label] for split, rows in figures.items()}}
+               for label, thresholds in per_class.items()}
+    return {"tuned_on": ts.EVAL, "file": THRESHOLDS_FILE, "default": dataclasses.asdict(tuning.DEFAULTS),
+            "grid": {"on": list(tuning.GRID_ON), "off": "on / 2",
+                     "min_duration_s": list(tuning.GRID_MIN_DURATION_S),
+                     "merge_gap_s": list(tuning.GRID_MERGE_GAP_S)},
+            "classes": classes}
 
 
 def format_event_thresholds(document: dict) -> list[str]:

@@ -26,6 +26,7 @@ import numpy as np
 
 import storage
 from schemas import training as ts
+from transforms.answers import threshold_tuning as tuning
 from transforms.training import detection_metrics as dm
 from transforms.training import head_metrics as hm
 from transforms.training.detection_metrics import SplitFrames
@@ -331,16 +332,23 @@ def _add_label_metrics(metrics: dict, results: dict, document: dict, report: dic
     timing = hm.frame_timing(metrics["base_model"]) if spans else None
     negative = document.get("negative_label")
     event_classes = [label for label in labels if label != negative]
-    split_frames = {split: result.frames() for split, result in results.items()}
-    for split, frames in split_frames.items():
+    # Event thresholds are tuned on the eval split's spans, then every split is scored at them.
+    per_class = {}
+    if timing is not None and truths.get(ts.EVAL) and ts.EVAL in results:
+        per_class = hm.tune_event_thresholds(results[ts.EVAL].frames(), truths[ts.EVAL], labels,
+                                             event_classes, timing)
+    figures = {}
+    for split, result in results.items():
+        frames = result.frames()  # one split's frames at a time
         row = metrics["splits"][split]
         row.update(hm.split_metrics(frames, labels, majority, truths.get(split, []), event_classes, timing))
         if spans:
             row.update(hm.span_summary(frames, len(labels)))
-    tuned = hm.tuned_event_thresholds(split_frames, truths, labels, event_classes, timing) if timing else None
-    if tuned is not None:
-        metrics["event_thresholds"], text = tuned
-        _write_bytes(ts.ds_path(output_dir, hm.THRESHOLDS_FILE), text.encode())
+        if per_class and truths.get(split):
+            figures[split] = hm.events_at(per_class, frames, truths[split], labels, timing)
+    if per_class:
+        metrics["event_thresholds"] = hm.event_thresholds_document(per_class, figures)
+        _write_bytes(ts.ds_path(output_dir, hm.THRESHOLDS_FILE), tuning.thresholds_csv(per_class).encode())
 
 
 def _save_keras(classifier, path: str) -> None:
