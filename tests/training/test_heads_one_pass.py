@@ -18,8 +18,15 @@ import pytest
 from schemas import training as ts
 from schemas.tables import class_names_from, head_config_id, read_model_metadata
 from tests.support.audio_factory import sine, write_audio
-from tests.support.pipeline_helpers import FIXTURE_MODEL, read_table, require_shared, run_tag_audio
+from tests.support.pipeline_helpers import (
+    FIXTURE_MODEL,
+    read_table,
+    require_shared,
+    run_tag_audio,
+    run_tag_audio_subprocess,
+)
 from transforms.output import current
+from transforms.output.reader import find_output
 
 TOLERANCE = 1e-4
 CLASSES = {"low": 300.0, "high": 2500.0, "noise": None}
@@ -209,3 +216,37 @@ def test_heads_and_apply_head_per_channel(heads, tmp_path, capsys):
     np.testing.assert_allclose(np.stack(applied.scores), np.stack(one_pass.scores), atol=TOLERANCE)
     low, noise = (np.stack(one_pass[one_pass.channel == c].scores) for c in (0, 1))
     assert np.abs(low - noise).max() > 10 * TOLERANCE  # each channel scored from its own audio
+
+
+# A run with one head changes stored state in this order (AUDIO_TAGGER_KILL_AT counts the changes): the
+# write probe, the base record, the head's record, the head's renames, its staging's delete, the head's
+# commit, its final record, the base's renames, staging delete, commit and final record.  Each step
+# named here is checked to be what the kill stopped, so a change of order fails here, not silently.
+HEAD_CRASH_POINTS = {
+    4: "renaming 2 file(s) to {out}/heads/head_a/files/",  # the head's parts still staged
+    5: "deleting {out}/heads/head_a/_staging/",  # the head's parts in place, never committed
+    7: "writing {out}/heads/head_a/runs/",  # the head committed, the base's parts still staged
+    10: "creating {out}/_log/",  # the base's parts in place, never committed
+}
+
+
+@pytest.mark.parametrize("step", sorted(HEAD_CRASH_POINTS))
+def test_a_run_with_a_head_killed_at_a_step_then_run_again_leaves_each_file_once_in_the_head(heads, tmp_path,
+                                                                                             step):
+    out = tmp_path / "out"
+    args = ["--input", str(heads["audio"]), "--output", str(out), "--model", "yamnet", "--model_path",
+            heads["model"], "--head", str(heads["exports"]["head_a"]), "--batch_size", "16",
+            "--decode_processes", "0", "--progress_s", "0"]
+    killed = run_tag_audio_subprocess(args, env={"AUDIO_TAGGER_KILL_AT": str(step)}, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert f"crash point {step}: killed before {HEAD_CRASH_POINTS[step].format(out=out)}" in killed.stderr
+    assert run_tag_audio(args) == 0
+    for output in (out, out / "heads" / "head_a"):
+        found = find_output(str(output))
+        committed = {run.run_id for run in found.runs if run.published}
+        # Nothing of the killed run is left where a raw read of the tables would take it.
+        assert {run.run_id for run in found.runs if run.files or run.frames} <= committed, output
+        assert not list((output / "_staging").rglob("*.parquet"))
+        now = current.current_files(str(output), ["uri"])["uri"].to_pylist()
+        assert len(now) == len(set(now)) == 15, output
+    assert read_table(out, "files", ["uri"]).num_rows == 15  # the base never tags a file twice

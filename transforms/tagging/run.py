@@ -243,10 +243,13 @@ def take_output(config: TagAudioConfig, record: RunRecord,
 
 
 def with_prior_runs(config: TagAudioConfig, record: RunRecord) -> TagAudioConfig:
-    """Under the lease: tidies the output, then reads which runs are committed (the done-set's input).
-    Raises UsageError for a run id taken meanwhile or a damaged committed part."""
+    """Under the lease: tidies the output and each head's (``OUT/heads/NAME``, which the lease on OUT
+    covers), then reads which runs are committed (the done-set's input).  Raises UsageError for a run id
+    taken meanwhile or a damaged committed part."""
     try:
         tidied = tidy(config.output, record.run_id)
+        for head in config.heads:
+            tidy(head.out_dir, record.run_id)
     except DamagedOutputError as e:
         raise UsageError(str(e)) from None
     if problem := run_id_problem(config.output, record.run_id):
