@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import glob
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -20,6 +24,7 @@ from schemas.tables import class_names_from, head_config_id, read_model_metadata
 from tests.support.audio_factory import sine, write_audio
 from tests.support.pipeline_helpers import (
     FIXTURE_MODEL,
+    REPO,
     read_table,
     require_shared,
     run_tag_audio,
@@ -250,3 +255,30 @@ def test_a_run_with_a_head_killed_at_a_step_then_run_again_leaves_each_file_once
         now = current.current_files(str(output), ["uri"])["uri"].to_pylist()
         assert len(now) == len(set(now)) == 15, output
     assert read_table(out, "files", ["uri"]).num_rows == 15  # the base never tags a file twice
+
+
+
+@pytest.mark.parametrize(("step", "what"), [(2, "renaming 2 file(s) to {head}/files/"),
+                                            (4, "creating {head}/_log/")])
+def test_apply_head_killed_at_a_step_then_run_again_leaves_each_file_once(heads, tmp_path, step, what,
+                                                                         capsys):
+    """Killed with the head's parts staged (2) or in place but never committed (4): the next apply_head
+    clears them, and the head's tables hold each file once, raw or through the current view."""
+    from beam_jobs import apply_head
+
+    out = tmp_path / "tagged"
+    shutil.copytree(heads["tagged"], out, ignore=shutil.ignore_patterns("heads"))  # no head applied yet
+    head = out / "heads" / "head_a"
+    args = ["--frames", str(out), "--head", str(heads["exports"]["head_a"])]
+    killed = subprocess.run([sys.executable, "-m", "beam_jobs.apply_head", *args], cwd=REPO,
+                            env={**os.environ, "AUDIO_TAGGER_KILL_AT": str(step)}, capture_output=True,
+                            text=True, timeout=300)
+    assert killed.returncode == -9 and f"crash point {step}: killed before {what.format(head=head)}" in \
+        killed.stderr, killed.stderr[-2000:]
+    assert apply_head.run(args) == 0
+    assert "60 frames of 15 files scored, 0 files already done" in capsys.readouterr().out
+    raw = read_table(head, "files", ["uri"])["uri"].to_pylist()
+    assert len(raw) == len(set(raw)) == 15
+    assert read_table(head, "frames", ["uri"]).num_rows == 60
+    assert current.current_files(str(head), ["uri"]).num_rows == 15
+    assert not list((head / "_staging").rglob("*.parquet"))

@@ -32,6 +32,7 @@ from transforms.output.lease import DEFAULT_TTL_S, Lease
 from transforms.output.publish import commit, final_record, publish
 from transforms.output.reader import ModelInfo, OutputDir, find_output, read_schema
 from transforms.output.summary import SummarizeFiles
+from transforms.output.tidy import tidy
 from transforms.tagging.file_report import ScoreStats, top_labels
 from transforms.tagging.frame_table import CoalesceTables, in_order
 from transforms.tagging.heads import HeadOutput, resolve_heads
@@ -152,6 +153,7 @@ def _apply_one(found: OutputDir, head: HeadOutput, config: str, base_record: Run
     # OUT's lease, as tag_audio --head takes it: one run at a time writes OUT and the heads under it.
     lease = Lease(found.root, record.run_id, lease_ttl_s).acquire()
     try:
+        tidy(head.out_dir, record.run_id, check=False)  # what a killed run left in the head's output
         record.write()
         done = set() if force else _done_keys(head)
         model = shared_model(head.source)  # loaded once per process
