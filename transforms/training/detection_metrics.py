@@ -33,9 +33,10 @@ import numpy as np
 
 from transforms.answers.event_matching import match_by_overlap
 from transforms.answers.events import events_from_scores
+from transforms.answers.threshold_tuning import DEFAULTS, score_events
 from transforms.answers.thresholds import ClassThresholds, EventRules
 
-OPERATING = ClassThresholds()  # on 0.5, off 0.3: what beam_jobs.events uses without a thresholds file
+OPERATING = DEFAULTS  # on 0.5, off 0.3: what beam_jobs.events uses without a thresholds file
 RANKING = ClassThresholds(on=0.2, off=0.1)  # low thresholds: the detections AP ranks
 
 
@@ -167,13 +168,12 @@ def event_metrics(frames: SplitFrames, truths: Sequence[dict], labels: Sequence[
     ranking = detections(frames, labels, classes, timing, RANKING)
     rows = {}
     for label in classes:
+        at_operating = score_events(operating, truths, label).to_document()
+        del at_operating["f1"]
         wanted = [t for t in truths if t["class"] == label]
-        said = [d for d in operating if d["class"] == label]
-        matched = len(match_by_overlap(said, wanted))
         ranked = [d for d in ranking if d["class"] == label]
         hit = np.zeros(len(ranked), bool)
         hit[[d_i for d_i, _ in match_by_overlap(ranked, wanted)]] = True
-        rows[label] = {"truths": len(wanted), "detections": len(said), "matched": matched,
-                       "precision": _ratio(matched, len(said)), "recall": _ratio(matched, len(wanted)),
+        rows[label] = {**at_operating,
                        "average_precision": average_precision([d["score"] for d in ranked], hit, len(wanted))}
     return rows
